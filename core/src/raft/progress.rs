@@ -1,0 +1,105 @@
+//! What a leader knows about each follower's log, and the flow control of appends to it.
+
+use super::LogIndex;
+use crate::time::Instant;
+use alloc::collections::VecDeque;
+
+/// How the leader is currently replicating to a follower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReplicationState {
+    /// Unsure where the follower's log matches: one append at a time until one succeeds.
+    Probe {
+        /// An append is outstanding; wait for its answer (or a heartbeat answer).
+        paused: bool,
+    },
+    /// The logs match up to `match_index`: stream appends, up to the in-flight limit.
+    Replicate,
+    /// The follower needs a snapshot; chunks are sent one at a time.
+    Snapshot {
+        /// Index of the snapshot being sent.
+        index: LogIndex,
+        /// Bytes the follower confirmed so far.
+        offset: u64,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Progress {
+    /// Highest index known to match the leader's log.
+    pub(crate) match_index: LogIndex,
+    /// Next index to send.
+    pub(crate) next_index: LogIndex,
+    pub(crate) state: ReplicationState,
+    /// Last index carried by each append in flight, oldest first.
+    pub(crate) inflight: VecDeque<LogIndex>,
+    /// Last time any message from this follower arrived (for CheckQuorum).
+    pub(crate) last_heard: Instant,
+    /// Highest read-confirmation sequence this follower echoed.
+    pub(crate) acked_seq: u64,
+    /// When the leader sent the heartbeat carrying `acked_seq` (its clock): the start of
+    /// the lease this follower grants.
+    pub(crate) acked_sent_at: Option<Instant>,
+    /// The commit index last sent to this follower.
+    pub(crate) commit_sent: LogIndex,
+}
+
+impl Progress {
+    pub(crate) fn new(last_index: LogIndex, now: Instant) -> Self {
+        Self {
+            match_index: 0,
+            next_index: last_index + 1,
+            state: ReplicationState::Probe { paused: false },
+            inflight: VecDeque::new(),
+            last_heard: now,
+            acked_seq: 0,
+            acked_sent_at: None,
+            commit_sent: 0,
+        }
+    }
+
+    pub(crate) fn become_probe(&mut self) {
+        self.state = ReplicationState::Probe { paused: false };
+        self.next_index = self.match_index + 1;
+        self.inflight.clear();
+    }
+
+    pub(crate) fn become_replicate(&mut self) {
+        self.state = ReplicationState::Replicate;
+        self.next_index = self.match_index + 1;
+        self.inflight.clear();
+    }
+
+    /// Whether another append may be sent now.
+    pub(crate) fn can_send(&self, inflight_max: usize) -> bool {
+        match self.state {
+            ReplicationState::Probe { paused } => !paused,
+            ReplicationState::Replicate => self.inflight.len() < inflight_max,
+            ReplicationState::Snapshot { .. } => false,
+        }
+    }
+
+    /// Records that an append ending at `last` went out.
+    pub(crate) fn sent(&mut self, last: LogIndex) {
+        match &mut self.state {
+            ReplicationState::Probe { paused } => *paused = true,
+            ReplicationState::Replicate => {
+                self.inflight.push_back(last);
+                self.next_index = last + 1;
+            }
+            ReplicationState::Snapshot { .. } => {}
+        }
+    }
+
+    /// The follower confirmed its log matches up to `index`. Returns whether that is news.
+    pub(crate) fn acknowledge(&mut self, index: LogIndex) -> bool {
+        while self.inflight.front().is_some_and(|&last| last <= index) {
+            self.inflight.pop_front();
+        }
+        if index <= self.match_index {
+            return false;
+        }
+        self.match_index = index;
+        self.next_index = self.next_index.max(index + 1);
+        true
+    }
+}

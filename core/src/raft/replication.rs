@@ -1,0 +1,214 @@
+//! Log replication: appends on the follower side, flow control and fast backtracking on
+//! the leader side.
+
+use super::node::Node;
+use super::progress::ReplicationState;
+use super::request::RequestError;
+use super::{Entry, LogIndex, MessageBody, NodeId, Payload, Term};
+use crate::machine::StateMachine;
+use alloc::vec::Vec;
+
+impl<M: StateMachine> Node<M> {
+    /// Follower: handles entries from the leader of the current term.
+    pub(super) fn handle_append(
+        &mut self,
+        from: NodeId,
+        mut prev_index: LogIndex,
+        mut prev_term: Term,
+        mut entries: Vec<Entry>,
+        leader_commit: LogIndex,
+    ) {
+        if !self.entries_well_formed(prev_index, prev_term, &entries) {
+            warn!("{} drops malformed append from {}", self.cfg.id, from);
+            return;
+        }
+        if prev_index < self.commit {
+            // The committed prefix matches the leader's by definition: skip it.
+            let skip = usize::try_from(self.commit - prev_index).unwrap_or(usize::MAX);
+            if skip >= entries.len() {
+                let index = self.commit;
+                self.send(
+                    from,
+                    MessageBody::AppendResponse { success: true, index, hint_index: 0, hint_term: 0 },
+                );
+                return;
+            }
+            entries.drain(..skip);
+            prev_index = self.commit;
+            prev_term = self.log.term(prev_index).unwrap_or(0);
+        }
+        if self.log.term(prev_index) != Some(prev_term) {
+            let hint_index = prev_index.min(self.log.last_index());
+            let hint_term = self.log.term(hint_index).unwrap_or(0);
+            let body =
+                MessageBody::AppendResponse { success: false, index: prev_index, hint_index, hint_term };
+            self.send(from, body);
+            return;
+        }
+        let last_new = prev_index + entries.len() as u64;
+        let conflict = entries.iter().position(|e| self.log.term(e.index) != Some(e.term));
+        if let Some(k) = conflict {
+            let first = entries[k].index;
+            if first <= self.log.last_index() {
+                debug_assert!(first > self.commit, "leader asked to truncate committed entries");
+                self.log.truncate_from(first);
+                self.membership.truncate_from(first);
+                self.drop_proposals_from(first, RequestError::ProposalDropped);
+            }
+            let new = entries.split_off(k);
+            self.persist_entries(first, &new);
+            for entry in new {
+                if let Payload::Membership(m) = &entry.payload {
+                    self.membership.push(entry.index, m.clone());
+                }
+                self.log.push(entry);
+            }
+        }
+        let new_commit = leader_commit.min(last_new);
+        if new_commit > self.commit {
+            self.commit = new_commit;
+        }
+        // Leaves only after the appended entries are durable (see `send`).
+        self.send(
+            from,
+            MessageBody::AppendResponse { success: true, index: last_new, hint_index: 0, hint_term: 0 },
+        );
+    }
+
+    /// Entries must follow `prev_index` contiguously with terms that never decrease and
+    /// never exceed the sender's term; anything else is a corrupt or forged message.
+    fn entries_well_formed(&self, prev_index: LogIndex, prev_term: Term, entries: &[Entry]) -> bool {
+        let mut term = prev_term;
+        for (expected, e) in (prev_index + 1..).zip(entries) {
+            if e.index != expected || e.term < term || e.term > self.term {
+                return false;
+            }
+            term = e.term;
+        }
+        true
+    }
+
+    /// Leader: a follower answered an append.
+    pub(super) fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        index: LogIndex,
+        hint_index: LogIndex,
+        hint_term: Term,
+    ) {
+        let now = self.now;
+        let last_index = self.log.last_index();
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.last_heard = now;
+        if success {
+            if index > last_index {
+                return; // A forged or corrupt acknowledgement.
+            }
+            let probing = matches!(pr.state, ReplicationState::Probe { .. });
+            let advanced = pr.acknowledge(index);
+            if probing {
+                pr.become_replicate();
+            }
+            self.appends_due = true;
+            if advanced {
+                self.maybe_commit();
+                self.maybe_send_timeout_now();
+            }
+            return;
+        }
+        if index <= pr.match_index {
+            return; // Stale: a later append already succeeded.
+        }
+        match pr.state {
+            ReplicationState::Probe { .. } if index + 1 != pr.next_index => return,
+            ReplicationState::Snapshot { .. } => return,
+            _ => {}
+        }
+        let next = self.find_probe_index(hint_index, hint_term) + 1;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.state = ReplicationState::Probe { paused: false };
+        pr.inflight.clear();
+        pr.next_index = next.clamp(pr.match_index + 1, last_index + 1);
+        self.appends_due = true;
+    }
+
+    /// The highest index at or below `hint_index` whose term is at most `hint_term`: where
+    /// the follower's log most likely matches ours. Binary search, since terms never
+    /// decrease along the log. Below the snapshot point means "send the snapshot".
+    fn find_probe_index(&self, hint_index: LogIndex, hint_term: Term) -> LogIndex {
+        let mut lo = self.log.snapshot_index();
+        let mut hi = hint_index.min(self.log.last_index());
+        if hi < lo {
+            return hi;
+        }
+        if self.log.term(lo).is_none_or(|t| t > hint_term) {
+            return lo.saturating_sub(1);
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.log.term(mid).is_some_and(|t| t <= hint_term) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
+    /// Leader: sends whatever is due — heartbeats requested by reads, appends to every
+    /// follower as flow control allows.
+    pub(super) fn flush_leader_messages(&mut self) {
+        if self.reads.heartbeat_due {
+            self.broadcast_heartbeat();
+        }
+        if !self.appends_due {
+            return;
+        }
+        self.appends_due = false;
+        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
+        for peer in peers {
+            self.replicate_to(peer);
+        }
+    }
+
+    /// Sends appends to `peer` until its window is full or it has everything.
+    fn replicate_to(&mut self, peer: NodeId) {
+        let inflight_max = self.cfg.inflight_appends_max;
+        loop {
+            let Some(pr) = self.progress.get(&peer) else {
+                return;
+            };
+            if !pr.can_send(inflight_max) {
+                return;
+            }
+            let probing = matches!(pr.state, ReplicationState::Probe { .. });
+            let next = pr.next_index;
+            let commit_stale = pr.commit_sent < self.commit;
+            let prev_index = next - 1;
+            let Some(prev_term) = self.log.term(prev_index) else {
+                self.start_snapshot(peer);
+                return;
+            };
+            let entries = self.log.slice(next, self.cfg.append_entries_max, self.cfg.append_bytes_max);
+            if entries.is_empty() && !probing && !commit_stale {
+                return;
+            }
+            let empty = entries.is_empty();
+            let last = prev_index + entries.len() as u64;
+            let commit = self.commit;
+            if let Some(pr) = self.progress.get_mut(&peer) {
+                pr.sent(last);
+                pr.commit_sent = commit;
+            }
+            self.send(peer, MessageBody::Append { prev_index, prev_term, entries, commit });
+            if probing || empty {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Snapshots: taking them to compact the log, sending them in chunks to followers that
+//! fell behind the compaction point, and installing them on the follower side.
+
+use super::node::{Event, Node};
+use super::progress::ReplicationState;
+use super::request::RequestError;
+use super::{LogIndex, MessageBody, NodeId, Snapshot, SnapshotMeta, SnapshotWrite};
+use crate::machine::StateMachine;
+use alloc::vec::Vec;
+
+/// A snapshot being received chunk by chunk.
+#[derive(Clone, Debug)]
+pub(super) struct IncomingSnapshot {
+    meta: SnapshotMeta,
+    total: u64,
+    data: Vec<u8>,
+}
+
+impl<M: StateMachine> Node<M> {
+    /// Takes a snapshot once enough applied entries accumulated since the last one.
+    pub(super) fn maybe_snapshot(&mut self) {
+        if self.applied - self.log.snapshot_index() >= self.cfg.snapshot_threshold_entries {
+            self.take_snapshot();
+        }
+    }
+
+    fn take_snapshot(&mut self) {
+        let index = self.applied;
+        let Some(entry) = self.log.get(index) else {
+            return;
+        };
+        let (term, time) = (entry.term, entry.time);
+        let mut data = Vec::new();
+        self.machine.snapshot(&mut data);
+        let meta = SnapshotMeta { index, term, time, membership: self.membership.at(index).clone() };
+        self.log.compact_to(index);
+        self.membership.compact_to(index);
+        let snapshot = Snapshot { meta, data };
+        self.queue_snapshot_write(snapshot.clone(), true);
+        self.snapshot = Some(snapshot);
+    }
+
+    /// Adds a snapshot to the pending write, merging with one already there.
+    fn queue_snapshot_write(&mut self, snapshot: Snapshot, retain: bool) {
+        let index = snapshot.meta.index;
+        // If an earlier snapshot in this write discarded the stored log, that must still
+        // happen: the stored log may hold entries that conflict with the leader's.
+        let retain = retain && self.write.snapshot.as_ref().is_none_or(|s| s.retain_log_after);
+        if retain {
+            self.write.entries.retain(|e| e.index > index);
+        } else {
+            self.write.entries.clear();
+        }
+        self.write.snapshot = Some(SnapshotWrite { snapshot, retain_log_after: retain });
+    }
+
+    /// Leader: `peer` needs entries we compacted; send the snapshot instead.
+    pub(super) fn start_snapshot(&mut self, peer: NodeId) {
+        let Some(index) = self.snapshot.as_ref().map(|s| s.meta.index) else {
+            return;
+        };
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        pr.state = ReplicationState::Snapshot { index, offset: 0 };
+        pr.inflight.clear();
+        self.send_snapshot_chunk(peer);
+    }
+
+    /// Leader: sends the chunk at the follower's confirmed offset.
+    pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
+        let Some(snapshot) = &self.snapshot else {
+            return;
+        };
+        let Some(pr) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        let ReplicationState::Snapshot { index, offset } = &mut pr.state else {
+            return;
+        };
+        if *index != snapshot.meta.index {
+            // A newer snapshot replaced the one being sent: start over with it.
+            *index = snapshot.meta.index;
+            *offset = 0;
+        }
+        let total = snapshot.data.len();
+        let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(total);
+        let end = start.saturating_add(self.cfg.snapshot_chunk_bytes).min(total);
+        let body = MessageBody::InstallSnapshot {
+            meta: snapshot.meta.clone(),
+            offset: start as u64,
+            total: total as u64,
+            data: snapshot.data[start..end].to_vec(),
+        };
+        self.send(peer, body);
+    }
+
+    /// Leader: a follower answered a snapshot chunk.
+    pub(super) fn handle_install_snapshot_response(
+        &mut self,
+        from: NodeId,
+        index: LogIndex,
+        next_offset: u64,
+        done: bool,
+    ) {
+        let now = self.now;
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
+        pr.last_heard = now;
+        let ReplicationState::Snapshot { index: sending, offset } = &mut pr.state else {
+            return;
+        };
+        if index != *sending {
+            return;
+        }
+        if done {
+            pr.acknowledge(index);
+            pr.become_probe();
+            self.appends_due = true;
+            self.maybe_commit();
+        } else {
+            *offset = next_offset;
+            self.send_snapshot_chunk(from);
+        }
+    }
+
+    /// Follower: one chunk of a snapshot from the leader.
+    pub(super) fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        data: Vec<u8>,
+    ) {
+        let index = meta.index;
+        if index <= self.commit {
+            // Everything it covers is already committed here (and matches the leader's).
+            self.send(from, MessageBody::InstallSnapshotResponse { index, next_offset: total, done: true });
+            return;
+        }
+        if total > self.cfg.snapshot_bytes_max as u64 {
+            warn!("{} refuses a {} byte snapshot (snapshot_bytes_max)", self.cfg.id, total);
+            return;
+        }
+        if offset == 0 {
+            self.incoming_snapshot = Some(IncomingSnapshot { meta: meta.clone(), total, data: Vec::new() });
+        }
+        let received = match &mut self.incoming_snapshot {
+            Some(inc) if inc.meta == meta && inc.total == total && inc.data.len() as u64 == offset => {
+                if offset + data.len() as u64 > total {
+                    self.incoming_snapshot = None;
+                    return;
+                }
+                inc.data.extend_from_slice(&data);
+                inc.data.len() as u64
+            }
+            Some(inc) if inc.meta == meta => inc.data.len() as u64,
+            _ => 0,
+        };
+        if received < total {
+            self.send(
+                from,
+                MessageBody::InstallSnapshotResponse { index, next_offset: received, done: false },
+            );
+            return;
+        }
+        let Some(inc) = self.incoming_snapshot.take() else {
+            return;
+        };
+        let snapshot = Snapshot { meta: inc.meta, data: inc.data };
+        if let Err(_e) = self.machine.restore(&snapshot.data) {
+            warn!("{} cannot restore snapshot {}: {}", self.cfg.id, index, _e);
+            self.send(from, MessageBody::InstallSnapshotResponse { index, next_offset: 0, done: false });
+            return;
+        }
+        self.install_snapshot(snapshot);
+        self.send(from, MessageBody::InstallSnapshotResponse { index, next_offset: total, done: true });
+    }
+
+    /// Replaces the log prefix (or the whole log) with a restored snapshot.
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = &snapshot.meta;
+        let index = meta.index;
+        // Keep our entries after the snapshot only if our log holds its last entry: then
+        // they may be acknowledged (hence committed) entries that must not be forgotten.
+        let retain = self.log.term(index) == Some(meta.term);
+        self.log.reset_to_snapshot(meta, retain);
+        self.membership.reset(index, meta.membership.clone(), retain);
+        self.drop_proposals_through(index);
+        if !retain {
+            self.drop_proposals_from(index + 1, RequestError::ProposalDropped);
+        }
+        self.commit = self.commit.max(index);
+        self.applied = index;
+        self.queue_snapshot_write(snapshot.clone(), retain);
+        self.snapshot = Some(snapshot);
+        self.events.push_back(Event::SnapshotInstalled { index });
+    }
+}

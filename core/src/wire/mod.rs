@@ -1,0 +1,137 @@
+//! The wire format shared by peers and clients on every transport.
+//!
+//! An [`Envelope`] is encoded as one *payload*: a version byte followed by the postcard
+//! encoding of the envelope. Stream transports (TCP) put each payload in a *frame*: a
+//! 4-byte little-endian length, then the payload. Message transports (WebSocket, COBS on a
+//! serial line) carry payloads as they are. Decoders never panic: malformed, truncated or
+//! oversized input is an `Err`, and a frame's length is checked against the limit before
+//! any buffer is allocated for it.
+
+use crate::raft::Message;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// Version byte that starts every payload. Bumped on incompatible changes.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Bytes of the length prefix of a frame.
+pub const FRAME_HEADER_BYTES: usize = 4;
+
+/// Everything that travels between Concord processes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Envelope {
+    /// Raft traffic between the nodes of a group.
+    Raft(Message),
+}
+
+/// Why bytes could not be encoded or decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The frame (or payload) is larger than the configured maximum.
+    FrameTooLarge {
+        /// Declared or actual size.
+        size: usize,
+        /// The limit in force.
+        max: usize,
+    },
+    /// A payload with no bytes at all.
+    Empty,
+    /// The payload was written by an incompatible protocol version.
+    UnsupportedVersion(u8),
+    /// The payload is not a valid envelope.
+    Malformed(postcard::Error),
+    /// The frame decoded, but bytes were left over after the envelope.
+    TrailingBytes(usize),
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FrameTooLarge { size, max } => {
+                write!(f, "frame of {size} bytes exceeds the limit of {max}")
+            }
+            Self::Empty => f.write_str("empty payload"),
+            Self::UnsupportedVersion(v) => {
+                write!(f, "protocol version {v} is not supported (this build speaks {PROTOCOL_VERSION})")
+            }
+            Self::Malformed(e) => write!(f, "malformed payload: {e}"),
+            Self::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the envelope"),
+        }
+    }
+}
+
+/// Appends the payload for `envelope` (version byte + postcard) to `out`.
+pub fn encode_payload(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), WireError> {
+    out.push(PROTOCOL_VERSION);
+    let encoded = postcard::to_extend(envelope, core::mem::take(out)).map_err(WireError::Malformed)?;
+    *out = encoded;
+    Ok(())
+}
+
+/// Decodes one payload. `payload_bytes_max` bounds its size.
+pub fn decode_payload(payload: &[u8], payload_bytes_max: usize) -> Result<Envelope, WireError> {
+    if payload.len() > payload_bytes_max {
+        return Err(WireError::FrameTooLarge { size: payload.len(), max: payload_bytes_max });
+    }
+    let (&version, body) = payload.split_first().ok_or(WireError::Empty)?;
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    let (envelope, rest) = postcard::take_from_bytes(body).map_err(WireError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(WireError::TrailingBytes(rest.len()));
+    }
+    Ok(envelope)
+}
+
+/// Appends a length-prefixed frame for `envelope` to `out`. Fails if the payload would
+/// exceed `frame_bytes_max` (so a sender never emits a frame its peer must refuse).
+pub fn encode_frame(envelope: &Envelope, frame_bytes_max: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    let mut payload = Vec::new();
+    encode_payload(envelope, &mut payload)?;
+    let size = payload.len();
+    let Some(len) = u32::try_from(size).ok().filter(|_| size <= frame_bytes_max) else {
+        out.truncate(start);
+        return Err(WireError::FrameTooLarge { size, max: frame_bytes_max });
+    };
+    out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// Reads the length of the frame at the start of `input`, checking it against the limit.
+/// `Ok(None)` means fewer than [`FRAME_HEADER_BYTES`] bytes are available yet.
+pub fn peek_frame_len(input: &[u8], frame_bytes_max: usize) -> Result<Option<usize>, WireError> {
+    let Some(header) = input.get(..FRAME_HEADER_BYTES) else {
+        return Ok(None);
+    };
+    let mut len = [0u8; FRAME_HEADER_BYTES];
+    len.copy_from_slice(header);
+    let size = u32::from_le_bytes(len) as usize;
+    if size > frame_bytes_max {
+        return Err(WireError::FrameTooLarge { size, max: frame_bytes_max });
+    }
+    Ok(Some(size))
+}
+
+/// Decodes the frame at the start of `input`. Returns the envelope and the bytes consumed,
+/// or `Ok(None)` if the frame is not complete yet. The declared length is checked against
+/// `frame_bytes_max` before anything else, so a hostile length costs nothing.
+pub fn decode_frame(input: &[u8], frame_bytes_max: usize) -> Result<Option<(Envelope, usize)>, WireError> {
+    let Some(size) = peek_frame_len(input, frame_bytes_max)? else {
+        return Ok(None);
+    };
+    let Some(payload) = input.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + size) else {
+        return Ok(None);
+    };
+    let envelope = decode_payload(payload, frame_bytes_max)?;
+    Ok(Some((envelope, FRAME_HEADER_BYTES + size)))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+use super::*;
+use crate::raft::{Entry, GroupId, Membership, MessageBody, NodeId, Payload, SnapshotMeta};
+use crate::time::Instant;
+use alloc::vec;
+use proptest::prelude::*;
+
+const MAX: usize = 1 << 16;
+
+fn samples() -> Vec<Envelope> {
+    let msg =
+        |body| Envelope::Raft(Message { group: GroupId(3), from: NodeId(1), to: NodeId(2), term: 9, body });
+    let entry = |index, payload| Entry { term: 9, index, time: Instant::from_micros(index * 10), payload };
+    vec![
+        msg(MessageBody::PreVote { last_index: 4, last_term: 2 }),
+        msg(MessageBody::PreVoteResponse { granted: true }),
+        msg(MessageBody::Vote { last_index: 4, last_term: 2, transfer: true }),
+        msg(MessageBody::VoteResponse { granted: false }),
+        msg(MessageBody::Append {
+            prev_index: 4,
+            prev_term: 2,
+            entries: vec![
+                entry(5, Payload::Noop),
+                entry(6, Payload::Command(vec![1, 2, 3])),
+                entry(7, Payload::Membership(Membership::with_voters([NodeId(1), NodeId(2)]))),
+            ],
+            commit: 4,
+        }),
+        msg(MessageBody::AppendResponse { success: false, index: 7, hint_index: 5, hint_term: 2 }),
+        msg(MessageBody::Heartbeat { commit: 3, seq: 77 }),
+        msg(MessageBody::HeartbeatResponse { seq: 77 }),
+        msg(MessageBody::InstallSnapshot {
+            meta: SnapshotMeta {
+                index: 10,
+                term: 3,
+                time: Instant::from_micros(5),
+                membership: Membership::default(),
+            },
+            offset: 0,
+            total: 3,
+            data: vec![9, 9, 9],
+        }),
+        msg(MessageBody::InstallSnapshotResponse { index: 10, next_offset: 3, done: true }),
+        msg(MessageBody::TimeoutNow),
+    ]
+}
+
+#[test]
+fn every_message_round_trips_through_a_frame() {
+    for envelope in samples() {
+        let mut buf = Vec::new();
+        encode_frame(&envelope, MAX, &mut buf).unwrap();
+        let (decoded, used) = decode_frame(&buf, MAX).unwrap().unwrap();
+        assert_eq!(decoded, envelope);
+        assert_eq!(used, buf.len());
+    }
+}
+
+#[test]
+fn two_frames_in_one_buffer_decode_in_order() {
+    let samples = samples();
+    let mut buf = Vec::new();
+    encode_frame(&samples[0], MAX, &mut buf).unwrap();
+    encode_frame(&samples[4], MAX, &mut buf).unwrap();
+    let (first, used) = decode_frame(&buf, MAX).unwrap().unwrap();
+    let (second, rest) = decode_frame(&buf[used..], MAX).unwrap().unwrap();
+    assert_eq!((first, second), (samples[0].clone(), samples[4].clone()));
+    assert_eq!(used + rest, buf.len());
+}
+
+#[test]
+fn oversize_frame_is_refused_from_its_header() {
+    // Only the header is present: the limit must be enforced before the body arrives.
+    let header = (MAX as u32 + 1).to_le_bytes();
+    assert_eq!(decode_frame(&header, MAX), Err(WireError::FrameTooLarge { size: MAX + 1, max: MAX }));
+    let huge = u32::MAX.to_le_bytes();
+    assert!(matches!(decode_frame(&huge, MAX), Err(WireError::FrameTooLarge { .. })));
+}
+
+#[test]
+fn encoder_refuses_frames_over_the_limit() {
+    let big = Envelope::Raft(Message {
+        group: GroupId(0),
+        from: NodeId(1),
+        to: NodeId(2),
+        term: 1,
+        body: MessageBody::InstallSnapshot {
+            meta: SnapshotMeta { index: 1, term: 1, time: Instant::ZERO, membership: Membership::default() },
+            offset: 0,
+            total: 100,
+            data: vec![0; 100],
+        },
+    });
+    let mut buf = vec![7];
+    assert!(matches!(encode_frame(&big, 64, &mut buf), Err(WireError::FrameTooLarge { .. })));
+    assert_eq!(buf, vec![7], "a refused frame leaves the buffer as it was");
+}
+
+#[test]
+fn wrong_version_and_empty_payloads_are_typed_errors() {
+    let mut payload = Vec::new();
+    encode_payload(&samples()[0], &mut payload).unwrap();
+    payload[0] = 99;
+    assert_eq!(decode_payload(&payload, MAX), Err(WireError::UnsupportedVersion(99)));
+    assert_eq!(decode_payload(&[], MAX), Err(WireError::Empty));
+    let mut trailing = Vec::new();
+    encode_payload(&samples()[1], &mut trailing).unwrap();
+    trailing.push(0);
+    assert_eq!(decode_payload(&trailing, MAX), Err(WireError::TrailingBytes(1)));
+}
+
+#[test]
+fn partial_frames_wait_for_more_bytes() {
+    let mut buf = Vec::new();
+    encode_frame(&samples()[4], MAX, &mut buf).unwrap();
+    for cut in 0..buf.len() {
+        assert_eq!(decode_frame(&buf[..cut], MAX), Ok(None), "cut at {cut}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode_frame(&bytes, MAX);
+        let _ = decode_payload(&bytes, MAX);
+    }
+
+    #[test]
+    fn corrupted_frames_never_panic(which in 0usize..11, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+        let mut buf = Vec::new();
+        encode_frame(&samples()[which], MAX, &mut buf).unwrap();
+        for (pos, val) in flips {
+            let len = buf.len();
+            buf[pos % len] = val;
+        }
+        let _ = decode_frame(&buf, MAX);
+    }
+
+    #[test]
+    fn truncated_payloads_are_errors(which in 0usize..11, cut in 0usize..64) {
+        let mut payload = Vec::new();
+        encode_payload(&samples()[which], &mut payload).unwrap();
+        let cut = cut.min(payload.len() - 1);
+        prop_assert!(decode_payload(&payload[..cut], MAX).is_err());
+    }
+}
