@@ -120,7 +120,7 @@ impl<M: StateMachine> Node<M> {
     }
 
     fn handle_pre_vote(&mut self, from: NodeId, term: Term, last_index: u64, last_term: Term) {
-        let granted = term > self.term && !self.in_lease() && self.log.is_up_to_date(last_index, last_term);
+        let granted = term > self.term && !self.in_lease() && self.log_ok_for_vote(last_index, last_term);
         let reply_term = if granted { term } else { self.term };
         let msg = Message {
             group: self.cfg.group,
@@ -136,11 +136,7 @@ impl<M: StateMachine> Node<M> {
 
     fn handle_vote(&mut self, from: NodeId, last_index: u64, last_term: Term) {
         let can_vote = self.voted_for == Some(from) || (self.voted_for.is_none() && self.leader.is_none());
-        #[cfg(feature = "bug-injection")]
-        let log_ok = self.cfg.bugs.vote_without_log_check || self.log.is_up_to_date(last_index, last_term);
-        #[cfg(not(feature = "bug-injection"))]
-        let log_ok = self.log.is_up_to_date(last_index, last_term);
-        let granted = can_vote && log_ok && self.role != Role::Leader;
+        let granted = can_vote && self.log_ok_for_vote(last_index, last_term) && self.role != Role::Leader;
         if granted && self.voted_for.is_none() {
             self.voted_for = Some(from);
             self.persist_hard_state();
@@ -148,6 +144,15 @@ impl<M: StateMachine> Node<M> {
         }
         // Sent only after the vote is durable (see `send`).
         self.send(from, MessageBody::VoteResponse { granted });
+    }
+
+    /// The election restriction (Raft §5.4.1): only vote for a log at least as up to date.
+    fn log_ok_for_vote(&self, last_index: u64, last_term: Term) -> bool {
+        #[cfg(feature = "bug-injection")]
+        if self.cfg.bugs.vote_without_log_check {
+            return true;
+        }
+        self.log.is_up_to_date(last_index, last_term)
     }
 
     fn record_vote(&mut self, from: NodeId, granted: bool) {

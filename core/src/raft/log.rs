@@ -60,6 +60,26 @@ impl RaftLog {
         last_term > self.last_term() || (last_term == self.last_term() && last_index >= self.last_index())
     }
 
+    /// The highest index at or below `hi` whose term is at most `term`, searching the
+    /// log and the snapshot point; `None` if even the snapshot point's term is higher.
+    /// Binary search: terms never decrease along a log.
+    pub(crate) fn last_index_with_term_at_most(&self, hi: LogIndex, term: Term) -> Option<LogIndex> {
+        let mut lo = self.snapshot_index;
+        let mut hi = hi.min(self.last_index());
+        if hi < lo || self.term(lo).is_none_or(|t| t > term) {
+            return None;
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.term(mid).is_some_and(|t| t <= term) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        Some(lo)
+    }
+
     /// Appends an entry that follows the last one.
     pub(crate) fn push(&mut self, entry: Entry) {
         debug_assert_eq!(entry.index, self.last_index() + 1);
@@ -114,5 +134,39 @@ impl RaftLog {
         self.snapshot_index = meta.index;
         self.snapshot_term = meta.term;
         self.snapshot_time = meta.time;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::Payload;
+
+    fn log_with_terms(terms: &[Term]) -> RaftLog {
+        let mut log = RaftLog::new();
+        for (i, t) in terms.iter().enumerate() {
+            log.push(Entry { term: *t, index: i as u64 + 1, time: Instant::ZERO, payload: Payload::Noop });
+        }
+        log
+    }
+
+    #[test]
+    fn term_search_finds_the_last_index_not_above_a_term() {
+        let log = log_with_terms(&[1, 1, 2, 2, 2, 5, 5]);
+        assert_eq!(log.last_index_with_term_at_most(7, 5), Some(7));
+        assert_eq!(log.last_index_with_term_at_most(7, 4), Some(5));
+        assert_eq!(log.last_index_with_term_at_most(4, 4), Some(4));
+        assert_eq!(log.last_index_with_term_at_most(7, 1), Some(2));
+        assert_eq!(log.last_index_with_term_at_most(7, 0), Some(0));
+        assert_eq!(log.last_index_with_term_at_most(99, 9), Some(7));
+    }
+
+    #[test]
+    fn term_search_stops_at_the_snapshot_point() {
+        let mut log = log_with_terms(&[1, 1, 2, 2, 3, 3]);
+        log.compact_to(3);
+        assert_eq!(log.last_index_with_term_at_most(6, 2), Some(4));
+        assert_eq!(log.last_index_with_term_at_most(6, 1), None);
+        assert_eq!(log.last_index_with_term_at_most(2, 3), None);
     }
 }

@@ -671,7 +671,7 @@ impl<M: StateMachine> Node<M> {
             return;
         }
         let index = self.append_entry(Payload::Command(command));
-        self.proposals.insert(index, (self.term, id));
+        self.track_proposal(index, id);
     }
 
     /// Appends a new entry as leader, stamped with the leader's clock (never backwards).
@@ -701,7 +701,7 @@ impl<M: StateMachine> Node<M> {
         match result {
             Ok(next) => {
                 let index = self.append_entry(Payload::Membership(next));
-                self.proposals.insert(index, (self.term, id));
+                self.track_proposal(index, id);
                 self.sync_progress_with_membership();
             }
             Err(e) => self.replies.push_back(Reply { id, result: Err(e) }),
@@ -804,20 +804,26 @@ impl<M: StateMachine> Node<M> {
         self.maybe_snapshot();
     }
 
-    /// Answers proposals at `from` or later: their entries were truncated.
-    pub(super) fn drop_proposals_from(&mut self, from: LogIndex, error: RequestError) {
-        let dropped = self.proposals.split_off(&from);
-        for (_, (_, id)) in dropped {
-            self.replies.push_back(Reply { id, result: Err(error.clone()) });
+    /// Records a proposal made here. If an older proposal of this node sat at the same
+    /// index (from an earlier term), its outcome can no longer be observed here.
+    fn track_proposal(&mut self, index: LogIndex, id: RequestId) {
+        if let Some((_, old)) = self.proposals.insert(index, (self.term, id)) {
+            self.replies.push_back(Reply { id: old, result: Err(RequestError::OutcomeUnknown) });
         }
     }
 
-    /// Answers proposals up to `to`: a snapshot replaced their entries.
-    pub(super) fn drop_proposals_through(&mut self, to: LogIndex) {
-        let keep = self.proposals.split_off(&(to + 1));
-        let dropped = core::mem::replace(&mut self.proposals, keep);
-        for (_, (_, id)) in dropped {
-            self.replies.push_back(Reply { id, result: Err(RequestError::OutcomeUnknown) });
+    /// A snapshot replaced entries up to `index` (whose term is `term`): proposals there
+    /// will never be applied one by one. Only the one at `index` itself can be decided.
+    pub(super) fn resolve_proposals_covered_by(&mut self, index: LogIndex, term: Term) {
+        let keep = self.proposals.split_off(&(index + 1));
+        let covered = core::mem::replace(&mut self.proposals, keep);
+        for (at, (proposed_term, id)) in covered {
+            let result = if at == index && proposed_term != term {
+                Err(RequestError::ProposalDropped)
+            } else {
+                Err(RequestError::OutcomeUnknown)
+            };
+            self.replies.push_back(Reply { id, result });
         }
     }
 

@@ -3,7 +3,6 @@
 
 use super::node::Node;
 use super::progress::ReplicationState;
-use super::request::RequestError;
 use super::{Entry, LogIndex, MessageBody, NodeId, Payload, Term};
 use crate::machine::StateMachine;
 use alloc::vec::Vec;
@@ -38,7 +37,12 @@ impl<M: StateMachine> Node<M> {
             prev_term = self.log.term(prev_index).unwrap_or(0);
         }
         if self.log.term(prev_index) != Some(prev_term) {
-            let hint_index = prev_index.min(self.log.last_index());
+            // Entries of ours whose term exceeds the leader's `prev_term` cannot be in its
+            // log at those indexes: point the leader below them in one step.
+            let hint_index = self
+                .log
+                .last_index_with_term_at_most(prev_index.min(self.log.last_index()), prev_term)
+                .unwrap_or(self.log.snapshot_index());
             let hint_term = self.log.term(hint_index).unwrap_or(0);
             let body =
                 MessageBody::AppendResponse { success: false, index: prev_index, hint_index, hint_term };
@@ -53,7 +57,8 @@ impl<M: StateMachine> Node<M> {
                 debug_assert!(first > self.commit, "leader asked to truncate committed entries");
                 self.log.truncate_from(first);
                 self.membership.truncate_from(first);
-                self.drop_proposals_from(first, RequestError::ProposalDropped);
+                // Proposals made here at those indexes stay pending: another node may still
+                // hold and commit them. Applying the index decides their fate.
             }
             let new = entries.split_off(k);
             self.persist_entries(first, &new);
@@ -127,37 +132,19 @@ impl<M: StateMachine> Node<M> {
             ReplicationState::Snapshot { .. } => return,
             _ => {}
         }
-        let next = self.find_probe_index(hint_index, hint_term) + 1;
-        let Some(pr) = self.progress.get_mut(&from) else {
-            return;
+        // Probe where the follower's log most likely matches ours, never at or above the
+        // index just rejected (so every rejection makes progress). Below our snapshot
+        // point means the follower gets the snapshot.
+        let probe = match self.log.last_index_with_term_at_most(hint_index, hint_term) {
+            Some(j) => j,
+            None => self.log.snapshot_index().saturating_sub(1),
         };
+        let next = (probe + 1).min(index);
+        let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.state = ReplicationState::Probe { paused: false };
         pr.inflight.clear();
         pr.next_index = next.clamp(pr.match_index + 1, last_index + 1);
         self.appends_due = true;
-    }
-
-    /// The highest index at or below `hint_index` whose term is at most `hint_term`: where
-    /// the follower's log most likely matches ours. Binary search, since terms never
-    /// decrease along the log. Below the snapshot point means "send the snapshot".
-    fn find_probe_index(&self, hint_index: LogIndex, hint_term: Term) -> LogIndex {
-        let mut lo = self.log.snapshot_index();
-        let mut hi = hint_index.min(self.log.last_index());
-        if hi < lo {
-            return hi;
-        }
-        if self.log.term(lo).is_none_or(|t| t > hint_term) {
-            return lo.saturating_sub(1);
-        }
-        while lo < hi {
-            let mid = lo + (hi - lo).div_ceil(2);
-            if self.log.term(mid).is_some_and(|t| t <= hint_term) {
-                lo = mid;
-            } else {
-                hi = mid - 1;
-            }
-        }
-        lo
     }
 
     /// Leader: sends whatever is due — heartbeats requested by reads, appends to every

@@ -3,7 +3,6 @@
 
 use super::node::{Event, Node};
 use super::progress::ReplicationState;
-use super::request::RequestError;
 use super::{LogIndex, MessageBody, NodeId, Snapshot, SnapshotMeta, SnapshotWrite};
 use crate::machine::StateMachine;
 use alloc::vec::Vec;
@@ -188,10 +187,7 @@ impl<M: StateMachine> Node<M> {
         let retain = self.log.term(index) == Some(meta.term);
         self.log.reset_to_snapshot(meta, retain);
         self.membership.reset(index, meta.membership.clone(), retain);
-        self.drop_proposals_through(index);
-        if !retain {
-            self.drop_proposals_from(index + 1, RequestError::ProposalDropped);
-        }
+        self.resolve_proposals_covered_by(index, meta.term);
         self.commit = self.commit.max(index);
         self.applied = index;
         self.queue_snapshot_write(snapshot.clone(), retain);

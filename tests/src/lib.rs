@@ -1,0 +1,7 @@
+//! Concord's test harness: a deterministic simulator that drives `concord-core` nodes
+//! under injected faults, the invariant checkers it runs after every step, and a
+//! linearizability checker for client histories.
+
+pub mod linearizability;
+pub mod register;
+pub mod sim;

@@ -1,0 +1,75 @@
+//! The simulator over a range of seeds, each with its own fault profile (every fault kind
+//! is switched on in about half of them), plus a block of seeds with every fault at once.
+//!
+//! `CONCORD_SIM_SEEDS=LO..HI` widens the sweep (the default is 0..500); for long sweeps
+//! prefer `cargo run -p concord-tests --release --bin concord-sim -- --seeds 0..100000`.
+
+use concord_tests::sim::{self, Faults, SimConfig};
+use std::collections::BTreeMap;
+
+fn seed_range() -> std::ops::Range<u64> {
+    let Ok(spec) = std::env::var("CONCORD_SIM_SEEDS") else { return 0..500 };
+    let parsed = spec.split_once("..").and_then(|(lo, hi)| Some((lo.parse().ok()?, hi.parse().ok()?)));
+    match parsed {
+        Some((lo, hi)) => lo..hi,
+        None => panic!("CONCORD_SIM_SEEDS must look like 0..500, got {spec:?}"),
+    }
+}
+
+/// Runs the seeds `lo + k*stride` of the range (so the parts run in parallel).
+fn sweep(part: u64, parts: u64, all_faults: bool) {
+    let range = seed_range();
+    let mut kinds: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut seeds = 0;
+    let mut failures = Vec::new();
+    for seed in range.filter(|s| s % parts == part) {
+        let mut cfg = SimConfig::for_seed(seed);
+        if all_faults {
+            cfg.faults = Faults::all();
+        }
+        for k in cfg.faults.kinds() {
+            *kinds.entry(k).or_default() += 1;
+        }
+        seeds += 1;
+        if let Err(v) = sim::run(cfg) {
+            eprintln!("FAILED: {v}");
+            failures.push(v.seed);
+        }
+    }
+    println!("{seeds} seeds; seeds per fault kind: {kinds:?}");
+    assert!(failures.is_empty(), "failing seeds: {failures:?} (replay commands above)");
+}
+
+#[test]
+fn seeds_part_0() {
+    sweep(0, 4, false);
+}
+
+#[test]
+fn seeds_part_1() {
+    sweep(1, 4, false);
+}
+
+#[test]
+fn seeds_part_2() {
+    sweep(2, 4, false);
+}
+
+#[test]
+fn seeds_part_3() {
+    sweep(3, 4, false);
+}
+
+#[test]
+fn every_fault_at_once() {
+    let mut failures = Vec::new();
+    for seed in 10_000..10_060 {
+        let mut cfg = SimConfig::for_seed(seed);
+        cfg.faults = Faults::all();
+        if let Err(v) = sim::run(cfg) {
+            eprintln!("FAILED: {v}");
+            failures.push(seed);
+        }
+    }
+    assert!(failures.is_empty(), "failing seeds: {failures:?} (replay commands above)");
+}
