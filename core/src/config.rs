@@ -12,6 +12,11 @@ pub struct Bugs {
     pub vote_without_log_check: bool,
     /// Commit an entry from an earlier term by counting replicas (Raft §5.4.2 forbids it).
     pub commit_prior_term_by_count: bool,
+    /// Trust the leader lease for four maximum election timeouts, far past the point where
+    /// followers may elect another leader.
+    pub unsafe_long_lease: bool,
+    /// Serve ReadIndex reads without waiting for a quorum to confirm leadership.
+    pub read_index_without_quorum: bool,
 }
 
 /// Configuration of one Raft node. Every limit is a named field; exceeding one yields a
@@ -93,6 +98,10 @@ impl Config {
     /// the minimum election timeout shrunk by the drift bound in both directions, so that
     /// no follower's clock can run out its election timeout before the leader's lease ends.
     pub fn lease_duration_us(&self) -> u64 {
+        #[cfg(feature = "bug-injection")]
+        if self.bugs.unsafe_long_lease {
+            return self.election_timeout_max_us * 4;
+        }
         let ppm = u128::from(self.clock_drift_max_ppm);
         let min = u128::from(self.election_timeout_min_us);
         // ppm < 500_000 (validated), so the quotient is below `min` and fits in u64.

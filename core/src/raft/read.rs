@@ -192,6 +192,10 @@ impl<M: StateMachine> Node<M> {
         if self.reads.pending.is_empty() {
             return;
         }
+        #[cfg(feature = "bug-injection")]
+        let confirmed =
+            if self.cfg.bugs.read_index_without_quorum { u64::MAX } else { self.quorum_acked_seq() };
+        #[cfg(not(feature = "bug-injection"))]
         let confirmed = self.quorum_acked_seq();
         let applied = self.applied;
         let mut waiting = VecDeque::new();

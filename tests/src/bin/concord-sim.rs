@@ -59,7 +59,7 @@ fn parse() -> Result<Args, String> {
             "-h" | "--help" => {
                 println!(
                     "usage: concord-sim [--seed N | --seeds LO..HI] [--all-faults] [--trace] [--keep-going] [--append-entries-max N] \
-                     [--bug vote-without-log-check|commit-prior-term-by-count]"
+                     [--bug vote-without-log-check|commit-prior-term-by-count|unsafe-long-lease|read-index-without-quorum]"
                 );
                 std::process::exit(0);
             }

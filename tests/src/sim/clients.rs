@@ -133,7 +133,11 @@ impl Clients {
         let key = rng.next_u64() % self.keys;
         let roll = rng.next_u64() % 100;
         let random_node = (rng.next_u64() % nodes) as usize;
-        let target = self.clients[c].leader_guess.unwrap_or(random_node);
+        // A quarter of ops go to a random node (whose redirect leads to its leader), as
+        // clients spread over a cluster do; this is also how clients of a cut-off leader
+        // find the new one before their timeouts.
+        let explore = rng.next_u64() % 4 == 0;
+        let target = self.clients[c].leader_guess.filter(|_| !explore).unwrap_or(random_node);
         let process = self.clients[c].process;
         let (kind, payload, target) = if roll < 10 {
             let query = RegisterQuery { key }.encode();

@@ -24,6 +24,11 @@ impl Disk {
         self.last_done_at
     }
 
+    /// Whether every submitted write is durable.
+    pub(crate) fn idle(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// Makes the oldest pending write durable and returns its token.
     pub(crate) fn complete_next(&mut self) -> Option<WriteToken> {
         let write = self.pending.pop_front()?;

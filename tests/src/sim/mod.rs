@@ -186,6 +186,9 @@ pub struct SimConfig {
     pub append_entries_max: usize,
     /// Appends in flight per follower (1 turns pipelining off).
     pub inflight_appends_max: usize,
+    /// With crash faults on, a leader is cut off and crashed at one in this many critical
+    /// moments (election won, commit advanced).
+    pub critical_crash_one_in: u64,
     /// Keep a human-readable trace.
     pub trace: bool,
 }
@@ -211,6 +214,7 @@ impl SimConfig {
             snapshot_chunk_bytes: 96,
             append_entries_max: 16,
             inflight_appends_max: 4,
+            critical_crash_one_in: 8,
             trace: false,
         }
     }
@@ -228,12 +232,28 @@ impl SimConfig {
                 // message makes that common.
                 self.append_entries_max = 1;
                 self.inflight_appends_max = 1;
+                self.critical_crash_one_in = 2;
                 self.initial_voters = 5;
                 self.faults.chaos_interval_us = 80_000;
+            }
+            "unsafe-long-lease" => {
+                self.bugs.unsafe_long_lease = true;
+                self.contended_reads();
+            }
+            "read-index-without-quorum" => {
+                self.bugs.read_index_without_quorum = true;
+                self.contended_reads();
             }
             other => return Err(format!("unknown bug {other:?}")),
         }
         Ok(())
+    }
+
+    /// Stale reads surface when many clients hit one register while leaders get cut off.
+    fn contended_reads(&mut self) {
+        self.clients = 4;
+        self.keys = 1;
+        self.faults.chaos_interval_us = 100_000;
     }
 
     /// The command that replays this run.
@@ -243,8 +263,16 @@ impl SimConfig {
         if self.bugs.vote_without_log_check {
             cmd.push_str(" --bug vote-without-log-check");
         }
-        if self.bugs.commit_prior_term_by_count {
-            cmd.push_str(" --bug commit-prior-term-by-count");
+        let bugs = [
+            (self.bugs.commit_prior_term_by_count, "commit-prior-term-by-count"),
+            (self.bugs.unsafe_long_lease, "unsafe-long-lease"),
+            (self.bugs.read_index_without_quorum, "read-index-without-quorum"),
+        ];
+        for (on, name) in bugs {
+            if on {
+                cmd.push_str(" --bug ");
+                cmd.push_str(name);
+            }
         }
         if self.faults == Faults::all() {
             cmd.push_str(" --all-faults");
@@ -418,6 +446,10 @@ pub struct Sim {
     link_epoch: u64,
     next_admin_request: u64,
     scenario_replies: Vec<(u64, concord_core::Reply<crate::register::RegisterOutput>)>,
+    /// (role, term, commit) of each node after its last step.
+    moments: Vec<(Role, u64, u64)>,
+    /// Nodes cut off at a critical moment, to crash once their writes are durable.
+    doomed: Vec<bool>,
 }
 
 /// Request ids at or above this belong to the chaos "admin" (membership, transfers).
@@ -467,7 +499,11 @@ impl Sim {
             link_epoch: 0,
             next_admin_request: ADMIN_REQUEST_BASE,
             scenario_replies: Vec::new(),
+            moments: Vec::new(),
+            doomed: Vec::new(),
         };
+        sim.moments = vec![(Role::Follower, 0, 0); sim.nodes.len()];
+        sim.doomed = vec![false; sim.nodes.len()];
         for idx in 0..sim.nodes.len() {
             let start = if (idx as u64) < sim.cfg.initial_voters {
                 Start::NewCluster(voters.clone())
@@ -693,6 +729,11 @@ impl Sim {
         let applied = node.machine_mut().drain_applied();
         self.checker.after_step(idx, node, &applied);
         let deadline = node.poll_timeout();
+        let moment = (node.role(), node.term(), node.commit_index());
+        if self.crash_at_a_critical_moment(idx, moment) {
+            // From this step on nothing it sends arrives; it dies once its disk catches up.
+            self.doomed[idx] = true;
+        }
         for w in writes {
             let lat = self.range(self.cfg.faults.disk_latency_us);
             let done_at = self.nodes[idx].disk.submit(w, self.now + lat);
@@ -725,6 +766,10 @@ impl Sim {
                 );
             }
         }
+        if self.doomed[idx] && self.nodes[idx].disk.idle() {
+            self.crash_for_a_while(idx);
+            return;
+        }
         let sim_node = &mut self.nodes[idx];
         let at = sim_node.true_time(deadline, self.now);
         if at != sim_node.timer_at {
@@ -739,7 +784,7 @@ impl Sim {
 
     fn send(&mut self, from: usize, msg: Message) {
         let to = msg.to.0 as usize - 1;
-        if to >= self.nodes.len() {
+        if to >= self.nodes.len() || self.doomed[from] {
             return;
         }
         // Every message crosses the real wire format.
@@ -866,15 +911,41 @@ impl Sim {
 
     fn chaos_crash(&mut self) {
         let up: Vec<usize> = (0..self.nodes.len()).filter(|i| self.nodes[*i].node.is_some()).collect();
-        if up.len() + 2 <= self.nodes.len() {
-            return; // At most two nodes down at once.
-        }
         // Leader crashes are the interesting ones: pick the leader half of the time.
         let leader = self.current_leader().filter(|_| self.random(2) == 0);
         let victim = leader.unwrap_or_else(|| up[self.random(up.len() as u64) as usize]);
-        self.crash(victim);
+        self.crash_for_a_while(victim);
+    }
+
+    /// Crashes `idx` (if at most one other node is down) and schedules its restart.
+    fn crash_for_a_while(&mut self, idx: usize) {
+        if !self.may_crash(idx) {
+            self.doomed[idx] = false;
+            return;
+        }
+        self.crash(idx);
         let at = self.now + self.range((50_000, 1_500_000));
-        self.schedule(at, Event::Restart { node: victim });
+        self.schedule(at, Event::Restart { node: idx });
+    }
+
+    /// Timer-driven crashes rarely hit the moments where Raft is most fragile, so now and
+    /// then a leader is cut off in the very step where it won its election (so the entry
+    /// of its term reaches its own disk only) or advanced its commit index (before any
+    /// follower learns of it), and dies once its disk catches up — the interleavings
+    /// behind Raft's Figure 8.
+    fn crash_at_a_critical_moment(&mut self, idx: usize, (role, term, commit): (Role, u64, u64)) -> bool {
+        let before = std::mem::replace(&mut self.moments[idx], (role, term, commit));
+        if !self.chaos_on || !self.cfg.faults.crashes || role != Role::Leader {
+            return false;
+        }
+        let elected = before.0 != Role::Leader || before.1 != term;
+        let committed = !elected && commit > before.2;
+        (elected || committed) && self.may_crash(idx) && self.random(self.cfg.critical_crash_one_in) == 0
+    }
+
+    /// At most two nodes are down at once.
+    fn may_crash(&self, idx: usize) -> bool {
+        self.nodes[idx].node.is_some() && self.nodes.iter().filter(|n| n.node.is_none()).count() < 2
     }
 
     /// Kills node `idx`: its process state and every write it had not confirmed are lost.
@@ -888,6 +959,7 @@ impl Sim {
         n.timer_generation += 1;
         n.timer_at = u64::MAX;
         self.report.crashes += 1;
+        self.doomed[idx] = false;
         self.trace(|| format!("n{} crashed", idx + 1), &[5, idx as u64]);
     }
 
@@ -968,6 +1040,7 @@ impl Sim {
 
     fn heal_everything(&mut self) {
         self.chaos_on = false;
+        self.doomed.iter_mut().for_each(|d| *d = false);
         self.link_epoch += 1;
         self.net.heal();
         self.net.stop_loss();
