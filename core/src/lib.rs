@@ -70,8 +70,8 @@ pub mod wire;
 pub use config::{Config, ConfigError};
 pub use machine::{ApplyContext, RestoreError, StateMachine};
 pub use raft::{
-    Consistency, Entry, Event, GroupId, LogIndex, Membership, MembershipChange, Message, MessageBody, Node,
-    NodeError, NodeId, Payload, Persisted, Reply, Request, RequestError, RequestId, Response, Role, Snapshot,
-    SnapshotMeta, Start, Status, StorageWrite, Term,
+    Consistency, Entry, Event, GroupId, LogIndex, Membership, MembershipChange, Message, MessageBody,
+    Metrics, Node, NodeError, NodeId, Payload, Persisted, Reply, Request, RequestError, RequestId, Response,
+    Role, Snapshot, SnapshotMeta, Start, Status, StorageWrite, Term,
 };
 pub use time::Instant;

@@ -19,6 +19,7 @@ impl<M: StateMachine> Node<M> {
                     // CheckQuorum: a leader is alive, so this candidate is disruptive (it
                     // was partitioned or removed). Ignore it without adopting its term.
                     debug!("{} ignores vote from {} in lease", self.cfg.id, msg.from);
+                    self.metrics.votes_ignored_in_lease += 1;
                     return;
                 }
                 _ => {
@@ -43,6 +44,7 @@ impl<M: StateMachine> Node<M> {
                     self.send(msg.from, body);
                 }
                 MessageBody::PreVote { .. } => {
+                    self.metrics.pre_votes_refused += 1;
                     self.send(msg.from, MessageBody::PreVoteResponse { granted: false });
                 }
                 _ => {}
@@ -99,6 +101,7 @@ impl<M: StateMachine> Node<M> {
             MessageBody::TimeoutNow => {
                 if self.role == Role::Follower && self.leader == Some(from) && self.is_voter() {
                     debug!("{} takes over from {} (transfer)", self.cfg.id, from);
+                    self.metrics.transfers_taken_over += 1;
                     self.become_candidate(true);
                 }
             }
@@ -121,6 +124,9 @@ impl<M: StateMachine> Node<M> {
 
     fn handle_pre_vote(&mut self, from: NodeId, term: Term, last_index: u64, last_term: Term) {
         let granted = term > self.term && !self.in_lease() && self.log_ok_for_vote(last_index, last_term);
+        if !granted {
+            self.metrics.pre_votes_refused += 1;
+        }
         let reply_term = if granted { term } else { self.term };
         let msg = Message {
             group: self.cfg.group,
@@ -191,6 +197,7 @@ impl<M: StateMachine> Node<M> {
 
     fn become_pre_candidate(&mut self) {
         debug!("{} pre-candidate for term {}", self.cfg.id, self.term + 1);
+        self.metrics.pre_votes_started += 1;
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
@@ -215,6 +222,7 @@ impl<M: StateMachine> Node<M> {
     /// Starts a real election in the next term. `transfer` marks an election started on a
     /// leader's request, which voters honour even while they believe that leader alive.
     pub(super) fn become_candidate(&mut self, transfer: bool) {
+        self.metrics.elections_started += 1;
         self.term += 1;
         self.voted_for = Some(self.cfg.id);
         self.persist_hard_state();
@@ -234,6 +242,7 @@ impl<M: StateMachine> Node<M> {
 
     fn become_leader(&mut self) {
         debug!("{} leader term={}", self.cfg.id, self.term);
+        self.metrics.elections_won += 1;
         self.role = Role::Leader;
         self.leader = Some(self.cfg.id);
         self.votes.clear();
@@ -257,6 +266,7 @@ impl<M: StateMachine> Node<M> {
             self.check_quorum_deadline = now.add_us(self.cfg.election_timeout_min_us);
             if !self.quorum_recently_active() {
                 debug!("{} steps down: quorum not heard from", self.cfg.id);
+                self.metrics.check_quorum_step_downs += 1;
                 let term = self.term;
                 self.become_follower(term, None);
                 return;
@@ -318,6 +328,7 @@ impl<M: StateMachine> Node<M> {
         }
         let caught_up = self.progress.get(&t.target).is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
+            self.metrics.transfers_started += 1;
             self.send(t.target, MessageBody::TimeoutNow);
             if let Some(t) = &mut self.transfer {
                 t.timeout_now_sent = true;

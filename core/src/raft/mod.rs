@@ -7,6 +7,7 @@ mod election;
 mod log;
 mod membership;
 mod message;
+mod metrics;
 mod node;
 mod progress;
 mod read;
@@ -17,6 +18,7 @@ mod storage;
 
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use message::{Message, MessageBody};
+pub use metrics::Metrics;
 pub use node::{Event, Node, NodeError, Role, Start, Status};
 pub use request::{Consistency, Reply, Request, RequestError, RequestId, Response};
 pub use storage::{HardState, Persisted, SnapshotWrite, StorageWrite, WriteToken};

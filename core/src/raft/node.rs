@@ -2,6 +2,7 @@
 
 use super::log::RaftLog;
 use super::membership::MembershipLog;
+use super::metrics::Metrics;
 use super::progress::Progress;
 use super::read::ReadState;
 use super::request::{Reply, Request, RequestError, RequestId, Response};
@@ -192,6 +193,7 @@ pub struct Node<M: StateMachine> {
     pub(super) outbox: VecDeque<(u64, Message)>,
     pub(super) replies: VecDeque<Reply<M::Output>>,
     pub(super) events: VecDeque<Event>,
+    pub(super) metrics: Metrics,
 }
 
 impl<M: StateMachine> Node<M> {
@@ -293,6 +295,7 @@ impl<M: StateMachine> Node<M> {
             outbox: VecDeque::new(),
             replies: VecDeque::new(),
             events: VecDeque::new(),
+            metrics: Metrics::default(),
             cfg: config,
         };
         node.reset_election_timer();
@@ -519,6 +522,11 @@ impl<M: StateMachine> Node<M> {
         &self.cfg
     }
 
+    /// Counters of what this node has done since it was created.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     // ----- shared internals ---------------------------------------------------------
 
     fn advance_clock(&mut self, now: Instant) {
@@ -700,6 +708,7 @@ impl<M: StateMachine> Node<M> {
         });
         match result {
             Ok(next) => {
+                self.metrics.membership_changes_proposed += 1;
                 let index = self.append_entry(Payload::Membership(next));
                 self.track_proposal(index, id);
                 self.sync_progress_with_membership();
@@ -756,6 +765,7 @@ impl<M: StateMachine> Node<M> {
         #[cfg(not(feature = "bug-injection"))]
         let any_term = false;
         if any_term || self.log.term(candidate) == Some(self.term) {
+            self.metrics.entries_committed_as_leader += candidate - self.commit;
             self.commit = candidate;
             self.appends_due = true;
             self.on_commit_advanced();
@@ -779,6 +789,7 @@ impl<M: StateMachine> Node<M> {
             let result = match &entry.payload {
                 Payload::Noop => None,
                 Payload::Command(cmd) => {
+                    self.metrics.entries_applied += 1;
                     let output = self.machine.apply(ctx, cmd);
                     Some(Response::Applied { index, output })
                 }

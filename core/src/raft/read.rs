@@ -62,6 +62,7 @@ impl ReadState {
 impl<M: StateMachine> Node<M> {
     pub(super) fn read(&mut self, id: RequestId, query: Vec<u8>, consistency: Consistency) {
         if consistency == Consistency::Stale {
+            self.metrics.reads_stale += 1;
             let output = self.machine.query(&query);
             let index = self.applied;
             self.push_reply(id, Ok(Response::Read { index, output }));
@@ -79,6 +80,7 @@ impl<M: StateMachine> Node<M> {
         let ready = self.commit >= self.term_start_index;
         let index = ready.then_some(self.commit);
         let seq = if ready && consistency == Consistency::Lease && self.lease_valid() {
+            self.metrics.reads_lease += 1;
             0
         } else {
             self.reads.heartbeat_due |= ready;
@@ -201,6 +203,7 @@ impl<M: StateMachine> Node<M> {
         let mut waiting = VecDeque::new();
         for mut read in self.reads.take_all() {
             if read.seq != 0 && read.index.is_some() && read.seq <= confirmed {
+                self.metrics.reads_read_index += 1;
                 read.seq = 0;
             }
             match read.index {

@@ -19,6 +19,7 @@ impl<M: StateMachine> Node<M> {
     ) {
         if !self.entries_well_formed(prev_index, prev_term, &entries) {
             warn!("{} drops malformed append from {}", self.cfg.id, from);
+            self.metrics.malformed_messages += 1;
             return;
         }
         if prev_index < self.commit {
@@ -37,6 +38,7 @@ impl<M: StateMachine> Node<M> {
             prev_term = self.log.term(prev_index).unwrap_or(0);
         }
         if self.log.term(prev_index) != Some(prev_term) {
+            self.metrics.appends_rejected += 1;
             // Entries of ours whose term exceeds the leader's `prev_term` cannot be in its
             // log at those indexes: point the leader below them in one step.
             let hint_index = self
@@ -140,6 +142,7 @@ impl<M: StateMachine> Node<M> {
             None => self.log.snapshot_index().saturating_sub(1),
         };
         let next = (probe + 1).min(index);
+        self.metrics.probes_after_rejection += 1;
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.state = ReplicationState::Probe { paused: false };
         pr.inflight.clear();
@@ -171,6 +174,9 @@ impl<M: StateMachine> Node<M> {
                 return;
             };
             if !pr.can_send(inflight_max) {
+                if pr.state == ReplicationState::Replicate && pr.next_index <= self.log.last_index() {
+                    self.metrics.inflight_window_full += 1;
+                }
                 return;
             }
             let probing = matches!(pr.state, ReplicationState::Probe { .. });
@@ -192,6 +198,8 @@ impl<M: StateMachine> Node<M> {
                 pr.sent(last);
                 pr.commit_sent = commit;
             }
+            self.metrics.appends_sent += 1;
+            self.metrics.entries_sent += entries.len() as u64;
             self.send(peer, MessageBody::Append { prev_index, prev_term, entries, commit });
             if probing || empty {
                 return;

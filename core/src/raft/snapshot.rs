@@ -34,6 +34,7 @@ impl<M: StateMachine> Node<M> {
         let meta = SnapshotMeta { index, term, time, membership: self.membership.at(index).clone() };
         self.log.compact_to(index);
         self.membership.compact_to(index);
+        self.metrics.snapshots_taken += 1;
         let snapshot = Snapshot { meta, data };
         self.queue_snapshot_write(snapshot.clone(), true);
         self.snapshot = Some(snapshot);
@@ -91,6 +92,7 @@ impl<M: StateMachine> Node<M> {
             total: total as u64,
             data: snapshot.data[start..end].to_vec(),
         };
+        self.metrics.snapshot_chunks_sent += 1;
         self.send(peer, body);
     }
 
@@ -192,6 +194,7 @@ impl<M: StateMachine> Node<M> {
         self.applied = index;
         self.queue_snapshot_write(snapshot.clone(), retain);
         self.snapshot = Some(snapshot);
+        self.metrics.snapshots_installed += 1;
         self.events.push_back(Event::SnapshotInstalled { index });
     }
 }

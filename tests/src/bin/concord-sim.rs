@@ -119,6 +119,7 @@ fn main() -> ExitCode {
                 totals.snapshots_installed += report.snapshots_installed;
                 totals.leaders_elected += report.leaders_elected;
                 totals.recovery_us = totals.recovery_us.max(report.recovery_us);
+                totals.metrics.add(&report.metrics);
             }
             Err(v) => {
                 failed += 1;
@@ -154,6 +155,8 @@ fn main() -> ExitCode {
         totals.recovery_us / 1000
     );
     println!("  seeds per fault kind: {kinds:?}");
+    let counters: Vec<String> = totals.metrics.named().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("  protocol counters: {}", counters.join(" "));
     if failed > 0 {
         ExitCode::FAILURE
     } else {

@@ -354,6 +354,8 @@ pub struct Report {
     pub recovery_us: u64,
     /// Hash of the trace (equal for equal seeds).
     pub trace_hash: u64,
+    /// Protocol counters summed over every node incarnation of the run.
+    pub metrics: concord_core::Metrics,
     /// The trace, when asked for.
     pub trace: Vec<String>,
 }
@@ -655,6 +657,11 @@ impl Sim {
                 return Err(self.violation("linearizability (undecided)", detail));
             }
         }
+        for n in &self.nodes {
+            if let Some(node) = &n.node {
+                self.report.metrics.add(node.metrics());
+            }
+        }
         self.report.leaders_elected = self.checker.leaders_elected();
         self.report.committed = self.checker.highest_committed();
         self.report.trace_hash = self.trace_hash;
@@ -951,9 +958,8 @@ impl Sim {
     /// Kills node `idx`: its process state and every write it had not confirmed are lost.
     pub fn crash(&mut self, idx: usize) {
         let n = &mut self.nodes[idx];
-        if n.node.take().is_none() {
-            return;
-        }
+        let Some(dead) = n.node.take() else { return };
+        self.report.metrics.add(dead.metrics());
         n.incarnation += 1;
         n.disk.lose_unconfirmed();
         n.timer_generation += 1;
