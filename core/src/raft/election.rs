@@ -65,7 +65,9 @@ impl<M: StateMachine> Node<M> {
                     self.record_vote(from, granted);
                 }
             }
-            MessageBody::Vote { last_index, last_term, .. } => self.handle_vote(from, last_index, last_term),
+            MessageBody::Vote { last_index, last_term, transfer } => {
+                self.handle_vote(from, last_index, last_term, transfer);
+            }
             MessageBody::VoteResponse { granted } => {
                 if self.role == Role::Candidate {
                     self.record_vote(from, granted);
@@ -140,8 +142,12 @@ impl<M: StateMachine> Node<M> {
         self.outbox.push_back((required, msg));
     }
 
-    fn handle_vote(&mut self, from: NodeId, last_index: u64, last_term: Term) {
-        let can_vote = self.voted_for == Some(from) || (self.voted_for.is_none() && self.leader.is_none());
+    fn handle_vote(&mut self, from: NodeId, last_index: u64, last_term: Term, transfer: bool) {
+        // The lease check also applies at equal terms: this node may have adopted the
+        // candidate's term from another message while its leader's lease still runs.
+        let lease_ok = transfer || !self.in_lease() || self.voted_for == Some(from);
+        let can_vote =
+            lease_ok && (self.voted_for == Some(from) || (self.voted_for.is_none() && self.leader.is_none()));
         let granted = can_vote && self.log_ok_for_vote(last_index, last_term) && self.role != Role::Leader;
         if granted && self.voted_for.is_none() {
             self.voted_for = Some(from);
@@ -329,6 +335,9 @@ impl<M: StateMachine> Node<M> {
         let caught_up = self.progress.get(&t.target).is_some_and(|p| p.match_index == self.log.last_index());
         if caught_up {
             self.metrics.transfers_started += 1;
+            // The target may win at any time from now on, with votes that bypass the
+            // followers' lease check: this leader's lease can no longer be trusted.
+            self.reads.lease_disabled = true;
             self.send(t.target, MessageBody::TimeoutNow);
             if let Some(t) = &mut self.transfer {
                 t.timeout_now_sent = true;

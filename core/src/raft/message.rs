@@ -4,6 +4,10 @@ use super::{Entry, GroupId, LogIndex, NodeId, SnapshotMeta, Term};
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+/// Terms and log indexes at or above this are refused as malformed. Real values never
+/// come near it, and refusing them keeps every `+ 1` on them free of overflow.
+pub const TERM_AND_INDEX_MAX: u64 = 1 << 62;
+
 /// A message between two nodes of a group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -109,6 +113,48 @@ pub enum MessageBody {
     },
     /// Sent by a leader handing over leadership: start an election now.
     TimeoutNow,
+}
+
+impl Message {
+    /// Checks what a decoder cannot: that terms, indexes and offsets are plausible. A
+    /// message failing this comes from a corrupt or hostile peer and is refused.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        let small = |v: u64| v < TERM_AND_INDEX_MAX;
+        if !small(self.term) {
+            return Err("term out of range");
+        }
+        let ok = match &self.body {
+            MessageBody::PreVote { last_index, last_term }
+            | MessageBody::Vote { last_index, last_term, .. } => small(*last_index) && small(*last_term),
+            MessageBody::Append { prev_index, prev_term, entries, commit } => {
+                small(*prev_index)
+                    && small(*prev_term)
+                    && small(*commit)
+                    && small(prev_index.saturating_add(entries.len() as u64))
+            }
+            MessageBody::AppendResponse { index, hint_index, hint_term, .. } => {
+                small(*index) && small(*hint_index) && small(*hint_term)
+            }
+            MessageBody::Heartbeat { commit, .. } => small(*commit),
+            MessageBody::InstallSnapshot { meta, offset, total, data } => {
+                small(meta.index)
+                    && meta.term <= self.term
+                    && offset.checked_add(data.len() as u64).is_some_and(|end| end <= *total)
+            }
+            MessageBody::InstallSnapshotResponse { index, next_offset, .. } => {
+                small(*index) && small(*next_offset)
+            }
+            MessageBody::PreVoteResponse { .. }
+            | MessageBody::VoteResponse { .. }
+            | MessageBody::HeartbeatResponse { .. }
+            | MessageBody::TimeoutNow => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err("index, term or offset out of range")
+        }
+    }
 }
 
 impl MessageBody {

@@ -17,7 +17,7 @@ mod snapshot;
 mod storage;
 
 pub use membership::{Membership, MembershipChange, MembershipError};
-pub use message::{Message, MessageBody};
+pub use message::{Message, MessageBody, TERM_AND_INDEX_MAX};
 pub use metrics::Metrics;
 pub use node::{Event, Node, NodeError, Role, Start, Status};
 pub use request::{Consistency, Reply, Request, RequestError, RequestId, Response};

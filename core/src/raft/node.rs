@@ -61,6 +61,8 @@ pub enum NodeError {
     WrongGroup,
     /// A message addressed to another node reached this node.
     WrongRecipient,
+    /// A message decoded but carries impossible values (see [`Message::validate`]).
+    MalformedMessage(&'static str),
 }
 
 impl fmt::Display for NodeError {
@@ -72,6 +74,7 @@ impl fmt::Display for NodeError {
             Self::UnknownWriteToken(t) => write!(f, "write token {} was never handed out", t.0),
             Self::WrongGroup => f.write_str("message for another group"),
             Self::WrongRecipient => f.write_str("message for another node"),
+            Self::MalformedMessage(why) => write!(f, "malformed message: {why}"),
         }
     }
 }
@@ -314,6 +317,10 @@ impl<M: StateMachine> Node<M> {
         if msg.to != self.cfg.id {
             return Err(NodeError::WrongRecipient);
         }
+        if let Err(why) = msg.validate() {
+            self.metrics.malformed_messages += 1;
+            return Err(NodeError::MalformedMessage(why));
+        }
         if msg.from != self.cfg.id {
             self.step(msg);
         }
@@ -481,6 +488,11 @@ impl<M: StateMachine> Node<M> {
         self.leader
     }
 
+    /// The current term and vote (what the host must have stored once writes are done).
+    pub fn hard_state(&self) -> HardState {
+        HardState { term: self.term, voted_for: self.voted_for }
+    }
+
     /// Highest index known committed.
     pub fn commit_index(&self) -> LogIndex {
         self.commit
@@ -530,7 +542,14 @@ impl<M: StateMachine> Node<M> {
     // ----- shared internals ---------------------------------------------------------
 
     fn advance_clock(&mut self, now: Instant) {
-        // Hosts pass a monotonic clock; tolerate a backwards step by ignoring it.
+        // Hosts pass a monotonic clock; tolerate a backwards step by ignoring it. Time
+        // then seems to stand still here while it runs on elsewhere, so the lease (which
+        // assumes clocks advance together) is void until fresh acknowledgements arrive.
+        if now < self.now {
+            for p in self.progress.values_mut() {
+                p.acked_sent_at = None;
+            }
+        }
         self.now = self.now.max(now);
     }
 
@@ -576,9 +595,19 @@ impl<M: StateMachine> Node<M> {
 
     /// Records entries appended from `from` on (after truncating any at `from` or later).
     pub(super) fn persist_entries(&mut self, from: LogIndex, entries: &[Entry]) {
+        self.clamp_durable_to(from.saturating_sub(1));
         self.write.entries.retain(|e| e.index < from);
         debug_assert!(self.write.entries.last().is_none_or(|e| e.index + 1 == from));
         self.write.entries.extend_from_slice(entries);
+    }
+
+    /// The in-memory log no longer holds the entries above `last` that earlier writes
+    /// stored: they do not count as durable, even once those writes complete.
+    pub(super) fn clamp_durable_to(&mut self, last: LogIndex) {
+        self.durable_last_index = self.durable_last_index.min(last);
+        for (_, sealed_last) in &mut self.sealed {
+            *sealed_last = (*sealed_last).min(last);
+        }
     }
 
     pub(super) fn reset_election_timer(&mut self) {
@@ -803,13 +832,19 @@ impl<M: StateMachine> Node<M> {
                 };
                 self.replies.push_back(Reply { id, result });
             }
-            if self.role == Role::Leader
-                && self.membership.current_index() <= index
-                && !self.membership.current().is_voter(self.cfg.id)
+            let latest_config = self.membership.current_index() <= index;
+            if latest_config && self.role == Role::Leader && !self.membership.current().is_voter(self.cfg.id)
             {
                 // A leader that removed itself leads until the change commits, then leaves.
                 let term = self.term;
                 self.become_follower(term, None);
+            }
+            if latest_config && !self.membership.current().contains(self.cfg.id) {
+                // Removed: this node will not see the log go on, so it cannot tell what
+                // becomes of proposals it made. The remaining members decide them.
+                for (_, (_, id)) in core::mem::take(&mut self.proposals) {
+                    self.replies.push_back(Reply { id, result: Err(RequestError::OutcomeUnknown) });
+                }
             }
         }
         self.maybe_snapshot();

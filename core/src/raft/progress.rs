@@ -20,6 +20,8 @@ pub(crate) enum ReplicationState {
         index: LogIndex,
         /// Bytes the follower confirmed so far.
         offset: u64,
+        /// When the outstanding chunk was sent.
+        sent_at: Instant,
     },
 }
 
@@ -30,8 +32,8 @@ pub(crate) struct Progress {
     /// Next index to send.
     pub(crate) next_index: LogIndex,
     pub(crate) state: ReplicationState,
-    /// Last index carried by each append in flight, oldest first.
-    pub(crate) inflight: VecDeque<LogIndex>,
+    /// Last index carried by each append in flight and when it was sent, oldest first.
+    pub(crate) inflight: VecDeque<(LogIndex, Instant)>,
     /// Last time any message from this follower arrived (for CheckQuorum).
     pub(crate) last_heard: Instant,
     /// Highest read-confirmation sequence this follower echoed.
@@ -78,12 +80,12 @@ impl Progress {
         }
     }
 
-    /// Records that an append ending at `last` went out.
-    pub(crate) fn sent(&mut self, last: LogIndex) {
+    /// Records that an append ending at `last` went out at `now`.
+    pub(crate) fn sent(&mut self, last: LogIndex, now: Instant) {
         match &mut self.state {
             ReplicationState::Probe { paused } => *paused = true,
             ReplicationState::Replicate => {
-                self.inflight.push_back(last);
+                self.inflight.push_back((last, now));
                 self.next_index = last + 1;
             }
             ReplicationState::Snapshot { .. } => {}
@@ -92,7 +94,7 @@ impl Progress {
 
     /// The follower confirmed its log matches up to `index`. Returns whether that is news.
     pub(crate) fn acknowledge(&mut self, index: LogIndex) -> bool {
-        while self.inflight.front().is_some_and(|&last| last <= index) {
+        while self.inflight.front().is_some_and(|&(last, _)| last <= index) {
             self.inflight.pop_front();
         }
         if index <= self.match_index {

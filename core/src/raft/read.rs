@@ -3,6 +3,7 @@
 //! stale reads served by any replica.
 
 use super::node::{Node, Role};
+use super::progress::ReplicationState;
 use super::request::{Consistency, RequestError, RequestId, Response};
 use super::{LogIndex, MessageBody, NodeId};
 use crate::machine::StateMachine;
@@ -138,31 +139,34 @@ impl<M: StateMachine> Node<M> {
         self.send(from, MessageBody::HeartbeatResponse { seq });
     }
 
-    /// Leader: a follower echoed a heartbeat.
+    /// Leader: a follower echoed a heartbeat. Besides confirming leadership for reads and
+    /// renewing the lease, the echo tells what the follower must have received: links
+    /// deliver in order and a follower answers only after its pending writes, so an
+    /// append or snapshot chunk sent *before* this heartbeat and still unanswered was lost.
     pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, seq: u64) {
+        if seq > self.reads.seq {
+            self.metrics.malformed_messages += 1;
+            return; // Echo of a heartbeat never sent: forged or corrupt.
+        }
         let now = self.now;
         let sent = self.reads.sent_time(seq);
-        let (last, commit, inflight_max) =
-            (self.log.last_index(), self.commit, self.cfg.inflight_appends_max);
-        let Some(pr) = self.progress.get_mut(&from) else {
-            return;
-        };
+        let (last, commit) = (self.log.last_index(), self.commit);
+        let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.last_heard = now;
         if seq > pr.acked_seq {
             pr.acked_seq = seq;
             pr.acked_sent_at = sent;
         }
+        let lost = |at: Instant| sent.is_some_and(|hb| at < hb);
         let mut resend_snapshot = false;
-        match &mut pr.state {
-            super::progress::ReplicationState::Probe { paused } => *paused = false,
-            super::progress::ReplicationState::Replicate => {
-                // The window may be full of appends that were lost: free one slot so
-                // replication resumes (a lost append then shows up as a rejection).
-                if pr.inflight.len() >= inflight_max {
-                    pr.inflight.pop_front();
+        match pr.state {
+            ReplicationState::Probe { .. } => pr.state = ReplicationState::Probe { paused: false },
+            ReplicationState::Replicate => {
+                if pr.inflight.front().is_some_and(|&(_, at)| lost(at)) {
+                    pr.become_probe();
                 }
             }
-            super::progress::ReplicationState::Snapshot { .. } => resend_snapshot = true,
+            ReplicationState::Snapshot { sent_at, .. } => resend_snapshot = lost(sent_at),
         }
         if pr.match_index < last || pr.commit_sent < commit {
             self.appends_due = true;

@@ -126,8 +126,8 @@ impl<M: StateMachine> Node<M> {
             }
             return;
         }
-        if index <= pr.match_index {
-            return; // Stale: a later append already succeeded.
+        if index <= pr.match_index || index > last_index {
+            return; // Stale (a later append already succeeded) or impossible.
         }
         match pr.state {
             ReplicationState::Probe { .. } if index + 1 != pr.next_index => return,
@@ -194,8 +194,9 @@ impl<M: StateMachine> Node<M> {
             let empty = entries.is_empty();
             let last = prev_index + entries.len() as u64;
             let commit = self.commit;
+            let now = self.now;
             if let Some(pr) = self.progress.get_mut(&peer) {
-                pr.sent(last);
+                pr.sent(last, now);
                 pr.commit_sent = commit;
             }
             self.metrics.appends_sent += 1;

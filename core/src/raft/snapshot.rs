@@ -7,6 +7,10 @@ use super::{LogIndex, MessageBody, NodeId, Snapshot, SnapshotMeta, SnapshotWrite
 use crate::machine::StateMachine;
 use alloc::vec::Vec;
 
+/// How many snapshot thresholds' worth of entries may pile up while compaction waits for
+/// a follower's snapshot transfer to finish.
+pub(super) const SNAPSHOT_DEFER_FACTOR: u64 = 4;
+
 /// A snapshot being received chunk by chunk.
 #[derive(Clone, Debug)]
 pub(super) struct IncomingSnapshot {
@@ -17,8 +21,19 @@ pub(super) struct IncomingSnapshot {
 
 impl<M: StateMachine> Node<M> {
     /// Takes a snapshot once enough applied entries accumulated since the last one.
+    ///
+    /// While a follower is receiving a snapshot, compaction waits (up to
+    /// [`SNAPSHOT_DEFER_FACTOR`] thresholds): a new snapshot would restart that transfer,
+    /// and a follower on a slow link would never finish one.
     pub(super) fn maybe_snapshot(&mut self) {
-        if self.applied - self.log.snapshot_index() >= self.cfg.snapshot_threshold_entries {
+        let since = self.applied - self.log.snapshot_index();
+        let threshold = self.cfg.snapshot_threshold_entries;
+        if since < threshold {
+            return;
+        }
+        let transferring =
+            self.progress.values().any(|p| matches!(p.state, ReplicationState::Snapshot { .. }));
+        if !transferring || since >= threshold.saturating_mul(SNAPSHOT_DEFER_FACTOR) {
             self.take_snapshot();
         }
     }
@@ -36,22 +51,27 @@ impl<M: StateMachine> Node<M> {
         self.membership.compact_to(index);
         self.metrics.snapshots_taken += 1;
         let snapshot = Snapshot { meta, data };
-        self.queue_snapshot_write(snapshot.clone(), true);
+        self.queue_snapshot_write(snapshot.clone());
         self.snapshot = Some(snapshot);
     }
 
-    /// Adds a snapshot to the pending write, merging with one already there.
-    fn queue_snapshot_write(&mut self, snapshot: Snapshot, retain: bool) {
+    /// Adds a snapshot to the pending write, merging with what is already there. Call it
+    /// after the in-memory log was compacted or reset to the snapshot.
+    ///
+    /// The write's entries always mirror the tail of the in-memory log that differs from
+    /// what is stored, so the retain flag follows from the in-memory log alone: stored
+    /// entries above the snapshot stay only while the log still has entries there. That
+    /// covers a truncation whose replacement entries the snapshot swallowed (the stale
+    /// stored tail must go) and an earlier snapshot in the same write that dropped the
+    /// stored log (it must still be dropped, and entries appended since must be kept).
+    fn queue_snapshot_write(&mut self, snapshot: Snapshot) {
         let index = snapshot.meta.index;
-        // If an earlier snapshot in this write discarded the stored log, that must still
-        // happen: the stored log may hold entries that conflict with the leader's.
-        let retain = retain && self.write.snapshot.as_ref().is_none_or(|s| s.retain_log_after);
-        if retain {
-            self.write.entries.retain(|e| e.index > index);
-        } else {
-            self.write.entries.clear();
-        }
+        let last = self.log.last_index();
+        self.write.entries.retain(|e| e.index > index && e.index <= last);
+        let earlier_dropped_log = self.write.snapshot.as_ref().is_some_and(|s| !s.retain_log_after);
+        let retain = !earlier_dropped_log && last > index;
         self.write.snapshot = Some(SnapshotWrite { snapshot, retain_log_after: retain });
+        self.clamp_durable_to(last);
     }
 
     /// Leader: `peer` needs entries we compacted; send the snapshot instead.
@@ -62,7 +82,7 @@ impl<M: StateMachine> Node<M> {
         let Some(pr) = self.progress.get_mut(&peer) else {
             return;
         };
-        pr.state = ReplicationState::Snapshot { index, offset: 0 };
+        pr.state = ReplicationState::Snapshot { index, offset: 0, sent_at: self.now };
         pr.inflight.clear();
         self.send_snapshot_chunk(peer);
     }
@@ -75,7 +95,7 @@ impl<M: StateMachine> Node<M> {
         let Some(pr) = self.progress.get_mut(&peer) else {
             return;
         };
-        let ReplicationState::Snapshot { index, offset } = &mut pr.state else {
+        let ReplicationState::Snapshot { index, offset, sent_at } = &mut pr.state else {
             return;
         };
         if *index != snapshot.meta.index {
@@ -83,6 +103,7 @@ impl<M: StateMachine> Node<M> {
             *index = snapshot.meta.index;
             *offset = 0;
         }
+        *sent_at = self.now;
         let total = snapshot.data.len();
         let start = usize::try_from(*offset).unwrap_or(usize::MAX).min(total);
         let end = start.saturating_add(self.cfg.snapshot_chunk_bytes).min(total);
@@ -109,7 +130,7 @@ impl<M: StateMachine> Node<M> {
             return;
         };
         pr.last_heard = now;
-        let ReplicationState::Snapshot { index: sending, offset } = &mut pr.state else {
+        let ReplicationState::Snapshot { index: sending, offset, .. } = &mut pr.state else {
             return;
         };
         if index != *sending {
@@ -120,7 +141,10 @@ impl<M: StateMachine> Node<M> {
             pr.become_probe();
             self.appends_due = true;
             self.maybe_commit();
-        } else {
+        } else if next_offset > *offset || (next_offset == 0 && *offset > 0) {
+            // Progress, or the follower lost what it had (restart, failed restore): send
+            // what it asks for. Equal or smaller non-zero offsets answer duplicated or
+            // stale chunks; replying to those would multiply chunk streams.
             *offset = next_offset;
             self.send_snapshot_chunk(from);
         }
@@ -145,7 +169,10 @@ impl<M: StateMachine> Node<M> {
             warn!("{} refuses a {} byte snapshot (snapshot_bytes_max)", self.cfg.id, total);
             return;
         }
-        if offset == 0 {
+        let resumable =
+            self.incoming_snapshot.as_ref().is_some_and(|inc| inc.meta == meta && inc.total == total);
+        if offset == 0 && !resumable {
+            // A duplicated first chunk must not throw away what already arrived.
             self.incoming_snapshot = Some(IncomingSnapshot { meta: meta.clone(), total, data: Vec::new() });
         }
         let received = match &mut self.incoming_snapshot {
@@ -192,7 +219,7 @@ impl<M: StateMachine> Node<M> {
         self.resolve_proposals_covered_by(index, meta.term);
         self.commit = self.commit.max(index);
         self.applied = index;
-        self.queue_snapshot_write(snapshot.clone(), retain);
+        self.queue_snapshot_write(snapshot.clone());
         self.snapshot = Some(snapshot);
         self.metrics.snapshots_installed += 1;
         self.events.push_back(Event::SnapshotInstalled { index });

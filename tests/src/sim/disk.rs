@@ -88,6 +88,39 @@ impl Disk {
         Ok(())
     }
 
+    /// With every write done, the disk must hold exactly the node's state: what a restart
+    /// would recover is what the node was running with.
+    pub(crate) fn matches_node(
+        &self,
+        node: &concord_core::Node<crate::register::RegisterMachine>,
+    ) -> Result<(), String> {
+        if self.hard_state != node.hard_state() {
+            return Err(format!(
+                "stored hard state {:?} but node has {:?}",
+                self.hard_state,
+                node.hard_state()
+            ));
+        }
+        let status = node.status();
+        if self.snapshot_index() != status.snapshot_index {
+            return Err(format!(
+                "stored snapshot at {} but node's log starts after {}",
+                self.snapshot_index(),
+                status.snapshot_index
+            ));
+        }
+        let stored_last = self.entries.last().map_or(self.snapshot_index(), |e| e.index);
+        if stored_last != status.last_index {
+            return Err(format!("stored log ends at {stored_last} but node's at {}", status.last_index));
+        }
+        for e in &self.entries {
+            if node.entry(e.index) != Some(e) {
+                return Err(format!("stored entry {}@{} differs from the node's", e.index, e.term));
+            }
+        }
+        Ok(())
+    }
+
     /// A crash: writes not yet completed never happened.
     pub(crate) fn lose_unconfirmed(&mut self) {
         self.pending.clear();

@@ -819,6 +819,11 @@ impl Sim {
         if let Err(e) = self.nodes[idx].disk.check() {
             self.checker.fail("storage contract", format!("n{}: {e}", idx + 1));
         }
+        if let (true, Some(node)) = (self.nodes[idx].disk.idle(), self.nodes[idx].node.as_ref()) {
+            if let Err(e) = self.nodes[idx].disk.matches_node(node) {
+                self.checker.fail("storage contract", format!("n{}: {e}", idx + 1));
+            }
+        }
         let local = self.nodes[idx].local(self.now);
         let Some(node) = self.nodes[idx].node.as_mut() else { return };
         let _ = local;

@@ -1,0 +1,494 @@
+//! Regression tests for bugs found by review, each driving nodes directly through a
+//! small harness with a scripted network: storage writes merged with snapshots, lease
+//! reads after a timed-out transfer, replication and snapshot-transfer stalls, proposals
+//! stranded on a removed leader, and overflow on absurd but decodable messages.
+
+use concord_core::raft::{HardState, Persisted};
+use concord_core::{
+    Config, Consistency, Entry, GroupId, Instant, Membership, MembershipChange, Message, MessageBody, Node,
+    NodeError, NodeId, Payload, Reply, Request, RequestError, RequestId, Response, Role, Snapshot, Start,
+    StorageWrite,
+};
+use concord_tests::register::{RegisterCommand, RegisterMachine, RegisterOutput, RegisterQuery};
+use std::collections::BTreeMap;
+
+type N = Node<RegisterMachine>;
+
+#[derive(Default, Clone, Debug)]
+struct Disk {
+    hs: HardState,
+    snap: Option<Snapshot>,
+    entries: Vec<Entry>,
+}
+
+impl Disk {
+    fn apply(&mut self, w: &StorageWrite) {
+        if let Some(h) = w.hard_state {
+            self.hs = h;
+        }
+        if let Some(s) = &w.snapshot {
+            let idx = s.snapshot.meta.index;
+            if s.retain_log_after {
+                self.entries.retain(|e| e.index > idx);
+            } else {
+                self.entries.clear();
+            }
+            self.snap = Some(s.snapshot.clone());
+        }
+        if let Some(f) = w.entries.first() {
+            let f = f.index;
+            self.entries.retain(|e| e.index < f);
+            self.entries.extend(w.entries.iter().cloned());
+        }
+    }
+    fn persisted(&self) -> Persisted {
+        Persisted { hard_state: self.hs, snapshot: self.snap.clone(), entries: self.entries.clone() }
+    }
+}
+
+struct H {
+    nodes: BTreeMap<u64, N>,
+    disks: BTreeMap<u64, Disk>,
+    net: Vec<Message>,
+    now: Instant,
+    replies: Vec<(u64, Reply<RegisterOutput>)>,
+    next_req: u64,
+}
+
+fn cfg(id: u64) -> Config {
+    Config::new(NodeId(id), GroupId(0))
+}
+
+impl H {
+    fn new(ids: &[u64], voters: &[u64], mk: impl Fn(u64) -> Config) -> Self {
+        let m = Membership::with_voters(voters.iter().map(|v| NodeId(*v)));
+        let mut h = Self {
+            nodes: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            net: vec![],
+            now: Instant::ZERO,
+            replies: vec![],
+            next_req: 1,
+        };
+        for id in ids {
+            let n =
+                Node::new(mk(*id), RegisterMachine::new(), Start::NewCluster(m.clone()), Instant::ZERO, *id)
+                    .unwrap();
+            h.nodes.insert(*id, n);
+            h.disks.insert(*id, Disk::default());
+            h.drain(*id);
+        }
+        h
+    }
+    fn drain(&mut self, id: u64) {
+        let n = self.nodes.get_mut(&id).unwrap();
+        let d = self.disks.get_mut(&id).unwrap();
+        loop {
+            let mut any = false;
+            while let Some(w) = n.poll_storage() {
+                d.apply(&w);
+                n.handle_persisted(w.token).unwrap();
+                any = true;
+            }
+            while let Some(m) = n.poll_transmit() {
+                self.net.push(m);
+                any = true;
+            }
+            while let Some(r) = n.poll_reply() {
+                self.replies.push((id, r));
+                any = true;
+            }
+            while n.poll_event().is_some() {}
+            if !any {
+                break;
+            }
+        }
+    }
+    fn tick(&mut self, id: u64) {
+        let now = self.now;
+        self.nodes.get_mut(&id).unwrap().handle_timeout(now);
+        self.drain(id);
+    }
+    fn deliver_one(&mut self, m: Message) {
+        let to = m.to.0;
+        let now = self.now;
+        if let Some(n) = self.nodes.get_mut(&to) {
+            n.handle_message(now, m).unwrap();
+            self.drain(to);
+        }
+    }
+    /// Delivers queued messages matching `ok` (dropping those matching `drop`) until quiet.
+    fn pump(&mut self, ok: impl Fn(&Message) -> bool, drop: impl Fn(&Message) -> bool) {
+        loop {
+            let pos = self.net.iter().position(|m| ok(m) || drop(m));
+            let Some(p) = pos else { break };
+            let m = self.net.remove(p);
+            if drop(&m) {
+                continue;
+            }
+            self.deliver_one(m);
+        }
+    }
+    fn all(&mut self) {
+        self.pump(|_| true, |_| false);
+    }
+    fn advance(&mut self, us: u64) {
+        self.now = self.now.add_us(us);
+    }
+    fn request(&mut self, id: u64, r: Request) -> RequestId {
+        let rid = RequestId(self.next_req);
+        self.next_req += 1;
+        let now = self.now;
+        self.nodes.get_mut(&id).unwrap().handle_request(now, rid, r);
+        self.drain(id);
+        rid
+    }
+    fn reply(&self, rid: RequestId) -> Option<&Reply<RegisterOutput>> {
+        self.replies.iter().map(|(_, r)| r).find(|r| r.id == rid)
+    }
+    fn node(&self, id: u64) -> &N {
+        &self.nodes[&id]
+    }
+    /// Elects `id` by running its election timer out.
+    fn elect(&mut self, id: u64) {
+        self.advance(400_000);
+        self.tick(id);
+        self.all();
+        assert_eq!(self.node(id).role(), Role::Leader);
+    }
+}
+
+fn write(key: u64, value: u64) -> Request {
+    Request::Propose(RegisterCommand::Write { key, value }.encode())
+}
+
+fn read(key: u64, consistency: Consistency) -> Request {
+    Request::Read { query: RegisterQuery { key }.encode(), consistency }
+}
+
+fn msg(from: u64, to: u64, term: u64, body: MessageBody) -> Message {
+    Message { group: GroupId(0), from: NodeId(from), to: NodeId(to), term, body }
+}
+
+fn noop(term: u64, index: u64) -> Entry {
+    Entry { term, index, time: Instant::ZERO, payload: Payload::Noop }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. A truncation carried only by `entries[0].index` is lost when a snapshot taken in the
+//    same write swallows every entry of the write: stale entries survive on disk.
+#[test]
+fn a_truncation_survives_a_snapshot_that_swallows_its_entries() {
+    let mut c = cfg(2);
+    c.snapshot_threshold_entries = 2;
+    let three = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+    let mut n: N =
+        Node::new(c.clone(), RegisterMachine::new(), Start::NewCluster(three), Instant::ZERO, 2).unwrap();
+    let mut disk = Disk::default();
+    let flush = |n: &mut N, disk: &mut Disk| {
+        while let Some(w) = n.poll_storage() {
+            disk.apply(&w);
+            n.handle_persisted(w.token).unwrap();
+        }
+        while n.poll_transmit().is_some() {}
+    };
+    flush(&mut n, &mut disk);
+    let t = Instant::from_micros(1_000);
+    // Leader 1 of term 1 appends 1..=3 (uncommitted).
+    n.handle_message(
+        t,
+        msg(
+            1,
+            2,
+            1,
+            MessageBody::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![noop(1, 1), noop(1, 2), noop(1, 3)],
+                commit: 0,
+            },
+        ),
+    )
+    .unwrap();
+    flush(&mut n, &mut disk);
+    assert_eq!(disk.entries.len(), 3);
+    // Leader 3 of term 2 overwrites from 1 with 1..=2 (term 2), commit 2.
+    n.handle_message(
+        t,
+        msg(
+            3,
+            2,
+            2,
+            MessageBody::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![noop(2, 1), noop(2, 2)],
+                commit: 2,
+            },
+        ),
+    )
+    .unwrap();
+    let mut writes = vec![];
+    while let Some(w) = n.poll_storage() {
+        writes.push(w.clone());
+        disk.apply(&w);
+        n.handle_persisted(w.token).unwrap();
+    }
+    eprintln!("writes: {writes:#?}");
+    eprintln!("in memory: last_index={} snapshot={}", n.status().last_index, n.status().snapshot_index);
+    eprintln!("disk entries: {:?}", disk.entries.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>());
+    let restarted = Node::new(c, RegisterMachine::new(), Start::Restart(disk.persisted()), t, 2);
+    match restarted {
+        Err(e) => panic!("restart from durable state fails: {e:?}"),
+        Ok(r) => assert_eq!(r.status().last_index, n.status().last_index, "restart differs from memory"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. In Replicate state, one lost append stalls replication until another proposal.
+#[test]
+fn one_lost_append_does_not_stall_replication() {
+    let mut h = H::new(&[1, 2], &[1, 2], cfg);
+    h.elect(1);
+    // One write to reach Replicate state.
+    let r0 = h.request(1, write(1, 1));
+    h.all();
+    assert!(h.reply(r0).is_some());
+    // Second write: its append is lost.
+    let r1 = h.request(1, write(1, 2));
+    h.pump(|_| false, |m| matches!(m.body, MessageBody::Append { .. }));
+    // Time passes, heartbeats flow normally.
+    for _ in 0..100 {
+        h.advance(30_000);
+        h.tick(1);
+        h.tick(2);
+        h.all();
+    }
+    let status = h.node(1).status();
+    eprintln!("leader commit={} last={}", status.commit_index, status.last_index);
+    assert!(h.reply(r1).is_some(), "proposal never committed after 3s of healthy heartbeats");
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. lease_disabled is never set: after a transfer times out, a delayed TimeoutNow lets the
+//    target win with `transfer: true` votes while the old leader still serves lease reads.
+#[test]
+fn no_stale_lease_read_after_a_transfer_times_out() {
+    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], cfg);
+    h.elect(1);
+    let r0 = h.request(1, write(7, 1));
+    h.all();
+    assert!(h.reply(r0).unwrap().result.is_ok());
+    let t = h.request(1, Request::TransferLeadership(NodeId(2)));
+    // Hold the TimeoutNow.
+    let held: Vec<Message> = h.net.iter().filter(|m| m.body == MessageBody::TimeoutNow).cloned().collect();
+    assert_eq!(held.len(), 1);
+    h.net.retain(|m| m.body != MessageBody::TimeoutNow);
+    h.all();
+    // Run past the transfer deadline with heartbeats flowing.
+    for _ in 0..12 {
+        h.advance(30_000);
+        h.tick(1);
+        h.all();
+    }
+    assert!(matches!(h.reply(t).unwrap().result, Err(RequestError::TransferTimedOut)));
+    // A fresh heartbeat round: node 1's lease is renewed.
+    h.advance(30_000);
+    h.tick(1);
+    h.all();
+    // Now the delayed TimeoutNow arrives; node 1 is cut off from 2 and 3.
+    h.deliver_one(held[0].clone());
+    let cut = |m: &Message| m.from.0 == 1 || m.to.0 == 1;
+    h.pump(|m| !cut(m), cut);
+    assert_eq!(h.node(2).role(), Role::Leader, "node 2 won with transfer votes");
+    let w = h.request(2, write(7, 2));
+    h.pump(|m| !cut(m), cut);
+    assert!(
+        matches!(h.reply(w).unwrap().result, Ok(Response::Applied { .. })),
+        "write acknowledged by node 2"
+    );
+    // Client now reads from node 1 with a lease read.
+    h.advance(1_000);
+    let r = h.request(1, read(7, Consistency::Lease));
+    let reply = h.reply(r).cloned();
+    eprintln!("node1 role={:?} lease read reply = {:?}", h.node(1).role(), reply);
+    if let Some(Reply { result: Ok(Response::Read { output: RegisterOutput::Value(v), .. }), .. }) = reply {
+        assert_eq!(v, Some(2), "stale lease read after an acknowledged write");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A leader that removes itself steps down when the removal applies; a proposal made
+//    after the removal entry is never answered.
+#[test]
+fn a_self_removed_leader_answers_its_pending_proposals() {
+    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], cfg);
+    h.elect(1);
+    let rm = h.request(1, Request::ChangeMembership(MembershipChange::Remove(NodeId(1))));
+    // Append with the removal reaches 2 and 3, but their acks are held.
+    h.pump(|m| m.from.0 == 1 && matches!(m.body, MessageBody::Append { .. }), |_| false);
+    let held: Vec<Message> = h.net.drain(..).collect();
+    let p = h.request(1, write(1, 1));
+    // Appends carrying the proposal are lost.
+    h.net.retain(|m| !matches!(m.body, MessageBody::Append { .. }));
+    for m in held {
+        h.deliver_one(m);
+    }
+    assert!(h.reply(rm).is_some());
+    assert_eq!(h.node(1).role(), Role::Follower);
+    for _ in 0..200 {
+        h.advance(30_000);
+        for id in 1..=3 {
+            h.tick(id);
+        }
+        h.all();
+    }
+    eprintln!("proposal reply: {:?}", h.reply(p));
+    assert!(h.reply(p).is_some(), "proposal on self-removed leader never answered");
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Arithmetic overflow on decodable input (panics with overflow checks on).
+#[test]
+fn an_append_with_an_absurd_index_is_refused_without_panic() {
+    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], cfg);
+    h.elect(1);
+    let term = h.node(2).term();
+    let now = h.now;
+    let absurd = msg(
+        1,
+        2,
+        term,
+        MessageBody::Append { prev_index: u64::MAX, prev_term: 0, entries: vec![], commit: 0 },
+    );
+    let result = h.nodes.get_mut(&2).unwrap().handle_message(now, absurd);
+    assert!(matches!(result, Err(NodeError::MalformedMessage(_))), "{result:?}");
+    let snap = msg(
+        1,
+        2,
+        term,
+        MessageBody::InstallSnapshot {
+            meta: concord_core::SnapshotMeta {
+                index: u64::MAX,
+                term,
+                time: Instant::ZERO,
+                membership: Membership::default(),
+            },
+            offset: 0,
+            total: 1,
+            data: vec![0],
+        },
+    );
+    let result = h.nodes.get_mut(&2).unwrap().handle_message(now, snap);
+    assert!(matches!(result, Err(NodeError::MalformedMessage(_))), "{result:?}");
+    assert!(h.node(2).commit_index() < 1 << 62, "the follower is not wedged");
+}
+
+#[test]
+fn an_append_response_with_an_absurd_index_is_ignored_without_panic() {
+    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], cfg);
+    h.elect(1);
+    let term = h.node(1).term();
+    let now = h.now;
+    let leader = h.nodes.get_mut(&1).unwrap();
+    // Put node 3 back in Probe with a rejection, then send an impossible one.
+    let reject = MessageBody::AppendResponse { success: false, index: 2, hint_index: 0, hint_term: 0 };
+    leader.handle_message(now, msg(3, 1, term, reject)).unwrap();
+    let absurd = MessageBody::AppendResponse { success: false, index: u64::MAX, hint_index: 0, hint_term: 0 };
+    let result = leader.handle_message(now, msg(3, 1, term, absurd));
+    assert!(matches!(result, Err(NodeError::MalformedMessage(_))), "{result:?}");
+    let forged_echo = MessageBody::HeartbeatResponse { seq: u64::MAX };
+    leader.handle_message(now, msg(3, 1, term, forged_echo)).unwrap();
+    assert_eq!(leader.role(), Role::Leader);
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Every heartbeat response in Snapshot state starts one more self-sustaining chunk
+//    stream: duplicate InstallSnapshot traffic grows with the transfer's duration.
+#[test]
+fn snapshot_chunks_do_not_multiply_on_a_slow_link() {
+    snapshot_streams(2)
+}
+
+#[test]
+fn snapshot_installs_on_a_fast_link() {
+    snapshot_streams(1000)
+}
+fn snapshot_streams(deliver_per_round: usize) {
+    let mk = |id| {
+        let mut c = cfg(id);
+        c.snapshot_threshold_entries = 5;
+        c.snapshot_chunk_bytes = 4;
+        c
+    };
+    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], mk);
+    h.elect(1);
+    let cut = |m: &Message| m.from.0 == 3 || m.to.0 == 3;
+    for k in 0..40 {
+        let r = h.request(1, write(k, k + 1000));
+        h.pump(|m| !cut(m), cut);
+        assert!(h.reply(r).is_some());
+    }
+    h.net.retain(|m| !cut(m));
+    let total = h.node(1).status().snapshot_index;
+    eprintln!("leader snapshot index {total}");
+    let mut sent = 0usize;
+    let mut max_in_flight = 0usize;
+    for round in 0..3000 {
+        // Slow link: two messages delivered per 10 ms.
+        for _ in 0..deliver_per_round {
+            if !h.net.is_empty() {
+                let m = h.net.remove(0);
+                if matches!(m.body, MessageBody::InstallSnapshot { .. }) {
+                    sent += 1;
+                }
+                h.deliver_one(m);
+            }
+        }
+        let in_flight =
+            h.net.iter().filter(|m| matches!(m.body, MessageBody::InstallSnapshot { .. })).count();
+        max_in_flight = max_in_flight.max(in_flight);
+        h.advance(10_000);
+        h.tick(1);
+        if h.node(3).status().snapshot_index >= total {
+            eprintln!("installed after round {round}");
+            break;
+        }
+    }
+    eprintln!("InstallSnapshot delivered: {sent}, max in flight at once: {max_in_flight}");
+    assert!(max_in_flight <= 2, "{max_in_flight} snapshot chunks in flight to one follower");
+}
+
+// 1b. The bootstrap snapshot (retain=false) is still in the unsealed write if the host's
+//     first drain comes after its first handle_* call (as in the crate example); a local
+//     snapshot in that call then clears entries appended after it.
+#[test]
+fn acknowledged_entries_are_stored_when_a_snapshot_joins_the_bootstrap_write() {
+    let mut c = cfg(3);
+    c.snapshot_threshold_entries = 5;
+    let three = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+    let mut n: N =
+        Node::new(c.clone(), RegisterMachine::new(), Start::NewCluster(three), Instant::ZERO, 3).unwrap();
+    let mut disk = Disk::default();
+    let t = Instant::from_micros(1_000);
+    let entries: Vec<Entry> = (1..=10).map(|i| noop(1, i)).collect();
+    n.handle_message(
+        t,
+        msg(1, 3, 1, MessageBody::Append { prev_index: 0, prev_term: 0, entries, commit: 6 }),
+    )
+    .unwrap();
+    while let Some(w) = n.poll_storage() {
+        disk.apply(&w);
+        n.handle_persisted(w.token).unwrap();
+    }
+    let acks: Vec<Message> = std::iter::from_fn(|| n.poll_transmit()).collect();
+    eprintln!("acks: {acks:?}");
+    eprintln!(
+        "memory last={} disk entries={:?} disk snapshot={:?}",
+        n.status().last_index,
+        disk.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        disk.snap.as_ref().map(|s| s.meta.index)
+    );
+    let r = Node::new(c, RegisterMachine::new(), Start::Restart(disk.persisted()), t, 3).unwrap();
+    assert_eq!(r.status().last_index, 10, "acknowledged entries missing after restart");
+}
