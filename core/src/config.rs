@@ -176,3 +176,54 @@ impl fmt::Display for ConfigError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config::new(NodeId(1), GroupId(0))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_setting_has_its_own_error() {
+        let mut c = valid();
+        c.id = NodeId(0);
+        assert_eq!(c.validate(), Err(ConfigError::ZeroNodeId));
+        let mut c = valid();
+        c.election_timeout_max_us = c.election_timeout_min_us;
+        assert_eq!(c.validate(), Err(ConfigError::ElectionTimeoutRange));
+        let mut c = valid();
+        c.heartbeat_interval_us = c.election_timeout_min_us;
+        assert_eq!(c.validate(), Err(ConfigError::HeartbeatTooSlow));
+        let mut c = valid();
+        c.clock_drift_max_ppm = 500_000;
+        assert_eq!(c.validate(), Err(ConfigError::ClockDriftTooLarge));
+        let mut c = valid();
+        c.inflight_appends_max = 0;
+        assert_eq!(c.validate(), Err(ConfigError::ZeroLimit("inflight_appends_max")));
+        let mut c = valid();
+        c.snapshot_threshold_entries = 0;
+        assert_eq!(c.validate(), Err(ConfigError::ZeroLimit("snapshot_threshold_entries")));
+    }
+
+    #[test]
+    fn the_lease_is_shorter_than_any_follower_can_measure_the_election_timeout() {
+        let mut c = valid();
+        c.clock_drift_max_ppm = 0;
+        assert_eq!(c.lease_duration_us(), c.election_timeout_min_us);
+        c.clock_drift_max_ppm = 10_000;
+        let lease = c.lease_duration_us();
+        // A leader clock running fast by the bound and a follower clock running slow by
+        // it: the lease, measured in true time, must end before the follower's timeout.
+        let leader_true = lease as f64 / (1.0 + 0.01);
+        let follower_true = c.election_timeout_min_us as f64 / (1.0 - 0.01);
+        assert!(leader_true <= follower_true);
+        assert!(lease < c.election_timeout_min_us);
+    }
+}

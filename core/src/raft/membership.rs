@@ -202,3 +202,85 @@ impl MembershipLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[u64]) -> BTreeSet<NodeId> {
+        v.iter().map(|i| NodeId(*i)).collect()
+    }
+
+    #[test]
+    fn quorum_is_a_majority_of_voters_only() {
+        let mut m = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        assert_eq!(m.quorum(), 2);
+        m.learners.insert(NodeId(4));
+        assert_eq!(m.quorum(), 2, "learners do not count");
+        m.voters.insert(NodeId(5));
+        assert_eq!(m.quorum(), 3);
+    }
+
+    #[test]
+    fn learners_join_then_get_promoted() {
+        let m = Membership::with_voters([NodeId(1)]);
+        let m = m.apply(MembershipChange::AddLearner(NodeId(2))).unwrap();
+        assert_eq!((m.voters.clone(), m.learners.clone()), (ids(&[1]), ids(&[2])));
+        let m = m.apply(MembershipChange::Promote(NodeId(2))).unwrap();
+        assert_eq!((m.voters.clone(), m.learners.clone()), (ids(&[1, 2]), ids(&[])));
+        let m = m.apply(MembershipChange::Remove(NodeId(1))).unwrap();
+        assert_eq!(m.voters, ids(&[2]));
+    }
+
+    #[test]
+    fn every_invalid_change_has_its_own_error() {
+        let m = Membership::with_voters([NodeId(1), NodeId(2)])
+            .apply(MembershipChange::AddLearner(NodeId(3)))
+            .unwrap();
+        assert_eq!(
+            m.apply(MembershipChange::AddLearner(NodeId(1))),
+            Err(MembershipError::AlreadyMember(NodeId(1)))
+        );
+        assert_eq!(
+            m.apply(MembershipChange::AddLearner(NodeId(3))),
+            Err(MembershipError::AlreadyMember(NodeId(3)))
+        );
+        assert_eq!(
+            m.apply(MembershipChange::AddVoter(NodeId(2))),
+            Err(MembershipError::AlreadyMember(NodeId(2)))
+        );
+        assert_eq!(
+            m.apply(MembershipChange::Promote(NodeId(1))),
+            Err(MembershipError::NotALearner(NodeId(1)))
+        );
+        assert_eq!(m.apply(MembershipChange::Remove(NodeId(9))), Err(MembershipError::NotAMember(NodeId(9))));
+        assert_eq!(m.apply(MembershipChange::AddVoter(NodeId(0))), Err(MembershipError::ZeroNodeId));
+        let single = Membership::with_voters([NodeId(1)]);
+        assert_eq!(
+            single.apply(MembershipChange::Remove(NodeId(1))),
+            Err(MembershipError::LastVoter(NodeId(1)))
+        );
+        // AddVoter on a learner promotes it.
+        let m = m.apply(MembershipChange::AddVoter(NodeId(3))).unwrap();
+        assert!(m.is_voter(NodeId(3)) && !m.learners.contains(&NodeId(3)));
+    }
+
+    #[test]
+    fn a_truncated_configuration_gives_way_to_the_previous_one() {
+        let base = Membership::with_voters([NodeId(1)]);
+        let two = base.apply(MembershipChange::AddVoter(NodeId(2))).unwrap();
+        let three = two.apply(MembershipChange::AddVoter(NodeId(3))).unwrap();
+        let mut log = MembershipLog::new(0, base.clone());
+        log.push(5, two.clone());
+        log.push(9, three.clone());
+        assert_eq!((log.current(), log.current_index()), (&three, 9));
+        assert_eq!(log.at(7), &two);
+        assert_eq!(log.at(4), &base);
+        log.truncate_from(9);
+        assert_eq!(log.current(), &two);
+        log.compact_to(6);
+        assert_eq!((log.current(), log.current_index()), (&two, 5));
+        log.reset(20, three.clone(), false);
+        assert_eq!((log.current(), log.current_index()), (&three, 20));
+    }
+}

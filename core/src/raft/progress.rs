@@ -105,3 +105,45 @@ impl Progress {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probing_sends_one_append_at_a_time() {
+        let mut p = Progress::new(10, Instant::ZERO);
+        assert!(p.can_send(4));
+        p.sent(11, Instant::ZERO);
+        assert!(!p.can_send(4), "paused until an answer");
+    }
+
+    #[test]
+    fn replicating_fills_the_window_and_acks_free_it() {
+        let mut p = Progress::new(10, Instant::ZERO);
+        p.match_index = 10;
+        p.become_replicate();
+        for last in [12, 14, 16] {
+            assert!(p.can_send(3));
+            p.sent(last, Instant::ZERO);
+        }
+        assert!(!p.can_send(3), "window of 3 is full");
+        assert_eq!(p.next_index, 17);
+        assert!(p.acknowledge(14));
+        assert_eq!(p.inflight.len(), 1);
+        assert!(p.can_send(3));
+        assert!(!p.acknowledge(13), "old news");
+        assert_eq!(p.match_index, 14);
+    }
+
+    #[test]
+    fn falling_back_to_probe_restarts_after_the_match() {
+        let mut p = Progress::new(10, Instant::ZERO);
+        p.match_index = 5;
+        p.become_replicate();
+        p.sent(9, Instant::ZERO);
+        p.become_probe();
+        assert_eq!(p.next_index, 6);
+        assert!(p.inflight.is_empty());
+    }
+}

@@ -63,12 +63,36 @@ impl fmt::Display for WireError {
     }
 }
 
-/// Appends the payload for `envelope` (version byte + postcard) to `out`.
+/// A postcard output that appends to a caller-owned buffer.
+struct AppendTo<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Appends the payload for `envelope` (version byte + postcard) to `out`. On error `out`
+/// is left as it was.
 pub fn encode_payload(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
     out.push(PROTOCOL_VERSION);
-    let encoded = postcard::to_extend(envelope, core::mem::take(out)).map_err(WireError::Malformed)?;
-    *out = encoded;
-    Ok(())
+    postcard::serialize_with_flavor(envelope, AppendTo(out)).map_err(|e| {
+        out.truncate(start);
+        WireError::Malformed(e)
+    })
 }
 
 /// Decodes one payload. `payload_bytes_max` bounds its size.
@@ -87,20 +111,22 @@ pub fn decode_payload(payload: &[u8], payload_bytes_max: usize) -> Result<Envelo
     Ok(envelope)
 }
 
-/// Appends a length-prefixed frame for `envelope` to `out`. Fails if the payload would
-/// exceed `frame_bytes_max` (so a sender never emits a frame its peer must refuse).
+/// Appends a length-prefixed frame for `envelope` to `out`, encoding in place (no
+/// intermediate buffer). Fails if the payload would exceed `frame_bytes_max` (so a sender
+/// never emits a frame its peer must refuse); `out` is then left as it was.
 pub fn encode_frame(envelope: &Envelope, frame_bytes_max: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
-    let mut payload = Vec::new();
-    encode_payload(envelope, &mut payload)?;
-    let size = payload.len();
+    if let Err(e) = encode_payload(envelope, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let size = out.len() - start - FRAME_HEADER_BYTES;
     let Some(len) = u32::try_from(size).ok().filter(|_| size <= frame_bytes_max) else {
         out.truncate(start);
         return Err(WireError::FrameTooLarge { size, max: frame_bytes_max });
     };
     out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&payload);
     Ok(())
 }
 
