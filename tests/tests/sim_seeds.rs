@@ -1,14 +1,14 @@
 //! The simulator over a range of seeds, each with its own fault profile (every fault kind
 //! is switched on in about half of them), plus a block of seeds with every fault at once.
 //!
-//! `CONCORD_SIM_SEEDS=LO..HI` widens the sweep (the default is 0..500); for long sweeps
+//! `CONCORD_SIM_SEEDS=LO..HI` widens the sweep (the default is 0..1000); for long sweeps
 //! prefer `cargo run -p concord-tests --release --bin concord-sim -- --seeds 0..100000`.
 
 use concord_tests::sim::{self, Faults, SimConfig};
 use std::collections::BTreeMap;
 
 fn seed_range() -> std::ops::Range<u64> {
-    let Ok(spec) = std::env::var("CONCORD_SIM_SEEDS") else { return 0..500 };
+    let Ok(spec) = std::env::var("CONCORD_SIM_SEEDS") else { return 0..1000 };
     let parsed = spec.split_once("..").and_then(|(lo, hi)| Some((lo.parse().ok()?, hi.parse().ok()?)));
     match parsed {
         Some((lo, hi)) => lo..hi,
