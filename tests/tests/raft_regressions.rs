@@ -492,3 +492,122 @@ fn acknowledged_entries_are_stored_when_a_snapshot_joins_the_bootstrap_write() {
     let r = Node::new(c, RegisterMachine::new(), Start::Restart(disk.persisted()), t, 3).unwrap();
     assert_eq!(r.status().last_index, 10, "acknowledged entries missing after restart");
 }
+
+/// A deposed leader removed by its successor never hears of the removal: its pending
+/// proposals are never answered.
+#[test]
+fn review2_deposed_then_removed_leader_answers_its_proposals() {
+    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], cfg);
+    h.elect(1);
+    let r0 = h.request(1, write(1, 1));
+    h.all();
+    assert!(h.reply(r0).is_some());
+    // A proposal whose appends are lost; then node 1 is cut off.
+    let p = h.request(1, write(1, 2));
+    h.net.clear();
+    let cut = |m: &Message| m.from.0 == 1 || m.to.0 == 1;
+    h.advance(400_000);
+    h.tick(2);
+    h.pump(|m| !cut(m), cut);
+    h.tick(2);
+    h.pump(|m| !cut(m), cut);
+    assert_eq!(h.node(2).role(), Role::Leader);
+    let rm = h.request(2, Request::ChangeMembership(MembershipChange::Remove(NodeId(1))));
+    h.pump(|m| !cut(m), cut);
+    assert!(h.reply(rm).unwrap().result.is_ok());
+    // Heal; run 6 s.
+    for _ in 0..200 {
+        h.advance(30_000);
+        for id in 1..=3 {
+            h.tick(id);
+        }
+        h.all();
+    }
+    eprintln!("node1 role={:?} term={} proposal reply={:?}", h.node(1).role(), h.node(1).term(), h.reply(p));
+    assert!(h.reply(p).is_some(), "proposal on a deposed, removed leader never answered");
+}
+
+// A follower restarts mid-transfer and then receives a duplicated first chunk: it holds
+// less than the leader believes, and the transfer must resume from what it holds.
+#[test]
+fn a_snapshot_transfer_resumes_after_the_follower_restarts() {
+    let mk = |id| {
+        let mut c = cfg(id);
+        c.snapshot_threshold_entries = 5;
+        c.snapshot_chunk_bytes = 4;
+        c
+    };
+    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], mk);
+    h.elect(1);
+    let cut = |m: &Message| m.from.0 == 3 || m.to.0 == 3;
+    for k in 0..40 {
+        let r = h.request(1, write(k, k + 1000));
+        h.pump(|m| !cut(m), cut);
+        assert!(h.reply(r).is_some());
+    }
+    h.net.retain(|m| !cut(m));
+    let total = h.node(1).status().snapshot_index;
+    h.advance(30_000);
+    h.tick(1);
+    let mut dup: Option<Message> = None;
+    loop {
+        let m = h.net.remove(0);
+        if let MessageBody::InstallSnapshot { offset, .. } = &m.body {
+            if *offset == 0 && dup.is_none() {
+                dup = Some(m.clone());
+            }
+            if *offset >= 12 {
+                h.net.insert(0, m);
+                break;
+            }
+        }
+        h.deliver_one(m);
+    }
+    let n3 =
+        Node::new(mk(3), RegisterMachine::new(), Start::Restart(h.disks[&3].persisted()), h.now, 33).unwrap();
+    h.nodes.insert(3, n3);
+    h.drain(3);
+    h.deliver_one(dup.unwrap());
+    for _ in 0..500 {
+        h.all();
+        h.advance(10_000);
+        h.tick(1);
+        h.tick(2);
+        if h.node(3).status().snapshot_index >= total {
+            break;
+        }
+    }
+    assert!(h.node(3).status().snapshot_index >= total, "snapshot transfer stuck");
+}
+
+// A leader loses its quorum with a proposal in flight, and the new leader removes it:
+// it never sees the log again, so it must answer the proposal when it steps down.
+#[test]
+fn a_deposed_then_removed_leader_answers_its_proposals() {
+    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], cfg);
+    h.elect(1);
+    let r0 = h.request(1, write(1, 1));
+    h.all();
+    assert!(h.reply(r0).is_some());
+    let p = h.request(1, write(1, 2));
+    h.net.clear();
+    let cut = |m: &Message| m.from.0 == 1 || m.to.0 == 1;
+    h.advance(400_000);
+    h.tick(2);
+    h.pump(|m| !cut(m), cut);
+    h.tick(2);
+    h.pump(|m| !cut(m), cut);
+    assert_eq!(h.node(2).role(), Role::Leader);
+    let rm = h.request(2, Request::ChangeMembership(MembershipChange::Remove(NodeId(1))));
+    h.pump(|m| !cut(m), cut);
+    assert!(h.reply(rm).unwrap().result.is_ok());
+    for _ in 0..200 {
+        h.advance(30_000);
+        for id in 1..=3 {
+            h.tick(id);
+        }
+        h.all();
+    }
+    let reply = h.reply(p).expect("the proposal is answered");
+    assert_eq!(reply.result, Err(RequestError::OutcomeUnknown));
+}

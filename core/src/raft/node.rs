@@ -177,7 +177,8 @@ pub struct Node<M: StateMachine> {
     pub(super) reads: ReadState,
     pub(super) transfer: Option<Transfer>,
 
-    /// Proposals made on this node and not yet answered: index → (term, request).
+    /// Proposals made while leading and not yet answered: index → (term, request).
+    /// Answered when applied, or with `OutcomeUnknown` when leadership ends first.
     pub(super) proposals: BTreeMap<LogIndex, (Term, RequestId)>,
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
 
@@ -666,6 +667,12 @@ impl<M: StateMachine> Node<M> {
         let leader = None;
         for read in self.reads.take_all() {
             self.replies.push_back(Reply { id: read.id, result: Err(RequestError::NotLeader { leader }) });
+        }
+        // Proposals still pending may yet commit under the next leader, or not: only it
+        // knows. This node might never learn (it may be partitioned, or removed), so it
+        // answers now; clients retry (idempotently) or ask the new leader.
+        for (_, (_, id)) in core::mem::take(&mut self.proposals) {
+            self.replies.push_back(Reply { id, result: Err(RequestError::OutcomeUnknown) });
         }
         if let Some(t) = self.transfer.take() {
             let result = if term_rose {

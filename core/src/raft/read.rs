@@ -140,9 +140,11 @@ impl<M: StateMachine> Node<M> {
     }
 
     /// Leader: a follower echoed a heartbeat. Besides confirming leadership for reads and
-    /// renewing the lease, the echo tells what the follower must have received: links
-    /// deliver in order and a follower answers only after its pending writes, so an
-    /// append or snapshot chunk sent *before* this heartbeat and still unanswered was lost.
+    /// renewing the lease, the echo tells what the follower must have received: a
+    /// follower answers only after its pending writes, so on a link that delivers in order
+    /// (TCP), an append or snapshot chunk sent *before* this heartbeat and still
+    /// unanswered was lost, and is resent. On a reordering link the guess can be wrong;
+    /// that only costs a redundant resend (the late answer still counts).
     pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, seq: u64) {
         if seq > self.reads.seq {
             self.metrics.malformed_messages += 1;

@@ -141,12 +141,15 @@ impl<M: StateMachine> Node<M> {
             pr.become_probe();
             self.appends_due = true;
             self.maybe_commit();
-        } else if next_offset > *offset || (next_offset == 0 && *offset > 0) {
-            // Progress, or the follower lost what it had (restart, failed restore): send
-            // what it asks for. Equal or smaller non-zero offsets answer duplicated or
-            // stale chunks; replying to those would multiply chunk streams.
+        } else if next_offset > *offset {
             *offset = next_offset;
             self.send_snapshot_chunk(from);
+        } else if next_offset < *offset {
+            // The follower holds less than we thought (it restarted, or a restore failed):
+            // resume from there, but let the heartbeat path resend. Answering every such
+            // reply would multiply chunk streams, since duplicated and stale chunks draw
+            // replies too.
+            *offset = next_offset;
         }
     }
 
