@@ -39,7 +39,8 @@ pub struct Faults {
     pub drop_ppm: u32,
     /// Probability (ppm) that a message is delivered twice.
     pub duplicate_ppm: u32,
-    /// Message delay range in µs; a wide range reorders messages.
+    /// Message delay range in µs (each link scales it by its own factor of 1–3); a wide
+    /// range reorders messages.
     pub delay_us: (u64, u64),
     /// Symmetric partitions into two sides.
     pub partitions: bool,
@@ -480,7 +481,7 @@ impl Sim {
                 timer_at: u64::MAX,
             });
         }
-        let net = Net::new(cfg.faults.clone(), cfg.nodes as usize);
+        let net = Net::new(cfg.faults.clone(), cfg.nodes as usize, &mut rng);
         let clients = Clients::new(cfg.clients, cfg.keys, cfg.client_timeout_us);
         let checker = Checker::new(cfg.nodes as usize);
         let report = Report { seed: cfg.seed, ..Report::default() };
@@ -805,7 +806,7 @@ impl Sim {
         };
         let copies = self.net.copies(&mut self.rng, from, to);
         for _ in 0..copies {
-            let delay = self.range(self.cfg.faults.delay_us);
+            let delay = self.range(self.net.delay_range(from, to));
             let at = self.now + delay;
             self.schedule(at, Event::Deliver { to, msg: Box::new(msg.clone()) });
         }

@@ -16,12 +16,22 @@ pub(crate) struct Net {
     n: usize,
     /// `blocked[from * n + to]`: messages on that directed link are lost.
     blocked: Vec<bool>,
+    /// `slowness[from * n + to]`: that link's delays are the run's range times this (1–3),
+    /// so some links are consistently slower than others.
+    slowness: Vec<u64>,
     buf: Vec<u8>,
 }
 
 impl Net {
-    pub(crate) fn new(faults: Faults, n: usize) -> Self {
-        Self { faults, n, blocked: vec![false; n * n], buf: Vec::new() }
+    pub(crate) fn new(faults: Faults, n: usize, rng: &mut Xoshiro256PlusPlus) -> Self {
+        let slowness = (0..n * n).map(|_| 1 + rng.next_u64() % 3).collect();
+        Self { faults, n, blocked: vec![false; n * n], slowness, buf: Vec::new() }
+    }
+
+    /// The delay range of the link `from` → `to`, µs.
+    pub(crate) fn delay_range(&self, from: usize, to: usize) -> (u64, u64) {
+        let k = self.slowness[from * self.n + to];
+        (self.faults.delay_us.0 * k, self.faults.delay_us.1 * k)
     }
 
     pub(crate) fn blocked(&self, from: usize, to: usize) -> bool {
