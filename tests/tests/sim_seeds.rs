@@ -2,7 +2,7 @@
 //! is switched on in about half of them), plus a block of seeds with every fault at once.
 //!
 //! `CONCORD_SIM_SEEDS=LO..HI` widens the sweep (the default is 0..1000); for long sweeps
-//! prefer `cargo run -p concord-tests --release --bin concord-sim -- --seeds 0..100000`.
+//! prefer `cargo run -p concord-tests --profile sim --bin concord-sim -- --seeds 0..100000`.
 
 use concord_tests::sim::{self, Faults, SimConfig};
 use std::collections::BTreeMap;

@@ -120,6 +120,8 @@ fn main() -> ExitCode {
                 totals.leaders_elected += report.leaders_elected;
                 totals.recovery_us = totals.recovery_us.max(report.recovery_us);
                 totals.metrics.add(&report.metrics);
+                totals.unchecked_commits += report.unchecked_commits;
+                totals.committed += report.committed;
             }
             Err(v) => {
                 failed += 1;
@@ -155,6 +157,10 @@ fn main() -> ExitCode {
         totals.recovery_us / 1000
     );
     println!("  seeds per fault kind: {kinds:?}");
+    println!(
+        "  committed indexes: {} (of which no node showed the checker the entry: {})",
+        totals.committed, totals.unchecked_commits
+    );
     let counters: Vec<String> = totals.metrics.named().iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!("  protocol counters: {}", counters.join(" "));
     if failed > 0 {

@@ -27,6 +27,9 @@ pub(crate) struct Checker {
     chain: HashMap<u64, u64>,
     node_commit: Vec<u64>,
     node_role: Vec<(Role, Term)>,
+    /// Per node, (term, payload hash) of every entry it wrote above its commit index, so
+    /// entries compacted in the very step that commits them are still checked.
+    shadow: Vec<BTreeMap<u64, (Term, u64)>>,
     violation: Option<(&'static str, String)>,
 }
 
@@ -57,6 +60,7 @@ impl Checker {
             chain: HashMap::new(),
             node_commit: vec![0; nodes],
             node_role: vec![(Role::Follower, 0); nodes],
+            shadow: vec![BTreeMap::new(); nodes],
             violation: None,
         }
     }
@@ -75,18 +79,37 @@ impl Checker {
         self.leaders.len()
     }
 
+    /// Committed indexes (up to the highest) that no node ever showed an entry for.
+    pub(crate) fn never_checked(&self) -> u64 {
+        self.highest_committed() - self.committed.len() as u64
+    }
+
     pub(crate) fn highest_committed(&self) -> u64 {
         self.committed.keys().next_back().copied().unwrap_or(0)
     }
 
     /// A node (re)started: its volatile commit index starts over.
-    pub(crate) fn on_boot(&mut self, idx: usize) {
-        self.node_commit[idx] = 0;
+    pub(crate) fn on_boot(&mut self, idx: usize, snapshot_index: u64, last_index: u64) {
+        // A restarted node's commit index starts at its snapshot, whose entries were
+        // checked when they were first committed.
+        self.node_commit[idx] = snapshot_index;
         self.node_role[idx] = (Role::Follower, 0);
+        // Writes lost in the crash are not part of the restarted log.
+        self.shadow[idx].split_off(&(last_index + 1));
     }
 
     /// Log matching, checked on every entry a node writes to its log.
     pub(crate) fn on_write(&mut self, idx: usize, node: &Node<RegisterMachine>, write: &StorageWrite) {
+        if write.snapshot.as_ref().is_some_and(|s| !s.retain_log_after) {
+            // A snapshot replaced a divergent log: what this node wrote before is void.
+            self.shadow[idx].clear();
+        }
+        if let Some(first) = write.entries.first() {
+            self.shadow[idx].split_off(&first.index);
+        }
+        for e in &write.entries {
+            self.shadow[idx].insert(e.index, (e.term, payload_hash(&e.payload)));
+        }
         let mut prev: Option<&Entry> = None;
         for e in &write.entries {
             let prev_term = match prev {
@@ -174,26 +197,30 @@ impl Checker {
             return;
         }
         for index in seen + 1..=commit {
-            let Some(e) = node.entry(index) else { continue };
-            let hash = payload_hash(&e.payload);
+            let entry = node.entry(index).map(|e| (e.term, payload_hash(&e.payload)));
+            let Some((term, hash)) = entry.or_else(|| self.shadow[idx].get(&index).copied()) else {
+                continue; // Covered by an installed snapshot: other nodes show the entry.
+            };
             match self.committed.get(&index) {
-                Some(&(t, h, _)) if t != e.term || h != hash => {
+                Some(&(t, h, _)) if t != term || h != hash => {
                     self.fail(
                         "state machine safety",
                         format!(
-                            "index {index} committed as {index}@{t} and later as {index}@{} on n{}",
-                            e.term,
+                            "index {index} committed as {index}@{t} and later as {index}@{term} on n{}",
                             idx + 1
                         ),
                     );
                 }
                 Some(_) => {}
                 None => {
-                    self.committed.insert(index, (e.term, hash, node.term()));
+                    self.committed.insert(index, (term, hash, node.term()));
                 }
             }
         }
         self.node_commit[idx] = commit;
+        // Committed entries are recorded; the shadow only needs what is above.
+        let above = self.shadow[idx].split_off(&(commit + 1));
+        self.shadow[idx] = above;
     }
 
     fn check_leader_completeness(&mut self, node: &Node<RegisterMachine>) {

@@ -11,6 +11,10 @@ use rand_xoshiro::rand_core::RngCore;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// After the faults heal and the cluster settles, every client must complete this many
+/// ops (and none may fail) before a run counts as recovered.
+const OPS_AFTER_SETTLE: u32 = 5;
+
 /// What the simulator should do for a client.
 pub(crate) struct Action {
     /// Tick this client again at this time.
@@ -46,7 +50,8 @@ struct Client {
     /// Logical process id in the history; changes after an op with unknown outcome.
     process: u64,
     last_seen: BTreeMap<u64, Option<u64>>,
-    served_after_settle: bool,
+    /// Ops called after the settle time that completed.
+    served_after_settle: u32,
 }
 
 pub(crate) struct Clients {
@@ -283,7 +288,7 @@ impl Clients {
                 self.ops[op].return_us = Some(now);
                 self.ops[op].output = Some(out);
                 if self.ops[op].call_us >= self.settle_at {
-                    self.clients[c].served_after_settle = true;
+                    self.clients[c].served_after_settle += 1;
                 }
             }
         }
@@ -291,14 +296,15 @@ impl Clients {
 
     /// Every client completed an op called after `settle`, and none failed after it.
     pub(crate) fn all_served_after(&self, _settle: u64) -> bool {
-        self.failures_after_settle.is_empty() && self.clients.iter().all(|c| c.served_after_settle)
+        self.failures_after_settle.is_empty()
+            && self.clients.iter().all(|c| c.served_after_settle >= OPS_AFTER_SETTLE)
     }
 
     /// Describes clients still without service after `settle`.
     pub(crate) fn unfinished_after(&self, _settle: u64) -> Vec<String> {
         let mut out = self.failures_after_settle.clone();
         for (i, c) in self.clients.iter().enumerate() {
-            if !c.served_after_settle {
+            if c.served_after_settle < OPS_AFTER_SETTLE {
                 out.push(format!(
                     "client {i} not served (waiting: {:?})",
                     c.waiting.as_ref().map(|w| &w.kind)

@@ -121,6 +121,38 @@ impl Disk {
         Ok(())
     }
 
+    /// Persist-before-send, checked on each message as it leaves: whatever it claims
+    /// (its term, a vote, an acknowledged index) must already be on this disk.
+    pub(crate) fn permits(&self, msg: &concord_core::Message) -> Result<(), String> {
+        use concord_core::MessageBody as B;
+        let hs = self.hard_state;
+        let durable_last = self.entries.last().map_or(self.snapshot_index(), |e| e.index);
+        let speculative = matches!(msg.body, B::PreVote { .. } | B::PreVoteResponse { .. });
+        if !speculative && msg.term > hs.term {
+            return Err(format!(
+                "{} sent in term {} before that term was stored ({})",
+                msg.body.kind(),
+                msg.term,
+                hs.term
+            ));
+        }
+        match msg.body {
+            B::VoteResponse { granted: true } if hs.voted_for != Some(msg.to) => {
+                Err(format!("vote for {} sent before it was stored ({:?})", msg.to, hs))
+            }
+            B::Vote { .. } if hs.voted_for != Some(msg.from) => {
+                Err(format!("vote request sent before the self-vote was stored ({hs:?})"))
+            }
+            B::AppendResponse { success: true, index, .. } if index > durable_last => {
+                Err(format!("acknowledged index {index} with only {durable_last} stored"))
+            }
+            B::InstallSnapshotResponse { done: true, index, .. } if index > durable_last => {
+                Err(format!("acknowledged snapshot {index} with only {durable_last} stored"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A crash: writes not yet completed never happened.
     pub(crate) fn lose_unconfirmed(&mut self) {
         self.pending.clear();

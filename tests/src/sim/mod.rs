@@ -260,7 +260,7 @@ impl SimConfig {
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
         let mut cmd =
-            format!("cargo run -p concord-tests --release --bin concord-sim -- --seed {}", self.seed);
+            format!("cargo run -p concord-tests --profile sim --bin concord-sim -- --seed {}", self.seed);
         if self.bugs.vote_without_log_check {
             cmd.push_str(" --bug vote-without-log-check");
         }
@@ -357,6 +357,8 @@ pub struct Report {
     pub trace_hash: u64,
     /// Protocol counters summed over every node incarnation of the run.
     pub metrics: concord_core::Metrics,
+    /// Committed indexes that no node ever showed the checker an entry for.
+    pub unchecked_commits: u64,
     /// The trace, when asked for.
     pub trace: Vec<String>,
 }
@@ -468,8 +470,15 @@ impl Sim {
             let id = NodeId(i + 1);
             let skew =
                 if cfg.faults.clock_skew_us > 0 { rng.next_u64() % cfg.faults.clock_skew_us } else { 0 };
+            // Half the time a node's clock runs at an extreme of the bound, so that pairs of
+            // nodes actually reach the full configured drift between them.
             let half = i64::from(cfg.faults.drift_ppm / 2);
-            let drift = if half > 0 { (rng.next_u64() % (2 * half as u64 + 1)) as i64 - half } else { 0 };
+            let drift = match (half, rng.next_u64() % 4) {
+                (0, _) => 0,
+                (h, 0) => h,
+                (h, 1) => -h,
+                (h, _) => (rng.next_u64() % (2 * h as u64 + 1)) as i64 - h,
+            };
             nodes.push(SimNode {
                 id,
                 node: None,
@@ -524,8 +533,9 @@ impl Sim {
         let now_local = self.nodes[idx].local(self.now);
         match Node::new(config, RegisterMachine::new(), start, now_local, seed) {
             Ok(node) => {
+                let status = node.status();
+                self.checker.on_boot(idx, status.snapshot_index, status.last_index);
                 self.nodes[idx].node = Some(node);
-                self.checker.on_boot(idx);
             }
             Err(e) => self.checker.fail("restart", format!("n{} failed to restart: {e}", idx + 1)),
         }
@@ -663,6 +673,7 @@ impl Sim {
                 self.report.metrics.add(node.metrics());
             }
         }
+        self.report.unchecked_commits = self.checker.never_checked();
         self.report.leaders_elected = self.checker.leaders_elected();
         self.report.committed = self.checker.highest_committed();
         self.report.trace_hash = self.trace_hash;
@@ -714,7 +725,8 @@ impl Sim {
 
     /// Drains every output of node `idx` and reschedules its timer.
     pub(crate) fn drain(&mut self, idx: usize) {
-        let Some(node) = self.nodes[idx].node.as_mut() else { return };
+        let sim_node = &mut self.nodes[idx];
+        let (Some(node), disk) = (sim_node.node.as_mut(), &sim_node.disk) else { return };
         let mut writes = Vec::new();
         while let Some(w) = node.poll_storage() {
             writes.push(w);
@@ -724,6 +736,9 @@ impl Sim {
         }
         let mut messages = Vec::new();
         while let Some(m) = node.poll_transmit() {
+            if let Err(e) = disk.permits(&m) {
+                self.checker.fail("persist before send", format!("n{}: {e}", idx + 1));
+            }
             messages.push(m);
         }
         let mut replies = Vec::new();
@@ -739,6 +754,11 @@ impl Sim {
         let deadline = node.poll_timeout();
         let moment = (node.role(), node.term(), node.commit_index());
         if self.crash_at_a_critical_moment(idx, moment) {
+            if self.random(2) == 0 {
+                // It dies right after this step: its sends and unconfirmed writes are lost.
+                self.crash_for_a_while(idx);
+                return;
+            }
             // From this step on nothing it sends arrives; it dies once its disk catches up.
             self.doomed[idx] = true;
         }
@@ -871,7 +891,7 @@ impl Sim {
     }
 
     fn chaos(&mut self) {
-        if !self.chaos_on {
+        if !self.chaos_on || self.nodes.len() < 2 {
             return;
         }
         let next = self.now
@@ -887,9 +907,12 @@ impl Sim {
         match pick {
             0 => self.chaos_crash(),
             1 => {
-                let mut side = BTreeSet::new();
-                for i in 0..self.nodes.len() {
-                    if self.random(2) == 0 {
+                // Both sides non-empty: node 0 on one side, a random other node on the other.
+                let n = self.nodes.len();
+                let other = 1 + self.random(n as u64 - 1) as usize;
+                let mut side = BTreeSet::from([0]);
+                for i in 1..n {
+                    if i != other && self.random(2) == 0 {
                         side.insert(i);
                     }
                 }
@@ -897,8 +920,9 @@ impl Sim {
                 self.links_changed("partition");
             }
             2 => {
-                let from = self.random(self.nodes.len() as u64) as usize;
-                let to = self.random(self.nodes.len() as u64) as usize;
+                let n = self.nodes.len() as u64;
+                let from = self.random(n) as usize;
+                let to = (from + 1 + self.random(n - 1) as usize) % n as usize;
                 self.net.cut_one_way(from, to);
                 self.links_changed("one-way cut");
             }
@@ -1065,11 +1089,23 @@ impl Sim {
         self.trace(|| "faults healed".into(), &[12]);
     }
 
-    /// After healing: a single leader serves, and every client completed an op called
-    /// after the settle time, with nothing left waiting.
+    /// After healing: a leader serves, every client completed several ops called after the
+    /// settle time with none failing,
+    /// and every running member has applied everything the leader has committed.
     fn service_restored(&self, healed: u64) -> bool {
         let settle = healed + self.cfg.heal_settle_us;
-        self.now > settle && self.current_leader().is_some() && self.clients.all_served_after(settle)
+        if self.now <= settle || !self.clients.all_served_after(settle) {
+            return false;
+        }
+        let Some(leader) = self.current_leader().and_then(|l| self.nodes[l].node.as_ref()) else {
+            return false;
+        };
+        let (commit, members) = (leader.commit_index(), leader.membership().clone());
+        self.nodes
+            .iter()
+            .filter_map(|n| n.node.as_ref())
+            .filter(|n| members.contains(n.id()))
+            .all(|n| n.applied_index() >= commit)
     }
 }
 
@@ -1094,10 +1130,20 @@ fn describe(msg: &Message) -> String {
 
 /// Runs one seed with the standard configuration.
 pub fn run_seed(seed: u64) -> Result<Report, Violation> {
-    Sim::new(SimConfig::for_seed(seed)).run()
+    run(SimConfig::for_seed(seed))
 }
 
-/// Runs `cfg` and returns its report or violation.
+/// Runs `cfg` and returns its report or violation. A panic anywhere in the run (a core
+/// assertion, an overflow) is a violation too, so it still names its seed and replay.
 pub fn run(cfg: SimConfig) -> Result<Report, Violation> {
-    Sim::new(cfg).run()
+    let (seed, replay) = (cfg.seed, cfg.replay_command());
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Sim::new(cfg).run()));
+    outcome.unwrap_or_else(|payload| {
+        let detail = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_else(|| "non-string panic payload".into());
+        Err(Violation { seed, at_us: 0, property: "no panic", detail, replay, trace: Vec::new() })
+    })
 }
