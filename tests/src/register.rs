@@ -88,6 +88,8 @@ pub struct RegisterMachine {
     chain_index: u64,
     /// (index, chain) after each apply or restore since the last drain.
     applied: Vec<(u64, u64)>,
+    /// (register, value) of each write or successful CAS applied since the last drain.
+    written: Vec<(u64, u64)>,
 }
 
 impl RegisterMachine {
@@ -99,6 +101,11 @@ impl RegisterMachine {
     /// (index, chain) pairs recorded since the last call.
     pub fn drain_applied(&mut self) -> Vec<(u64, u64)> {
         std::mem::take(&mut self.applied)
+    }
+
+    /// (register, value) pairs written since the last call.
+    pub fn drain_written(&mut self) -> Vec<(u64, u64)> {
+        std::mem::take(&mut self.written)
     }
 
     /// The current value of a register.
@@ -124,12 +131,14 @@ impl StateMachine for RegisterMachine {
         match postcard::from_bytes::<RegisterCommand>(command) {
             Ok(RegisterCommand::Write { key, value }) => {
                 self.registers.insert(key, value);
+                self.written.push((key, value));
                 RegisterOutput::Written
             }
             Ok(RegisterCommand::Cas { key, expected, new }) => {
                 let swapped = self.registers.get(&key).copied() == expected;
                 if swapped {
                     self.registers.insert(key, new);
+                    self.written.push((key, new));
                 }
                 RegisterOutput::Cas(swapped)
             }

@@ -63,7 +63,10 @@ pub(crate) struct Clients {
     next_value: u64,
     next_process: u64,
     by_request: BTreeMap<u64, usize>,
-    issued: BTreeSet<(u64, u64)>,
+    /// (register, value) pairs some replica applied.
+    applied: BTreeSet<(u64, u64)>,
+    /// Requests of ops given up on: a late answer still tells their outcome.
+    abandoned: BTreeMap<u64, usize>,
     stale_reads: Vec<(u64, Option<u64>)>,
     settle_at: u64,
     failures_after_settle: Vec<String>,
@@ -82,7 +85,8 @@ impl Clients {
             next_value: 1,
             next_process: n as u64,
             by_request: BTreeMap::new(),
-            issued: BTreeSet::new(),
+            applied: BTreeSet::new(),
+            abandoned: BTreeMap::new(),
             stale_reads: Vec::new(),
             settle_at: u64::MAX,
             failures_after_settle: Vec::new(),
@@ -179,10 +183,14 @@ impl Clients {
         Action { next_tick: Some(deadline), send: Some((target, request, payload)) }
     }
 
-    fn fresh_value(&mut self, key: u64) -> u64 {
+    fn fresh_value(&mut self, _key: u64) -> u64 {
         self.next_value += 1;
-        self.issued.insert((key, self.next_value));
         self.next_value
+    }
+
+    /// Records values a replica applied (stale reads may only return those).
+    pub(crate) fn record_applied(&mut self, written: impl IntoIterator<Item = (u64, u64)>) {
+        self.applied.extend(written);
     }
 
     /// The op's outcome is unknown: leave it open in the history and move on.
@@ -190,6 +198,7 @@ impl Clients {
         let Some(w) = self.clients[c].waiting.take() else { return };
         self.by_request.remove(&w.request.0);
         if let Kind::Checked(op) = w.kind {
+            self.abandoned.insert(w.request.0, op);
             if self.ops[op].call_us >= self.settle_at {
                 self.failures_after_settle.push(format!("client {c}: {:?} gave up", self.ops[op].input));
             }
@@ -212,6 +221,10 @@ impl Clients {
 
     /// Handles a reply; returns (client, delay) when that client should tick again.
     pub(crate) fn on_reply(&mut self, now: u64, reply: Reply<RegisterOutput>) -> Option<(usize, u64)> {
+        if let Some(op) = self.abandoned.remove(&reply.id.0) {
+            self.late_reply(op, now, reply);
+            return None;
+        }
         let c = self.by_request.remove(&reply.id.0)?;
         let w = self.clients[c].waiting.clone()?;
         if w.request != reply.id {
@@ -243,6 +256,25 @@ impl Clients {
                 Some((c, 1_000))
             }
         }
+    }
+
+    /// An op the client gave up on was answered after all: the history gets its outcome
+    /// (it completed now, after a longer wait), so a wrong answer cannot hide as unknown.
+    fn late_reply(&mut self, op: usize, now: u64, reply: Reply<RegisterOutput>) {
+        let Ok(Response::Applied { output, .. } | Response::Read { output, .. }) = reply.result else {
+            return;
+        };
+        let out = match (output, &self.ops[op].input) {
+            (RegisterOutput::Written, KvInput::Write { .. }) => KvOutput::Write,
+            (RegisterOutput::Cas(ok), KvInput::Cas { .. }) => KvOutput::Cas(ok),
+            (RegisterOutput::Value(v), KvInput::Read { .. }) => KvOutput::Read(v),
+            (other, input) => {
+                self.protocol_errors.push(format!("late answer {other:?} to {input:?}"));
+                return;
+            }
+        };
+        self.ops[op].return_us = Some(now);
+        self.ops[op].output = Some(out);
     }
 
     fn retry(&mut self, c: usize, now: u64, target: Option<usize>, delay: u64) -> Option<(usize, u64)> {
@@ -321,8 +353,8 @@ impl Clients {
         }
         self.stale_reads
             .iter()
-            .find(|(key, v)| v.is_some_and(|v| !self.issued.contains(&(*key, v))))
-            .map(|(key, v)| format!("stale read of register {key} returned {v:?}, which was never written"))
+            .find(|(key, v)| v.is_some_and(|v| !self.applied.contains(&(*key, v))))
+            .map(|(key, v)| format!("stale read of register {key} returned {v:?}, which no replica applied"))
     }
 
     /// The history for the linearizability checker.

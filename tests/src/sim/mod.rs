@@ -750,7 +750,9 @@ impl Sim {
             events.push(e);
         }
         let applied = node.machine_mut().drain_applied();
+        let written = node.machine_mut().drain_written();
         self.checker.after_step(idx, node, &applied);
+        self.clients.record_applied(written);
         let deadline = node.poll_timeout();
         let moment = (node.role(), node.term(), node.commit_index());
         if self.crash_at_a_critical_moment(idx, moment) {
