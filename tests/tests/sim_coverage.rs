@@ -13,7 +13,7 @@ fn the_standard_seeds_exercise_every_raft_mechanism() {
         match sim::run(SimConfig::for_seed(seed)) {
             Ok(r) => {
                 total.add(&r.metrics);
-                reports.push((r.crashes, r.partitions, r.membership_changes, r.transfers));
+                reports.push((r.crashes, r.partitions, r.membership_changes, r.transfers, r.pauses));
             }
             Err(v) => panic!("{v}"),
         }
@@ -30,4 +30,5 @@ fn the_standard_seeds_exercise_every_raft_mechanism() {
     assert!(reports.iter().any(|r| r.1 > 0), "link faults happened");
     assert!(reports.iter().any(|r| r.2 > 0), "membership changes committed");
     assert!(reports.iter().any(|r| r.3 > 0), "leadership transfers completed");
+    assert!(reports.iter().any(|r| r.4 > 0), "process pauses happened");
 }

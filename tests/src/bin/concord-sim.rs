@@ -116,6 +116,7 @@ fn main() -> ExitCode {
                 totals.partitions += report.partitions;
                 totals.membership_changes += report.membership_changes;
                 totals.transfers += report.transfers;
+                totals.pauses += report.pauses;
                 totals.snapshots_installed += report.snapshots_installed;
                 totals.leaders_elected += report.leaders_elected;
                 totals.recovery_us = totals.recovery_us.max(report.recovery_us);
@@ -144,7 +145,7 @@ fn main() -> ExitCode {
     );
     println!(
         "  steps={} ops={} (unknown outcome {}) leaders={} crashes={} link-faults={} membership-changes={} \
-         transfers={} snapshots-installed={} worst-recovery={}ms",
+         transfers={} pauses={} snapshots-installed={} worst-recovery={}ms",
         totals.steps,
         totals.ops,
         totals.ops_unknown,
@@ -153,6 +154,7 @@ fn main() -> ExitCode {
         totals.partitions,
         totals.membership_changes,
         totals.transfers,
+        totals.pauses,
         totals.snapshots_installed,
         totals.recovery_us / 1000
     );

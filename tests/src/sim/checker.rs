@@ -100,9 +100,19 @@ impl Checker {
 
     /// Log matching, checked on every entry a node writes to its log.
     pub(crate) fn on_write(&mut self, idx: usize, node: &Node<RegisterMachine>, write: &StorageWrite) {
-        if write.snapshot.as_ref().is_some_and(|s| !s.retain_log_after) {
-            // A snapshot replaced a divergent log: what this node wrote before is void.
-            self.shadow[idx].clear();
+        if let Some(s) = &write.snapshot {
+            let meta = &s.snapshot.meta;
+            if !s.retain_log_after {
+                // A snapshot replaced a divergent log: what this node wrote before is void.
+                self.shadow[idx].clear();
+            } else if self.shadow[idx].get(&meta.index).is_none_or(|(t, _)| *t != meta.term) {
+                // The snapshot swallowed entries that replaced what the shadow holds up to
+                // its index (a truncation in the same step). By log matching, the shadow
+                // is still right up to the snapshot point exactly when it holds the
+                // snapshot's last entry; otherwise its entries there are stale.
+                let above = self.shadow[idx].split_off(&(meta.index + 1));
+                self.shadow[idx] = above;
+            }
         }
         if let Some(first) = write.entries.first() {
             self.shadow[idx].split_off(&first.index);

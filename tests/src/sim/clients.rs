@@ -209,13 +209,18 @@ impl Clients {
         self.clients[c].next_at = now;
     }
 
-    /// The node a request went to is down.
+    /// The node a request went to is down. Only the client's current request matters: an
+    /// old one (given up on, or replaced by a retry) must not make the client resend its
+    /// current op while that op may still be in flight.
     pub(crate) fn on_unreachable(&mut self, c: usize, id: RequestId) {
         self.by_request.remove(&id.0);
-        if let Some(w) = &mut self.clients[c].waiting {
-            w.retry_at = Some(0);
-            w.target = None;
+        self.abandoned.remove(&id.0);
+        let Some(w) = &mut self.clients[c].waiting else { return };
+        if w.request != id {
+            return;
         }
+        w.retry_at = Some(0);
+        w.target = None;
         self.clients[c].leader_guess = None;
     }
 

@@ -54,6 +54,9 @@ pub struct Faults {
     pub membership: bool,
     /// Leadership transfers.
     pub transfers: bool,
+    /// Process pauses (a stalled VM or garbage collector): the node sees nothing for a
+    /// while, then resumes with a backlog of messages and expired timers.
+    pub pauses: bool,
     /// Maximum clock offset between nodes, µs.
     pub clock_skew_us: u64,
     /// Clock rate drift per node, ppm (each node within ± half of it, so any two differ by
@@ -78,6 +81,7 @@ impl Faults {
             crashes: false,
             membership: false,
             transfers: false,
+            pauses: false,
             clock_skew_us: 0,
             drift_ppm: 0,
             disk_latency_us: (100, 500),
@@ -103,6 +107,7 @@ impl Faults {
         f.crashes = coin();
         f.membership = coin();
         f.transfers = coin();
+        f.pauses = coin();
         if coin() {
             f.clock_skew_us = 5_000_000;
             f.drift_ppm = 10_000;
@@ -123,6 +128,7 @@ impl Faults {
             crashes: true,
             membership: true,
             transfers: true,
+            pauses: true,
             clock_skew_us: 5_000_000,
             drift_ppm: 10_000,
             disk_latency_us: (500, 8_000),
@@ -143,6 +149,7 @@ impl Faults {
             (self.crashes, "crash-restart"),
             (self.membership, "membership"),
             (self.transfers, "transfer"),
+            (self.pauses, "pause"),
             (self.drift_ppm > 0 || self.clock_skew_us > 0, "clock-skew-drift"),
         ];
         for (on, name) in flags {
@@ -349,6 +356,8 @@ pub struct Report {
     pub membership_changes: u64,
     /// Leadership transfers completed.
     pub transfers: u64,
+    /// Process pauses injected.
+    pub pauses: u64,
     /// Snapshots installed from a leader.
     pub snapshots_installed: u64,
     /// Virtual time from healing to full service, µs.
@@ -371,6 +380,7 @@ enum Event {
     ClientTick { client: usize },
     Chaos,
     Restart { node: usize },
+    Request { node: usize, client: usize, id: RequestId, request: Request },
     HealLinks { epoch: u64 },
     EndChaos,
 }
@@ -455,6 +465,8 @@ pub struct Sim {
     moments: Vec<(Role, u64, u64)>,
     /// Nodes cut off at a critical moment, to crash once their writes are durable.
     doomed: Vec<bool>,
+    /// A paused node handles nothing before this time.
+    paused_until: Vec<u64>,
 }
 
 /// Request ids at or above this belong to the chaos "admin" (membership, transfers).
@@ -513,7 +525,9 @@ impl Sim {
             scenario_replies: Vec::new(),
             moments: Vec::new(),
             doomed: Vec::new(),
+            paused_until: Vec::new(),
         };
+        sim.paused_until = vec![0; sim.nodes.len()];
         sim.moments = vec![(Role::Follower, 0, 0); sim.nodes.len()];
         sim.doomed = vec![false; sim.nodes.len()];
         for idx in 0..sim.nodes.len() {
@@ -681,7 +695,22 @@ impl Sim {
     }
 
     fn handle(&mut self, event: Event) {
+        let target = match &event {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::Timer { node, .. } | Event::DiskDone { node, .. } | Event::Request { node, .. } => {
+                Some(*node)
+            }
+            _ => None,
+        };
+        if let Some(n) = target.filter(|n| self.paused_until[*n] > self.now) {
+            // A paused process handles nothing; it all waits until it resumes, and then
+            // works through the backlog in no particular order.
+            let at = self.paused_until[n] + self.random(1_000);
+            self.schedule(at, event);
+            return;
+        }
         match event {
+            Event::Request { node, client, id, request } => self.deliver_request(node, client, id, request),
             Event::Deliver { to, msg } => self.deliver(to, *msg),
             Event::Timer { node, generation } => {
                 if self.nodes[node].timer_generation == generation {
@@ -779,6 +808,7 @@ impl Sim {
                 self.scenario_replies.push((idx as u64 + 1, r));
             } else {
                 let now = self.now;
+                self.trace(|| format!("n{} reply #{} {:?}", idx + 1, r.id.0, r.result), &[15, r.id.0]);
                 if let Some((client, delay)) = self.clients.on_reply(now, r) {
                     self.schedule(now + delay, Event::ClientTick { client });
                 }
@@ -866,18 +896,35 @@ impl Sim {
             self.schedule(next, Event::ClientTick { client });
         }
         if let Some((target, id, request)) = action.send {
-            let local = self.nodes[target].local(self.now);
-            match self.nodes[target].node.as_mut() {
-                Some(node) => {
-                    node.handle_request(local, id, request);
-                    self.drain(target);
-                }
-                None => {
-                    // The process is down: the connection attempt fails at once.
-                    self.clients.on_unreachable(client, id);
-                    let at = self.now + 5_000;
-                    self.schedule(at, Event::ClientTick { client });
-                }
+            self.handle(Event::Request { node: target, client, id, request });
+        }
+    }
+
+    fn deliver_request(&mut self, target: usize, client: usize, id: RequestId, request: Request) {
+        let describe_request = |r: &Request| match r {
+            Request::Propose(bytes) => {
+                format!("{:?}", postcard::from_bytes::<crate::register::RegisterCommand>(bytes))
+            }
+            Request::Read { query, consistency } => {
+                format!("{:?} {consistency:?}", postcard::from_bytes::<crate::register::RegisterQuery>(query))
+            }
+            other => format!("{other:?}"),
+        };
+        self.trace(
+            || format!("c{client} -> n{} #{} {}", target + 1, id.0, describe_request(&request)),
+            &[14, id.0],
+        );
+        let local = self.nodes[target].local(self.now);
+        match self.nodes[target].node.as_mut() {
+            Some(node) => {
+                node.handle_request(local, id, request);
+                self.drain(target);
+            }
+            None => {
+                // The process is down: the connection attempt fails at once.
+                self.clients.on_unreachable(client, id);
+                let at = self.now + 5_000;
+                self.schedule(at, Event::ClientTick { client });
             }
         }
     }
@@ -900,7 +947,8 @@ impl Sim {
             + self.range((self.cfg.faults.chaos_interval_us / 2, self.cfg.faults.chaos_interval_us * 3 / 2));
         self.schedule(next, Event::Chaos);
         let f = &self.cfg.faults;
-        let enabled = [f.crashes, f.partitions, f.one_way, f.leader_isolation, f.membership, f.transfers];
+        let enabled =
+            [f.crashes, f.partitions, f.one_way, f.leader_isolation, f.membership, f.transfers, f.pauses];
         let actions: Vec<u8> = (0u8..).zip(enabled).filter(|(_, on)| *on).map(|(a, _)| a).collect();
         if actions.is_empty() {
             return;
@@ -935,8 +983,20 @@ impl Sim {
                 }
             }
             4 => self.chaos_membership(),
-            _ => self.chaos_transfer(),
+            5 => self.chaos_transfer(),
+            _ => self.chaos_pause(),
         }
+    }
+
+    /// Freezes a node (the leader half of the time) for 0.1–1 s.
+    fn chaos_pause(&mut self) {
+        let n = self.nodes.len() as u64;
+        let leader = self.current_leader().filter(|_| self.random(2) == 0);
+        let victim = leader.unwrap_or_else(|| self.random(n) as usize);
+        let until = self.now + self.range((100_000, 1_000_000));
+        self.paused_until[victim] = self.paused_until[victim].max(until);
+        self.report.pauses += 1;
+        self.trace(|| format!("n{} paused until {until}", victim + 1), &[13, victim as u64, until]);
     }
 
     fn links_changed(&mut self, what: &'static str) {
@@ -1047,6 +1107,9 @@ impl Sim {
     }
 
     fn admin_request(&mut self, idx: usize, request: Request) {
+        if self.paused_until[idx] > self.now {
+            return; // A paused process cannot be asked anything.
+        }
         self.next_admin_request += 1;
         let id = RequestId(self.next_admin_request);
         let local = self.nodes[idx].local(self.now);
