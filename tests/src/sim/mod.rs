@@ -467,6 +467,9 @@ pub struct Sim {
     doomed: Vec<bool>,
     /// A paused node handles nothing before this time.
     paused_until: Vec<u64>,
+    /// After healing: the leader's commit index once every client was served, which every
+    /// member must then reach (a fixed target: under load the commit index keeps moving).
+    catch_up_target: Option<u64>,
 }
 
 /// Request ids at or above this belong to the chaos "admin" (membership, transfers).
@@ -526,6 +529,7 @@ impl Sim {
             moments: Vec::new(),
             doomed: Vec::new(),
             paused_until: Vec::new(),
+            catch_up_target: None,
         };
         sim.paused_until = vec![0; sim.nodes.len()];
         sim.moments = vec![(Role::Follower, 0, 0); sim.nodes.len()];
@@ -1157,7 +1161,7 @@ impl Sim {
     /// After healing: a leader serves, every client completed several ops called after the
     /// settle time with none failing,
     /// and every running member has applied everything the leader has committed.
-    fn service_restored(&self, healed: u64) -> bool {
+    fn service_restored(&mut self, healed: u64) -> bool {
         let settle = healed + self.cfg.heal_settle_us;
         if self.now <= settle || !self.clients.all_served_after(settle) {
             return false;
@@ -1165,12 +1169,13 @@ impl Sim {
         let Some(leader) = self.current_leader().and_then(|l| self.nodes[l].node.as_ref()) else {
             return false;
         };
-        let (commit, members) = (leader.commit_index(), leader.membership().clone());
+        let members = leader.membership().clone();
+        let target = *self.catch_up_target.get_or_insert(leader.commit_index());
         self.nodes
             .iter()
             .filter_map(|n| n.node.as_ref())
             .filter(|n| members.contains(n.id()))
-            .all(|n| n.applied_index() >= commit)
+            .all(|n| n.applied_index() >= target)
     }
 }
 
