@@ -4,8 +4,8 @@
 //! stranded on a removed leader, and overflow on absurd but decodable messages.
 
 use concord_core::{
-    Consistency, Entry, Instant, Membership, MembershipChange, Message, MessageBody, Node, NodeError, NodeId,
-    Reply, Request, RequestError, Response, Role, Start,
+    Config, Consistency, Entry, Instant, Membership, MembershipChange, Message, MessageBody, Node, NodeError,
+    NodeId, Reply, Request, RequestError, Response, Role, Start,
 };
 use concord_tests::harness::{cfg, msg, noop, read, write, Disk, H, N};
 use concord_tests::register::{RegisterMachine, RegisterOutput};
@@ -244,22 +244,7 @@ fn snapshot_installs_on_a_fast_link() {
     snapshot_streams(1000)
 }
 fn snapshot_streams(deliver_per_round: usize) {
-    let mk = |id| {
-        let mut c = cfg(id);
-        c.snapshot_threshold_entries = 5;
-        c.snapshot_chunk_bytes = 4;
-        c
-    };
-    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], mk);
-    h.elect(1);
-    let cut = |m: &Message| m.from.0 == 3 || m.to.0 == 3;
-    for k in 0..40 {
-        let r = h.request(1, write(k, k + 1000));
-        h.pump(|m| !cut(m), cut);
-        assert!(h.reply(r).is_some());
-    }
-    h.net.retain(|m| !cut(m));
-    let total = h.node(1).status().snapshot_index;
+    let (mut h, total) = node3_behind_a_snapshot();
     let mut max_in_flight = 0usize;
     for _ in 0..3000 {
         // A link that delivers `deliver_per_round` messages per 10 ms.
@@ -315,22 +300,7 @@ fn acknowledged_entries_are_stored_when_a_snapshot_joins_the_bootstrap_write() {
 // less than the leader believes, and the transfer must resume from what it holds.
 #[test]
 fn a_snapshot_transfer_resumes_after_the_follower_restarts() {
-    let mk = |id| {
-        let mut c = cfg(id);
-        c.snapshot_threshold_entries = 5;
-        c.snapshot_chunk_bytes = 4;
-        c
-    };
-    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], mk);
-    h.elect(1);
-    let cut = |m: &Message| m.from.0 == 3 || m.to.0 == 3;
-    for k in 0..40 {
-        let r = h.request(1, write(k, k + 1000));
-        h.pump(|m| !cut(m), cut);
-        assert!(h.reply(r).is_some());
-    }
-    h.net.retain(|m| !cut(m));
-    let total = h.node(1).status().snapshot_index;
+    let (mut h, total) = node3_behind_a_snapshot();
     h.advance(30_000);
     h.tick(1);
     let mut dup: Option<Message> = None;
@@ -347,8 +317,14 @@ fn a_snapshot_transfer_resumes_after_the_follower_restarts() {
         }
         h.deliver_one(m);
     }
-    let n3 =
-        Node::new(mk(3), RegisterMachine::new(), Start::Restart(h.disks[&3].persisted()), h.now, 33).unwrap();
+    let n3 = Node::new(
+        small_snapshots(3),
+        RegisterMachine::new(),
+        Start::Restart(h.disks[&3].persisted()),
+        h.now,
+        33,
+    )
+    .unwrap();
     h.nodes.insert(3, n3);
     h.drain(3);
     h.deliver_one(dup.unwrap());
@@ -394,4 +370,28 @@ fn a_deposed_then_removed_leader_answers_its_proposals() {
     }
     let reply = h.reply(p).expect("the proposal is answered");
     assert_eq!(reply.result, Err(RequestError::OutcomeUnknown));
+}
+
+/// Small snapshots sent in 4-byte chunks.
+fn small_snapshots(id: u64) -> Config {
+    let mut c = cfg(id);
+    c.snapshot_threshold_entries = 5;
+    c.snapshot_chunk_bytes = 4;
+    c
+}
+
+/// Three nodes where node 3 missed 40 writes that leader 1 compacted into a snapshot.
+/// Returns the harness and the snapshot index node 3 must reach.
+fn node3_behind_a_snapshot() -> (H, u64) {
+    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], small_snapshots);
+    h.elect(1);
+    let cut = |m: &Message| m.from.0 == 3 || m.to.0 == 3;
+    for k in 0..40 {
+        let r = h.request(1, write(k, k + 1000));
+        h.pump(|m| !cut(m), cut);
+        assert!(h.reply(r).is_some());
+    }
+    h.net.retain(|m| !cut(m));
+    let total = h.node(1).status().snapshot_index;
+    (h, total)
 }
