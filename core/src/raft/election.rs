@@ -130,16 +130,7 @@ impl<M: StateMachine> Node<M> {
             self.metrics.pre_votes_refused += 1;
         }
         let reply_term = if granted { term } else { self.term };
-        let msg = Message {
-            group: self.cfg.group,
-            from: self.cfg.id,
-            to: from,
-            term: reply_term,
-            body: MessageBody::PreVoteResponse { granted },
-        };
-        // A pre-vote changes no durable state, but keep ordering behind pending writes.
-        let required = if self.write.is_empty() { self.next_token - 1 } else { self.next_token };
-        self.outbox.push_back((required, msg));
+        self.send_in_term(from, reply_term, MessageBody::PreVoteResponse { granted });
     }
 
     fn handle_vote(&mut self, from: NodeId, last_index: u64, last_term: Term, transfer: bool) {
@@ -210,16 +201,9 @@ impl<M: StateMachine> Node<M> {
         self.reset_election_timer();
         self.emit_state();
         let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        let next_term = self.term + 1;
         for peer in self.voters_except_self() {
-            let msg = Message {
-                group: self.cfg.group,
-                from: self.cfg.id,
-                to: peer,
-                term: self.term + 1,
-                body: MessageBody::PreVote { last_index, last_term },
-            };
-            let required = if self.write.is_empty() { self.next_token - 1 } else { self.next_token };
-            self.outbox.push_back((required, msg));
+            self.send_in_term(peer, next_term, MessageBody::PreVote { last_index, last_term });
         }
         let id = self.cfg.id;
         self.record_vote(id, true);

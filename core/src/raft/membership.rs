@@ -48,6 +48,9 @@ impl Membership {
 
     /// The configuration after `change`, or why the change is not allowed.
     pub fn apply(&self, change: MembershipChange) -> Result<Self, MembershipError> {
+        if change.node().0 == 0 {
+            return Err(MembershipError::ZeroNodeId);
+        }
         let mut next = self.clone();
         match change {
             MembershipChange::AddLearner(id) => {
@@ -81,21 +84,8 @@ impl Membership {
                 }
             }
         }
-        if id_is_zero(change) {
-            return Err(MembershipError::ZeroNodeId);
-        }
         Ok(next)
     }
-}
-
-fn id_is_zero(change: MembershipChange) -> bool {
-    let id = match change {
-        MembershipChange::AddLearner(id)
-        | MembershipChange::AddVoter(id)
-        | MembershipChange::Promote(id)
-        | MembershipChange::Remove(id) => id,
-    };
-    id.0 == 0
 }
 
 /// One single-server membership change.
@@ -109,6 +99,15 @@ pub enum MembershipChange {
     Promote(NodeId),
     /// Remove a voter or learner.
     Remove(NodeId),
+}
+
+impl MembershipChange {
+    /// The node the change is about.
+    pub fn node(self) -> NodeId {
+        match self {
+            Self::AddLearner(id) | Self::AddVoter(id) | Self::Promote(id) | Self::Remove(id) => id,
+        }
+    }
 }
 
 /// Why a membership change was refused.

@@ -177,9 +177,10 @@ pub struct Node<M: StateMachine> {
     pub(super) reads: ReadState,
     pub(super) transfer: Option<Transfer>,
 
-    /// Proposals made while leading and not yet answered: index → (term, request).
-    /// Answered when applied, or with `OutcomeUnknown` when leadership ends first.
-    pub(super) proposals: BTreeMap<LogIndex, (Term, RequestId)>,
+    /// Proposals this leader appended in its term and has not answered: index → request.
+    /// Answered when applied, or with `OutcomeUnknown` when leadership ends first, so
+    /// only a leader ever holds any.
+    pub(super) proposals: BTreeMap<LogIndex, RequestId>,
     pub(super) incoming_snapshot: Option<IncomingSnapshot>,
 
     // Persistence: `write` accumulates changes and is handed out by `poll_storage` under
@@ -562,8 +563,15 @@ impl<M: StateMachine> Node<M> {
         }
     }
 
-    /// Queues `body` for `to`, gated on the writes it depends on.
+    /// Queues `body` for `to` in the current term, gated on the writes it depends on.
     pub(super) fn send(&mut self, to: NodeId, body: MessageBody) {
+        let term = self.term;
+        self.send_in_term(to, term, body);
+    }
+
+    /// Like [`Node::send`] with an explicit term: pre-votes speak of the next term, and a
+    /// granted pre-vote answers in the term it was asked about.
+    pub(super) fn send_in_term(&mut self, to: NodeId, term: Term, body: MessageBody) {
         let leader_traffic = self.role == Role::Leader
             && matches!(
                 body,
@@ -586,7 +594,7 @@ impl<M: StateMachine> Node<M> {
         } else {
             self.next_token
         };
-        let msg = Message { group: self.cfg.group, from: self.cfg.id, to, term: self.term, body };
+        let msg = Message { group: self.cfg.group, from: self.cfg.id, to, term, body };
         self.outbox.push_back((required, msg));
     }
 
@@ -664,15 +672,14 @@ impl<M: StateMachine> Node<M> {
         self.appends_due = false;
         self.heartbeat_deadline = Instant::MAX;
         self.check_quorum_deadline = Instant::MAX;
-        let leader = None;
         for read in self.reads.take_all() {
-            self.replies.push_back(Reply { id: read.id, result: Err(RequestError::NotLeader { leader }) });
+            self.push_reply(read.id, Err(RequestError::NotLeader { leader: None }));
         }
         // Proposals still pending may yet commit under the next leader, or not: only it
         // knows. This node might never learn (it may be partitioned, or removed), so it
         // answers now; clients retry (idempotently) or ask the new leader.
-        for (_, (_, id)) in core::mem::take(&mut self.proposals) {
-            self.replies.push_back(Reply { id, result: Err(RequestError::OutcomeUnknown) });
+        for (_, id) in core::mem::take(&mut self.proposals) {
+            self.push_reply(id, Err(RequestError::OutcomeUnknown));
         }
         if let Some(t) = self.transfer.take() {
             let result = if term_rose {
@@ -680,7 +687,7 @@ impl<M: StateMachine> Node<M> {
             } else {
                 Err(RequestError::TransferTimedOut)
             };
-            self.replies.push_back(Reply { id: t.request, result });
+            self.push_reply(t.request, result);
         }
     }
 
@@ -711,11 +718,11 @@ impl<M: StateMachine> Node<M> {
                 .ok_or(RequestError::ProposalTooLarge { size: command.len(), max })
         });
         if let Err(e) = checked {
-            self.replies.push_back(Reply { id, result: Err(e) });
+            self.push_reply(id, Err(e));
             return;
         }
         let index = self.append_entry(Payload::Command(command));
-        self.track_proposal(index, id);
+        self.proposals.insert(index, id);
     }
 
     /// Appends a new entry as leader, stamped with the leader's clock (never backwards).
@@ -746,7 +753,7 @@ impl<M: StateMachine> Node<M> {
             Ok(next) => {
                 self.metrics.membership_changes_proposed += 1;
                 let index = self.append_entry(Payload::Membership(next));
-                self.track_proposal(index, id);
+                self.proposals.insert(index, id);
                 self.sync_progress_with_membership();
             }
             Err(e) => self.replies.push_back(Reply { id, result: Err(e) }),
@@ -776,23 +783,9 @@ impl<M: StateMachine> Node<M> {
     /// Leader: advances the commit index to what a quorum of voters has durably stored,
     /// counting only entries of the current term (Raft §5.4.2).
     pub(super) fn maybe_commit(&mut self) {
-        let members = self.membership.current();
-        let mut matches: Vec<LogIndex> = members
-            .voters
-            .iter()
-            .map(|v| {
-                if *v == self.cfg.id {
-                    self.self_match()
-                } else {
-                    self.progress.get(v).map_or(0, |p| p.match_index)
-                }
-            })
-            .collect();
-        if matches.is_empty() {
+        let Some(candidate) = self.quorum_value(self.self_match(), |p| Some(p.match_index)) else {
             return;
-        }
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matches[members.quorum() - 1];
+        };
         if candidate <= self.commit {
             return;
         }
@@ -806,6 +799,29 @@ impl<M: StateMachine> Node<M> {
             self.appends_due = true;
             self.on_commit_advanced();
         }
+    }
+
+    /// The highest value a quorum of voters has reached: commit index from match indexes,
+    /// confirmed reads from echoed heartbeats, the lease from acknowledged send times.
+    /// This node contributes `own` if it votes; a follower without a value counts as not
+    /// there. `None` if fewer than a quorum have one.
+    pub(super) fn quorum_value<T: Ord + Copy>(
+        &self,
+        own: T,
+        peer: impl Fn(&Progress) -> Option<T>,
+    ) -> Option<T> {
+        let members = self.membership.current();
+        let mut values: Vec<T> = members
+            .voters
+            .iter()
+            .filter_map(|v| if *v == self.cfg.id { Some(own) } else { self.progress.get(v).and_then(&peer) })
+            .collect();
+        let quorum = members.quorum();
+        if values.len() < quorum {
+            return None;
+        }
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        Some(values[quorum - 1])
     }
 
     /// Applies committed entries, at most `apply_batch_max` per call.
@@ -822,7 +838,8 @@ impl<M: StateMachine> Node<M> {
             let (term, time) = (entry.term, entry.time);
             let ctx = ApplyContext { index, term, time };
             let owner = self.proposals.remove(&index);
-            let result = match &entry.payload {
+            debug_assert!(owner.is_none() || term == self.term, "a proposal outlived its leader's term");
+            let response = match &entry.payload {
                 Payload::Noop => None,
                 Payload::Command(cmd) => {
                     self.metrics.entries_applied += 1;
@@ -832,52 +849,20 @@ impl<M: StateMachine> Node<M> {
                 Payload::Membership(m) => Some(Response::MembershipChanged { index, membership: m.clone() }),
             };
             self.applied = index;
-            if let Some((proposed_term, id)) = owner {
-                let result = match result {
-                    Some(r) if proposed_term == term => Ok(r),
-                    _ => Err(RequestError::ProposalDropped),
-                };
-                self.replies.push_back(Reply { id, result });
+            if let (Some(id), Some(response)) = (owner, response) {
+                self.push_reply(id, Ok(response));
             }
-            let latest_config = self.membership.current_index() <= index;
-            if latest_config && self.role == Role::Leader && !self.membership.current().is_voter(self.cfg.id)
+            if self.role == Role::Leader
+                && self.membership.current_index() <= index
+                && !self.membership.current().is_voter(self.cfg.id)
             {
-                // A leader that removed itself leads until the change commits, then leaves.
+                // A leader that removed itself leads until the change commits, then leaves
+                // (answering what it still had pending).
                 let term = self.term;
                 self.become_follower(term, None);
             }
-            if latest_config && !self.membership.current().contains(self.cfg.id) {
-                // Removed: this node will not see the log go on, so it cannot tell what
-                // becomes of proposals it made. The remaining members decide them.
-                for (_, (_, id)) in core::mem::take(&mut self.proposals) {
-                    self.replies.push_back(Reply { id, result: Err(RequestError::OutcomeUnknown) });
-                }
-            }
         }
         self.maybe_snapshot();
-    }
-
-    /// Records a proposal made here. If an older proposal of this node sat at the same
-    /// index (from an earlier term), its outcome can no longer be observed here.
-    fn track_proposal(&mut self, index: LogIndex, id: RequestId) {
-        if let Some((_, old)) = self.proposals.insert(index, (self.term, id)) {
-            self.replies.push_back(Reply { id: old, result: Err(RequestError::OutcomeUnknown) });
-        }
-    }
-
-    /// A snapshot replaced entries up to `index` (whose term is `term`): proposals there
-    /// will never be applied one by one. Only the one at `index` itself can be decided.
-    pub(super) fn resolve_proposals_covered_by(&mut self, index: LogIndex, term: Term) {
-        let keep = self.proposals.split_off(&(index + 1));
-        let covered = core::mem::replace(&mut self.proposals, keep);
-        for (at, (proposed_term, id)) in covered {
-            let result = if at == index && proposed_term != term {
-                Err(RequestError::ProposalDropped)
-            } else {
-                Err(RequestError::OutcomeUnknown)
-            };
-            self.replies.push_back(Reply { id, result });
-        }
     }
 
     pub(super) fn push_reply(&mut self, id: RequestId, result: Result<Response<M::Output>, RequestError>) {

@@ -96,24 +96,13 @@ impl<M: StateMachine> Node<M> {
         if self.reads.lease_disabled || self.transfer.is_some() {
             return false;
         }
-        let members = self.membership.current();
-        let mut starts: Vec<Instant> = members
-            .voters
-            .iter()
-            .filter_map(|v| {
-                if *v == self.cfg.id {
-                    Some(self.now)
-                } else {
-                    self.progress.get(v).and_then(|p| p.acked_sent_at)
-                }
-            })
-            .collect();
-        if starts.len() < members.quorum() {
-            return false;
-        }
-        starts.sort_unstable_by(|a, b| b.cmp(a));
-        let start = starts[members.quorum() - 1];
-        self.now < start.add_us(self.cfg.lease_duration_us())
+        self.quorum_value(self.now, |p| p.acked_sent_at)
+            .is_some_and(|start| self.now < start.add_us(self.cfg.lease_duration_us()))
+    }
+
+    /// The highest heartbeat sequence a quorum of voters (this leader included) echoed.
+    fn quorum_acked_seq(&self) -> u64 {
+        self.quorum_value(self.reads.seq, |p| Some(p.acked_seq)).unwrap_or(0)
     }
 
     /// Leader: sends a heartbeat to every follower, carrying a fresh read sequence.
@@ -221,26 +210,5 @@ impl<M: StateMachine> Node<M> {
             }
         }
         self.reads.pending = waiting;
-    }
-
-    /// The highest heartbeat sequence a quorum of voters (this leader included) echoed.
-    fn quorum_acked_seq(&self) -> u64 {
-        let members = self.membership.current();
-        let mut acked: Vec<u64> = members
-            .voters
-            .iter()
-            .map(|v| {
-                if *v == self.cfg.id {
-                    self.reads.seq
-                } else {
-                    self.progress.get(v).map_or(0, |p| p.acked_seq)
-                }
-            })
-            .collect();
-        if acked.len() < members.quorum() {
-            return 0;
-        }
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        acked[members.quorum() - 1]
     }
 }

@@ -81,8 +81,6 @@ pub enum RequestError {
         /// The leader this node knows of.
         leader: Option<NodeId>,
     },
-    /// The proposal was overwritten by another leader's entry: it was not applied.
-    ProposalDropped,
     /// Leadership or state changed so that the outcome cannot be known here (it may or may
     /// not have been applied); retry with an idempotent request.
     OutcomeUnknown,
@@ -114,7 +112,6 @@ impl fmt::Display for RequestError {
         match self {
             Self::NotLeader { leader: Some(l) } => write!(f, "not the leader; try {l}"),
             Self::NotLeader { leader: None } => f.write_str("not the leader; leader unknown"),
-            Self::ProposalDropped => f.write_str("proposal was overwritten and not applied"),
             Self::OutcomeUnknown => f.write_str("outcome unknown; retry idempotently"),
             Self::Busy => f.write_str("too many requests in flight"),
             Self::ProposalTooLarge { size, max } => {

@@ -219,7 +219,6 @@ impl<M: StateMachine> Node<M> {
         let retain = self.log.term(index) == Some(meta.term);
         self.log.reset_to_snapshot(meta, retain);
         self.membership.reset(index, meta.membership.clone(), retain);
-        self.resolve_proposals_covered_by(index, meta.term);
         self.commit = self.commit.max(index);
         self.applied = index;
         self.queue_snapshot_write(snapshot.clone());

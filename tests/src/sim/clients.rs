@@ -250,12 +250,9 @@ impl Clients {
                 self.clients[c].leader_guess = hint;
                 self.retry(c, now, hint, if hint.is_some() { 500 } else { 10_000 })
             }
-            Err(
-                RequestError::ProposalDropped
-                | RequestError::Busy
-                | RequestError::LeaderNotReady
-                | RequestError::TransferInProgress,
-            ) => self.retry(c, now, w.target, 10_000),
+            Err(RequestError::Busy | RequestError::LeaderNotReady | RequestError::TransferInProgress) => {
+                self.retry(c, now, w.target, 10_000)
+            }
             Err(_) => {
                 self.give_up(c, now);
                 Some((c, 1_000))
