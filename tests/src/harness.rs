@@ -169,6 +169,18 @@ impl H {
     pub fn node(&self, id: u64) -> &N {
         &self.nodes[&id]
     }
+    /// `rounds` times: advance 30 ms (a heartbeat interval), run the timers of `ids`, and
+    /// deliver everything.
+    pub fn heartbeat_rounds(&mut self, rounds: usize, ids: &[u64]) {
+        for _ in 0..rounds {
+            self.advance(30_000);
+            for id in ids {
+                self.tick(*id);
+            }
+            self.all();
+        }
+    }
+
     /// Elects `id` by running its election timer out.
     pub fn elect(&mut self, id: u64) {
         self.advance(400_000);

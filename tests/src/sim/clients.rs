@@ -98,10 +98,6 @@ impl Clients {
         self.settle_at = at;
     }
 
-    pub(crate) fn accepting(&self, _now: u64) -> bool {
-        true
-    }
-
     fn new_request(&mut self, client: usize) -> RequestId {
         self.next_request += 1;
         self.by_request.insert(self.next_request, client);
@@ -112,7 +108,6 @@ impl Clients {
         &mut self,
         c: usize,
         now: u64,
-        accepting: bool,
         rng: &mut Xoshiro256PlusPlus,
         nodes: u64,
     ) -> Option<Action> {
@@ -132,7 +127,7 @@ impl Clients {
                 return None;
             }
         }
-        if now < self.clients[c].next_at || !accepting {
+        if now < self.clients[c].next_at {
             return None;
         }
         Some(self.issue(c, now, rng, nodes))
@@ -328,14 +323,15 @@ impl Clients {
         }
     }
 
-    /// Every client completed an op called after `settle`, and none failed after it.
-    pub(crate) fn all_served_after(&self, _settle: u64) -> bool {
+    /// Every client completed `OPS_AFTER_SETTLE` ops called after the settle time, and
+    /// none failed after it.
+    pub(crate) fn all_served_after_settle(&self) -> bool {
         self.failures_after_settle.is_empty()
             && self.clients.iter().all(|c| c.served_after_settle >= OPS_AFTER_SETTLE)
     }
 
-    /// Describes clients still without service after `settle`.
-    pub(crate) fn unfinished_after(&self, _settle: u64) -> Vec<String> {
+    /// Describes clients not yet fully served after the settle time.
+    pub(crate) fn unfinished_after_settle(&self) -> Vec<String> {
         let mut out = self.failures_after_settle.clone();
         for (i, c) in self.clients.iter().enumerate() {
             if c.served_after_settle < OPS_AFTER_SETTLE {

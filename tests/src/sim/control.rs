@@ -2,7 +2,7 @@
 //! condition holds, cut links, crash and restart nodes, send requests and read replies.
 //! The safety checkers run after every step here too.
 
-use super::{Event, Faults, Sim, SimConfig, Violation, ADMIN_REQUEST_BASE};
+use super::{Faults, Sim, SimConfig, Violation, ADMIN_REQUEST_BASE};
 use crate::register::{RegisterMachine, RegisterOutput};
 use concord_core::{Node, NodeId, Reply, Request, RequestId, Role};
 use std::collections::BTreeSet;
@@ -162,11 +162,6 @@ impl Sim {
     /// Whether node `id` is running and in `role`.
     pub fn is(&self, id: u64, role: Role) -> bool {
         self.node(id).is_some_and(|n| n.role() == role)
-    }
-
-    /// Schedules a client tick (used by tests that add background load).
-    pub fn wake_client(&mut self, client: usize, at: u64) {
-        self.schedule(at, Event::ClientTick { client });
     }
 
     pub(crate) fn is_admin(id: RequestId) -> bool {

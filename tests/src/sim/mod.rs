@@ -616,8 +616,7 @@ impl Sim {
                 }
             }
         }
-        let mut unfinished =
-            self.clients.unfinished_after(self.healed_at.unwrap_or(0) + self.cfg.heal_settle_us);
+        let mut unfinished = self.clients.unfinished_after_settle();
         let more = unfinished.len().saturating_sub(6);
         unfinished.truncate(6);
         let detail = format!(
@@ -881,9 +880,7 @@ impl Sim {
                 self.checker.fail("storage contract", format!("n{}: {e}", idx + 1));
             }
         }
-        let local = self.nodes[idx].local(self.now);
         let Some(node) = self.nodes[idx].node.as_mut() else { return };
-        let _ = local;
         if let Err(e) = node.handle_persisted(token) {
             self.checker.fail("storage contract", format!("n{}: {e}", idx + 1));
         }
@@ -892,8 +889,7 @@ impl Sim {
 
     fn client_tick(&mut self, client: usize) {
         let now = self.now;
-        let accepting = self.healed_at.is_none() || self.clients.accepting(now);
-        let Some(action) = self.clients.tick(client, now, accepting, &mut self.rng, self.cfg.nodes) else {
+        let Some(action) = self.clients.tick(client, now, &mut self.rng, self.cfg.nodes) else {
             return;
         };
         if let Some(next) = action.next_tick {
@@ -1163,7 +1159,7 @@ impl Sim {
     /// and every running member has applied everything the leader has committed.
     fn service_restored(&mut self, healed: u64) -> bool {
         let settle = healed + self.cfg.heal_settle_us;
-        if self.now <= settle || !self.clients.all_served_after(settle) {
+        if self.now <= settle || !self.clients.all_served_after_settle() {
             return false;
         }
         let Some(leader) = self.current_leader().and_then(|l| self.nodes[l].node.as_ref()) else {
