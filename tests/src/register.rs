@@ -121,6 +121,7 @@ impl RegisterMachine {
 
 impl StateMachine for RegisterMachine {
     type Output = RegisterOutput;
+    type Event = ();
 
     fn apply(&mut self, ctx: ApplyContext, command: &[u8]) -> RegisterOutput {
         let mut link = ctx.index.to_le_bytes().to_vec();

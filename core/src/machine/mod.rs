@@ -25,6 +25,9 @@ pub struct ApplyContext {
 pub trait StateMachine {
     /// What applying a command or answering a query produces for the client.
     type Output;
+    /// What applying may produce for others than the proposer (answers to queued waiters,
+    /// watch and signal deliveries); drained with [`StateMachine::poll_event`].
+    type Event;
 
     /// Applies one committed command. Commands are opaque bytes chosen by the client; a
     /// command the machine cannot decode must produce an error output (identically on every
@@ -33,6 +36,30 @@ pub trait StateMachine {
 
     /// Answers a read-only query against the current state.
     fn query(&self, query: &[u8]) -> Self::Output;
+
+    /// A new leader's first entry was applied at `ctx`: leadership changed hands, and
+    /// whatever the machine bounds by time (session leases) should be extended, since
+    /// clients could not reach any leader during the election.
+    fn leader_changed(&mut self, ctx: ApplyContext) {
+        let _ = ctx;
+    }
+
+    /// A `Tick` entry was applied: the log clock advanced to `ctx.time` with nothing else
+    /// to apply. Expire whatever is due.
+    fn tick(&mut self, ctx: ApplyContext) {
+        let _ = ctx;
+    }
+
+    /// The earliest log time at which [`StateMachine::tick`] would change the state; the
+    /// leader proposes a `Tick` entry once its log clock reaches it.
+    fn next_deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The next event produced by applying entries.
+    fn poll_event(&mut self) -> Option<Self::Event> {
+        None
+    }
 
     /// Serialises the whole state into `out` (which is empty on entry).
     fn snapshot(&self, out: &mut Vec<u8>);

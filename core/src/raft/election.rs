@@ -242,6 +242,8 @@ impl<M: StateMachine> Node<M> {
         self.heartbeat_deadline = self.now;
         self.check_quorum_deadline = self.now.add_us(self.cfg.election_timeout_min_us);
         self.sync_progress_with_membership();
+        self.clock_base = (self.now, self.log.last_time());
+        self.tick_pending = 0;
         // Committing an entry of its own term is how a new leader learns what is committed
         // (and is required before reads and membership changes).
         self.term_start_index = self.append_entry(Payload::Noop);
@@ -271,6 +273,7 @@ impl<M: StateMachine> Node<M> {
         if now >= self.heartbeat_deadline {
             self.broadcast_heartbeat();
         }
+        self.maybe_propose_tick();
     }
 
     fn quorum_recently_active(&self) -> bool {

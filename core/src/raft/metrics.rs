@@ -51,6 +51,8 @@ pub struct Metrics {
     pub membership_changes_proposed: u64,
     /// Messages dropped as malformed (e.g. non-contiguous entries).
     pub malformed_messages: u64,
+    /// `Tick` entries proposed because a state-machine deadline was due.
+    pub ticks_proposed: u64,
 }
 
 impl Metrics {
@@ -80,6 +82,7 @@ impl Metrics {
             transfers_taken_over,
             membership_changes_proposed,
             malformed_messages,
+            ticks_proposed,
         } = other;
         self.pre_votes_started += pre_votes_started;
         self.pre_votes_refused += pre_votes_refused;
@@ -104,10 +107,11 @@ impl Metrics {
         self.transfers_taken_over += transfers_taken_over;
         self.membership_changes_proposed += membership_changes_proposed;
         self.malformed_messages += malformed_messages;
+        self.ticks_proposed += ticks_proposed;
     }
 
     /// Every counter with its name, for exposition and coverage reports.
-    pub fn named(&self) -> [(&'static str, u64); 23] {
+    pub fn named(&self) -> [(&'static str, u64); 24] {
         [
             ("pre_votes_started", self.pre_votes_started),
             ("pre_votes_refused", self.pre_votes_refused),
@@ -132,6 +136,7 @@ impl Metrics {
             ("transfers_taken_over", self.transfers_taken_over),
             ("membership_changes_proposed", self.membership_changes_proposed),
             ("malformed_messages", self.malformed_messages),
+            ("ticks_proposed", self.ticks_proposed),
         ]
     }
 }

@@ -72,7 +72,7 @@ impl Entry {
     /// Approximate encoded size, used for the per-message byte limit.
     pub fn size_bytes(&self) -> usize {
         let payload = match &self.payload {
-            Payload::Noop => 0,
+            Payload::Noop | Payload::Tick => 0,
             Payload::Command(bytes) => bytes.len(),
             Payload::Membership(m) => 8 * (m.voters.len() + m.learners.len()),
         };
@@ -89,6 +89,10 @@ pub enum Payload {
     Command(Vec<u8>),
     /// A new cluster configuration; it takes effect as soon as it is appended.
     Membership(Membership),
+    /// Appended by the leader when the state machine has a deadline due
+    /// ([`StateMachine::next_deadline`](crate::StateMachine::next_deadline)): it carries
+    /// nothing but the leader-stamped time, which advances the machine's clock.
+    Tick,
 }
 
 /// Identifies a snapshot: the last entry it covers and the configuration at that point.

@@ -85,9 +85,9 @@ impl From<ConfigError> for NodeError {
     }
 }
 
-/// Something the host may want to react to.
+/// Something the host may want to react to. `E` is the state machine's event type.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<E> {
     /// The node's role or its known leader changed.
     StateChanged {
         /// New role.
@@ -102,6 +102,8 @@ pub enum Event {
         /// Last index the snapshot covers.
         index: LogIndex,
     },
+    /// Something the state machine produced while applying entries.
+    Machine(E),
 }
 
 /// A point-in-time view of a node, for status pages, metrics and tests.
@@ -176,6 +178,12 @@ pub struct Node<M: StateMachine> {
     pub(super) appends_due: bool,
     pub(super) reads: ReadState,
     pub(super) transfer: Option<Transfer>,
+    /// Leader: (local clock, log time) when this term began. Entries are stamped
+    /// `log time + (now - local clock)`, so the log's clock runs on without jumps whatever
+    /// epoch each host's monotonic clock counts from.
+    pub(super) clock_base: (Instant, Instant),
+    /// Leader: index of a `Tick` entry not yet applied (0 if none).
+    pub(super) tick_pending: LogIndex,
 
     /// Proposals this leader appended in its term and has not answered: index → request.
     /// Answered when applied, or with `OutcomeUnknown` when leadership ends first, so
@@ -197,7 +205,7 @@ pub struct Node<M: StateMachine> {
     /// Messages with the write token that must be durable before they may leave.
     pub(super) outbox: VecDeque<(u64, Message)>,
     pub(super) replies: VecDeque<Reply<M::Output>>,
-    pub(super) events: VecDeque<Event>,
+    pub(super) events: VecDeque<Event<M::Event>>,
     pub(super) metrics: Metrics,
 }
 
@@ -282,6 +290,8 @@ impl<M: StateMachine> Node<M> {
             heartbeat_deadline: Instant::MAX,
             check_quorum_deadline: Instant::MAX,
             term_start_index: 0,
+            clock_base: (Instant::ZERO, Instant::ZERO),
+            tick_pending: 0,
             appends_due: false,
             reads: ReadState::default(),
             transfer: None,
@@ -430,10 +440,11 @@ impl<M: StateMachine> Node<M> {
         self.replies.pop_front()
     }
 
-    /// The next event: role and leader changes, installed snapshots.
+    /// The next event: role and leader changes, installed snapshots, then whatever the
+    /// state machine produced while applying.
     #[must_use]
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+    pub fn poll_event(&mut self) -> Option<Event<M::Event>> {
+        self.events.pop_front().or_else(|| self.machine.poll_event().map(Event::Machine))
     }
 
     /// When to call [`Node::handle_timeout`] next. Returns the current time while committed
@@ -446,7 +457,10 @@ impl<M: StateMachine> Node<M> {
         match self.role {
             Role::Leader => {
                 let transfer = self.transfer.map_or(Instant::MAX, |t| t.deadline);
-                self.heartbeat_deadline.min(self.check_quorum_deadline).min(transfer)
+                self.heartbeat_deadline
+                    .min(self.check_quorum_deadline)
+                    .min(transfer)
+                    .min(self.tick_deadline())
             }
             _ => self.election_deadline,
         }
@@ -725,10 +739,45 @@ impl<M: StateMachine> Node<M> {
         self.proposals.insert(index, id);
     }
 
+    /// Leader: the log-clock reading for the current local time.
+    pub(super) fn log_time(&self) -> Instant {
+        let (local, log) = self.clock_base;
+        log.add_us(self.now.saturating_since_us(local))
+    }
+
+    /// Leader: the local time at which the log clock reaches `t`.
+    fn local_time_of(&self, t: Instant) -> Instant {
+        let (local, log) = self.clock_base;
+        local.add_us(t.saturating_since_us(log))
+    }
+
+    /// Leader: proposes a `Tick` when the state machine has a deadline due and no tick is
+    /// in flight, once the term's first entry has committed.
+    pub(super) fn maybe_propose_tick(&mut self) {
+        if self.tick_pending > self.applied || self.commit < self.term_start_index || self.transfer.is_some()
+        {
+            return;
+        }
+        if let Some(deadline) = self.machine.next_deadline() {
+            if self.log_time() >= deadline {
+                self.metrics.ticks_proposed += 1;
+                self.tick_pending = self.append_entry(Payload::Tick);
+            }
+        }
+    }
+
+    /// Leader: when the next `Tick` will be due (in local time), if one can be proposed.
+    pub(super) fn tick_deadline(&self) -> Instant {
+        if self.tick_pending > self.applied || self.commit < self.term_start_index {
+            return Instant::MAX;
+        }
+        self.machine.next_deadline().map_or(Instant::MAX, |d| self.local_time_of(d))
+    }
+
     /// Appends a new entry as leader, stamped with the leader's clock (never backwards).
     pub(super) fn append_entry(&mut self, payload: Payload) -> LogIndex {
         let index = self.log.last_index() + 1;
-        let time = self.now.max(self.log.last_time());
+        let time = self.log_time().max(self.log.last_time());
         if let Payload::Membership(m) = &payload {
             self.membership.push(index, m.clone());
         }
@@ -840,7 +889,14 @@ impl<M: StateMachine> Node<M> {
             let owner = self.proposals.remove(&index);
             debug_assert!(owner.is_none() || term == self.term, "a proposal outlived its leader's term");
             let response = match &entry.payload {
-                Payload::Noop => None,
+                Payload::Noop => {
+                    self.machine.leader_changed(ctx);
+                    None
+                }
+                Payload::Tick => {
+                    self.machine.tick(ctx);
+                    None
+                }
                 Payload::Command(cmd) => {
                     self.metrics.entries_applied += 1;
                     let output = self.machine.apply(ctx, cmd);

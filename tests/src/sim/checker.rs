@@ -37,6 +37,7 @@ pub(crate) struct Checker {
 pub fn payload_hash(payload: &Payload) -> u64 {
     match payload {
         Payload::Noop => 1,
+        Payload::Tick => 4,
         Payload::Command(bytes) => fnv1a(2, bytes),
         Payload::Membership(m) => {
             let ids: Vec<u8> = m
