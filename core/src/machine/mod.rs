@@ -5,6 +5,31 @@
 //! and the entry (including the leader-stamped time in [`ApplyContext`]), never on a clock,
 //! a random source or the replica it runs on.
 
+mod api;
+pub mod barrier;
+mod concord;
+pub mod election;
+mod fx;
+pub mod kv;
+pub mod latch;
+mod limits;
+pub mod lock;
+pub mod long;
+pub mod pattern;
+pub mod reference;
+pub mod rwlock;
+pub mod semaphore;
+pub mod session;
+pub mod signal;
+#[cfg(test)]
+mod tests;
+
+pub use api::{
+    Command, Error, Etag, Event, Fence, Op, Outcome, Query, QueryOp, Reply, SessionEnd, SessionId, SessionRef,
+};
+pub use concord::{BarrierView, Concord, RwLockView, SemaphoreView, View};
+pub use limits::{Limit, Limits};
+
 use crate::raft::{LogIndex, Term};
 use crate::time::Instant;
 use alloc::vec::Vec;

@@ -1,0 +1,358 @@
+//! The commands, queries, replies, errors and events of the coordination state machine:
+//! what clients send (postcard-encoded inside Raft entries and read requests) and what
+//! they get back.
+
+use super::barrier::{BarrierError, BarrierOp};
+use super::election::{ElectionError, ElectionEvent, ElectionOp, ElectionQuery, LeaderInfo};
+use super::kv::{KvEntry, KvError, KvOp, KvQuery, WatchEvent};
+use super::latch::{LatchError, LatchOp, LatchQuery};
+use super::limits::Limit;
+use super::lock::{LockError, LockInfo, LockOp, LockQuery};
+use super::long::{LongOp, LongQuery};
+use super::reference::{RefOp, RefQuery};
+use super::rwlock::{RwLockError, RwLockOp, RwLockQuery};
+use super::semaphore::{SemaphoreError, SemaphoreOp, SemaphoreQuery};
+use super::session::{SessionInfo, SessionOp};
+use super::signal::{SignalDelivery, SignalError, SignalOp};
+use crate::raft::LogIndex;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// A session: the identity that owns locks, permits, waiters, candidacies and
+/// subscriptions, kept alive by heartbeats. Its id is the log index of the entry that
+/// opened it, so ids are unique for the life of the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session {}", self.0)
+    }
+}
+
+/// A fencing token: the log index of the entry that granted ownership. Strictly
+/// increasing per lock (and per election, per read-write lock) for the life of the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Fence(pub u64);
+
+/// An entity tag of a key-value entry: the revision that last wrote it. Any write changes
+/// it; equal tags mean equal contents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Etag(pub u64);
+
+/// The session part of a command.
+///
+/// **Exactly-once.** A command with `seq > 0` is applied at most once per (session, seq):
+/// the outcome is cached and a retry with the same `seq` is answered from the cache,
+/// without applying again — across leader changes too, because the cache is replicated
+/// state. The cache keeps the outcomes of sequences at or above `acked`; the client
+/// promises it has received every reply below `acked`, and the machine drops them. If more
+/// than [`Limits::session_replies_max`](super::Limits::session_replies_max) outcomes
+/// would remain, the lowest sequence is evicted. A sequence below the session's floor
+/// (acknowledged or evicted) that is not in the cache is refused with
+/// [`Error::StaleSequence`] rather than applied. `seq = 0` opts out (for idempotent
+/// operations such as keep-alives).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRef {
+    /// The session.
+    pub id: SessionId,
+    /// The client's sequence number for this request (1, 2, …), or 0 for none.
+    pub seq: u64,
+    /// Every reply for a sequence below this has reached the client.
+    pub acked: u64,
+}
+
+/// A command: replicated through the log, then applied on every replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// The caller's session, when it has one. Operations that own something or wait
+    /// need it; the rest accept it for exactly-once retries.
+    pub session: Option<SessionRef>,
+    /// What to do.
+    pub op: Op,
+}
+
+/// Every state-changing operation, by primitive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Sessions.
+    Session(SessionOp),
+    /// Fenced locks.
+    Lock(LockOp),
+    /// Semaphores.
+    Semaphore(SemaphoreOp),
+    /// Read-write locks.
+    RwLock(RwLockOp),
+    /// Count-down latches.
+    Latch(LatchOp),
+    /// Cyclic barriers.
+    Barrier(BarrierOp),
+    /// Atomic longs.
+    Long(LongOp),
+    /// Atomic references.
+    Ref(RefOp),
+    /// The key-value store.
+    Kv(KvOp),
+    /// Leader election.
+    Election(ElectionOp),
+    /// Pub/sub signals.
+    Signal(SignalOp),
+}
+
+/// A read: answered from one replica's applied state (how fresh depends on the
+/// consistency level the read is sent with).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// The caller's session, for questions such as "is it locked by me".
+    pub session: Option<SessionId>,
+    /// What to read.
+    pub op: QueryOp,
+}
+
+/// Every read, by primitive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueryOp {
+    /// Open sessions.
+    Sessions,
+    /// Fenced locks.
+    Lock(LockQuery),
+    /// Semaphores.
+    Semaphore(SemaphoreQuery),
+    /// Read-write locks.
+    RwLock(RwLockQuery),
+    /// Count-down latches.
+    Latch(LatchQuery),
+    /// Atomic longs.
+    Long(LongQuery),
+    /// Atomic references.
+    Ref(RefQuery),
+    /// The key-value store and its change history.
+    Kv(KvQuery),
+    /// Leader election.
+    Election(ElectionQuery),
+}
+
+/// A successful answer. Each operation documents which variant it returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Done; nothing to report.
+    Unit,
+    /// A session was opened.
+    Session {
+        /// Its id.
+        id: SessionId,
+        /// Its TTL: it expires this long after the last request the leader saw from it.
+        ttl_ms: u64,
+    },
+    /// Ownership was granted with this fence.
+    Fence(Fence),
+    /// A yes/no answer.
+    Bool(bool),
+    /// A count (holds, permits, receivers, remaining count, …).
+    Count(u64),
+    /// A signed value (atomic long, semaphore availability).
+    Long(i64),
+    /// A byte value, or none.
+    Value(Option<Vec<u8>>),
+    /// Queued behind others at this position (0 = next).
+    Queued {
+        /// Waiters ahead.
+        position: u32,
+    },
+    /// A barrier tripped.
+    Barrier {
+        /// The barrier's generation that tripped (0, 1, …).
+        generation: u64,
+        /// This party's arrival order within it (0 = first).
+        arrival: u32,
+    },
+    /// A key-value write succeeded.
+    KvWritten {
+        /// The entry's new tag.
+        etag: Etag,
+    },
+    /// A key-value read: the entry, or none.
+    KvEntry(Option<KvEntry>),
+    /// The entry still has the tag the reader sent (`if-none-match`).
+    NotModified {
+        /// The current tag.
+        etag: Etag,
+    },
+    /// A page of a key-value listing, in key order.
+    KvList {
+        /// The entries.
+        entries: Vec<KvEntry>,
+        /// More keys follow; ask again starting after the last one.
+        more: bool,
+    },
+    /// Key-value change history from the requested revision.
+    WatchHistory {
+        /// Matching events, in log order.
+        events: Vec<WatchEvent>,
+        /// The store's current revision: live events continue after it.
+        revision: u64,
+        /// More history follows; ask again from after the last event.
+        more: bool,
+    },
+    /// The current leader of an election, if any.
+    Leader(Option<LeaderInfo>),
+    /// A signal subscription was created.
+    Subscribed {
+        /// Its id (the log index of the subscribe entry).
+        id: u64,
+    },
+    /// Locks and their holders and waiters.
+    Locks(Vec<LockInfo>),
+    /// Open sessions.
+    Sessions(Vec<SessionInfo>),
+}
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command or query bytes could not be decoded.
+    Malformed,
+    /// The operation needs a session (and blocking ones a sequence number).
+    SessionRequired,
+    /// The session has expired or was closed; everything it owned was released.
+    SessionLost(SessionId),
+    /// The sequence number is below the session's reply-cache floor and not cached: it
+    /// was acknowledged or evicted, so it is not applied again.
+    StaleSequence {
+        /// The refused sequence.
+        seq: u64,
+        /// The lowest sequence the cache can still answer or accept.
+        floor: u64,
+    },
+    /// A named limit was exceeded.
+    Limit {
+        /// Which one.
+        limit: Limit,
+        /// Its configured value.
+        max: u64,
+    },
+    /// A blocking operation's timeout passed before it was granted.
+    Timeout,
+    /// Fenced locks.
+    Lock(LockError),
+    /// Semaphores.
+    Semaphore(SemaphoreError),
+    /// Read-write locks.
+    RwLock(RwLockError),
+    /// Count-down latches.
+    Latch(LatchError),
+    /// Barriers.
+    Barrier(BarrierError),
+    /// Key-value store and watches.
+    Kv(KvError),
+    /// Elections.
+    Election(ElectionError),
+    /// Signals.
+    Signal(SignalError),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed => f.write_str("malformed request"),
+            Self::SessionRequired => f.write_str("this operation needs a session and a sequence number"),
+            Self::SessionLost(s) => write!(f, "{s} was lost (expired or closed); what it owned was released"),
+            Self::StaleSequence { seq, floor } => {
+                write!(f, "sequence {seq} is below the reply cache floor {floor} and was not applied again")
+            }
+            Self::Limit { limit, max } => write!(f, "limit {} = {max} exceeded", limit.field()),
+            Self::Timeout => f.write_str("timed out"),
+            Self::Lock(e) => write!(f, "lock: {e}"),
+            Self::Semaphore(e) => write!(f, "semaphore: {e}"),
+            Self::RwLock(e) => write!(f, "read-write lock: {e}"),
+            Self::Latch(e) => write!(f, "latch: {e}"),
+            Self::Barrier(e) => write!(f, "barrier: {e}"),
+            Self::Kv(e) => write!(f, "kv: {e}"),
+            Self::Election(e) => write!(f, "election: {e}"),
+            Self::Signal(e) => write!(f, "signal: {e}"),
+        }
+    }
+}
+
+/// What applying a command produced for its proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The command completed.
+    Done(Result<Reply, Error>),
+    /// The command is queued (a lock wait, a semaphore acquire, …). Its result arrives as
+    /// [`Event::Completed`] with the same (session, seq), applied on every replica.
+    Pending,
+}
+
+impl Outcome {
+    /// The result, if the command completed.
+    pub fn done(self) -> Option<Result<Reply, Error>> {
+        match self {
+            Self::Done(r) => Some(r),
+            Self::Pending => None,
+        }
+    }
+}
+
+impl From<Result<Reply, Error>> for Outcome {
+    fn from(r: Result<Reply, Error>) -> Self {
+        Self::Done(r)
+    }
+}
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionEnd {
+    /// The client closed it.
+    Closed,
+    /// No request arrived within its TTL.
+    Expired,
+}
+
+/// Something applying an entry produced for others than its proposer. Every replica
+/// produces the same events at the same log positions; a host forwards each to the
+/// clients connected to it that it concerns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// A queued command completed: granted, timed out, or cancelled.
+    Completed {
+        /// The waiting session.
+        session: SessionId,
+        /// The command's sequence number.
+        seq: u64,
+        /// Its result.
+        result: Result<Reply, Error>,
+        /// The entry that completed it.
+        index: LogIndex,
+    },
+    /// A session ended and everything it owned was released.
+    SessionEnded {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: SessionEnd,
+        /// The entry that ended it.
+        index: LogIndex,
+    },
+    /// A key-value change (for watches).
+    Kv(WatchEvent),
+    /// An election changed hands (for observers).
+    Election(ElectionEvent),
+    /// A signal for one subscriber.
+    Signal(SignalDelivery),
+}
+
+/// Checks a name against the limits: non-empty and at most `name_bytes_max` bytes.
+pub(crate) fn check_name(limits: &super::Limits, name: &str) -> Result<(), Error> {
+    if name.is_empty() || name.len() > limits.name_bytes_max {
+        return Err(Error::Limit { limit: Limit::NameBytes, max: limits.name_bytes_max as u64 });
+    }
+    Ok(())
+}
+
+/// The error for exceeding `limit`, whose value is `max`.
+pub(crate) fn limit(limit: Limit, max: impl TryInto<u64>) -> Error {
+    Error::Limit { limit, max: max.try_into().unwrap_or(u64::MAX) }
+}

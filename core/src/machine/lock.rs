@@ -1,0 +1,470 @@
+//! FencedLock: a reentrant mutual-exclusion lock owned by a session, whose every grant
+//! carries a fencing token.
+//!
+//! - The fence is the log index of the entry that granted the lock, so it is strictly
+//!   increasing per lock for the life of the group. A reentrant acquire returns the fence
+//!   of the original grant.
+//! - Waiters queue in FIFO order. A release hands the lock to the head of the queue in the
+//!   same entry that released it.
+//! - Two-phase acquisition: [`LockOp::Enqueue`] takes a place in the queue and returns
+//!   at once; [`LockOp::Await`] then waits for the grant (a timed-out await keeps the
+//!   place). [`LockOp::Unlock`] on a queued place gives it up.
+//! - [`LockOp::LockMany`] takes several locks atomically: the waiter sits in every named
+//!   queue and is granted when it heads all of them and all are free. Queues are ordered
+//!   by log position, so two multi-lock waiters cannot deadlock.
+//! - When the owning session ends, its holds and places are released.
+
+use super::api::{check_name, limit, Error, Fence, Reply, SessionId};
+use super::fx::{check_objects, check_waiters, Caller, Fx, Kind, Step};
+use super::limits::Limit;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// Lock operations. All need a session; those that may wait also need a sequence number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockOp {
+    /// Acquires `name` → [`Reply::Fence`], waiting up to `timeout_ms` (`None`: until
+    /// granted or the session ends; `Some(0)`: a try-lock that fails with
+    /// [`Error::Timeout`] if the lock is not free). Reentrant up to
+    /// `lock_reentrancy_max` holds.
+    Lock {
+        /// The lock.
+        name: String,
+        /// How long to wait.
+        timeout_ms: Option<u64>,
+    },
+    /// Takes a place in `name`'s queue → [`Reply::Fence`] if granted at once, else
+    /// [`Reply::Queued`].
+    Enqueue {
+        /// The lock.
+        name: String,
+    },
+    /// Waits for the place taken by `Enqueue` → [`Reply::Fence`]. On timeout the place is
+    /// kept.
+    Await {
+        /// The lock.
+        name: String,
+        /// How long to wait.
+        timeout_ms: Option<u64>,
+    },
+    /// Releases one hold → [`Reply::Count`] of holds left; or gives up a queued place
+    /// → `Count(0)`.
+    Unlock {
+        /// The lock.
+        name: String,
+    },
+    /// Acquires every lock in `names` atomically (all or none) → [`Reply::Fence`], the
+    /// same fence for each. None may be held by the caller already.
+    LockMany {
+        /// The locks; distinct, at most `multi_lock_names_max`.
+        names: Vec<String>,
+        /// How long to wait.
+        timeout_ms: Option<u64>,
+    },
+    /// Administrative: releases `name` whoever holds it (all holds) → [`Reply::Unit`].
+    /// The holder's next unlock fails with [`LockError::NotHeld`].
+    ForceUnlock {
+        /// The lock.
+        name: String,
+    },
+}
+
+/// Lock reads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockQuery {
+    /// Whether anyone holds it → [`Reply::Bool`].
+    IsLocked {
+        /// The lock.
+        name: String,
+    },
+    /// Whether the querying session holds it → [`Reply::Bool`].
+    IsLockedByMe {
+        /// The lock.
+        name: String,
+    },
+    /// How many holds its holder has → [`Reply::Count`].
+    LockCount {
+        /// The lock.
+        name: String,
+    },
+    /// Locks from `start` on in name order, at most `list_max` → [`Reply::Locks`].
+    List {
+        /// First name to include.
+        start: String,
+    },
+}
+
+/// A lock's state, for status pages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// The lock.
+    pub name: String,
+    /// Its holder, if held.
+    pub holder: Option<SessionId>,
+    /// The holder's fence.
+    pub fence: Option<Fence>,
+    /// Reentrant holds.
+    pub count: u32,
+    /// Queued sessions, head first.
+    pub waiters: Vec<SessionId>,
+}
+
+/// Lock errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum LockError {
+    /// The caller does not hold the lock (or lost it to a force-unlock).
+    NotHeld,
+    /// Nobody holds the lock.
+    NotLocked,
+    /// The caller already has a place in the lock's queue.
+    AlreadyQueued,
+    /// `Await` without a place in the queue.
+    NotQueued,
+    /// `LockMany` names a lock the caller already holds.
+    AlreadyHeld,
+    /// The wait was given up: the session unlocked its queued place, or awaited it again.
+    Cancelled,
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotHeld => "not held by this session",
+            Self::NotLocked => "not locked",
+            Self::AlreadyQueued => "this session is already queued for it",
+            Self::NotQueued => "this session has no place in its queue",
+            Self::AlreadyHeld => "already held by this session",
+            Self::Cancelled => "the wait was given up by the same session",
+        })
+    }
+}
+
+impl From<LockError> for Error {
+    fn from(e: LockError) -> Self {
+        Self::Lock(e)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Hold {
+    session: SessionId,
+    fence: Fence,
+    count: u32,
+}
+
+/// A place in one or more queues.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Ticket {
+    session: SessionId,
+    /// Every lock the ticket waits for (one, or several for `LockMany`).
+    names: Vec<String>,
+    /// The request to answer on grant: a `Lock`/`LockMany` sequence, or an `Await`'s.
+    pending: Option<u64>,
+    /// Taken by `Enqueue`: survives its awaits' timeouts.
+    enqueued: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct LockState {
+    holder: Option<Hold>,
+    queue: VecDeque<Ticket>,
+}
+
+impl LockState {
+    fn position(&self, session: SessionId) -> Option<usize> {
+        self.queue.iter().position(|t| t.session == session)
+    }
+}
+
+/// Every lock in use.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Locks {
+    locks: BTreeMap<String, LockState>,
+}
+
+impl Locks {
+    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: LockOp) -> Step {
+        let r = match op {
+            LockOp::Lock { name, timeout_ms } => self.lock(fx, vec![name], timeout_ms),
+            LockOp::LockMany { names, timeout_ms } => self.lock(fx, names, timeout_ms),
+            LockOp::Enqueue { name } => self.enqueue(fx, name),
+            LockOp::Await { name, timeout_ms } => self.await_place(fx, &name, timeout_ms),
+            LockOp::Unlock { name } => self.unlock(fx, &name),
+            LockOp::ForceUnlock { name } => self.force_unlock(fx, &name),
+        };
+        r.unwrap_or_else(Step::from)
+    }
+
+    fn check_new(&self, fx: &Fx<'_>, names: &[String]) -> Result<(), Error> {
+        let new = names.iter().filter(|n| !self.locks.contains_key(*n)).count();
+        if new > 0 {
+            check_objects(fx.limits, self.locks.len() + new - 1)?;
+        }
+        Ok(())
+    }
+
+    fn lock(&mut self, fx: &mut Fx<'_>, names: Vec<String>, timeout_ms: Option<u64>) -> Result<Step, Error> {
+        let caller = fx.waiter()?;
+        let limits = fx.limits;
+        if names.is_empty() || names.len() > limits.multi_lock_names_max {
+            return Err(limit(Limit::MultiLockNames, limits.multi_lock_names_max));
+        }
+        for n in &names {
+            check_name(limits, n)?;
+        }
+        if names.iter().collect::<BTreeSet<_>>().len() != names.len() {
+            return Err(limit(Limit::MultiLockNames, limits.multi_lock_names_max));
+        }
+        let deadline = fx.deadline(timeout_ms)?;
+        let session = caller.session;
+        if let [name] = names.as_slice() {
+            if let Some(state) = self.locks.get_mut(name) {
+                if let Some(h) = state.holder.as_mut().filter(|h| h.session == session) {
+                    if h.count >= limits.lock_reentrancy_max {
+                        return Err(limit(Limit::LockReentrancy, limits.lock_reentrancy_max));
+                    }
+                    h.count += 1;
+                    return Ok(Step::Done(Ok(Reply::Fence(h.fence))));
+                }
+            }
+        }
+        for n in &names {
+            if let Some(state) = self.locks.get(n) {
+                if state.holder.as_ref().is_some_and(|h| h.session == session) {
+                    return Err(LockError::AlreadyHeld.into());
+                }
+                if state.position(session).is_some() {
+                    return Err(LockError::AlreadyQueued.into());
+                }
+                check_waiters(limits, state.queue.len())?;
+            }
+        }
+        self.check_new(fx, &names)?;
+        let free =
+            names.iter().all(|n| self.locks.get(n).is_none_or(|s| s.holder.is_none() && s.queue.is_empty()));
+        if free {
+            let fence = fx.fence();
+            for n in names {
+                self.locks.entry(n).or_default().holder = Some(Hold { session, fence, count: 1 });
+            }
+            return Ok(Step::Done(Ok(Reply::Fence(fence))));
+        }
+        if timeout_ms == Some(0) {
+            return Err(Error::Timeout);
+        }
+        let ticket = Ticket { session, names: names.clone(), pending: Some(caller.seq), enqueued: false };
+        let name = names[0].clone();
+        for n in names {
+            self.locks.entry(n).or_default().queue.push_back(ticket.clone());
+        }
+        Ok(Step::Wait { deadline, kind: Kind::Lock, name })
+    }
+
+    fn enqueue(&mut self, fx: &mut Fx<'_>, name: String) -> Result<Step, Error> {
+        let session = fx.session()?;
+        check_name(fx.limits, &name)?;
+        self.check_new(fx, core::slice::from_ref(&name))?;
+        let state = self.locks.entry(name.clone()).or_default();
+        if state.holder.as_ref().is_some_and(|h| h.session == session) {
+            return Err(LockError::AlreadyHeld.into());
+        }
+        if state.position(session).is_some() {
+            return Err(LockError::AlreadyQueued.into());
+        }
+        if state.holder.is_none() && state.queue.is_empty() {
+            let fence = fx.fence();
+            state.holder = Some(Hold { session, fence, count: 1 });
+            return Ok(Step::Done(Ok(Reply::Fence(fence))));
+        }
+        if let Err(e) = check_waiters(fx.limits, state.queue.len()) {
+            self.drop_if_unused(&name);
+            return Err(e);
+        }
+        let position = state.queue.len() as u32;
+        state.queue.push_back(Ticket { session, names: vec![name], pending: None, enqueued: true });
+        Ok(Step::Done(Ok(Reply::Queued { position })))
+    }
+
+    fn await_place(&mut self, fx: &mut Fx<'_>, name: &str, timeout_ms: Option<u64>) -> Result<Step, Error> {
+        let caller = fx.waiter()?;
+        let deadline = fx.deadline(timeout_ms)?;
+        let state = self.locks.get_mut(name).ok_or(LockError::NotQueued)?;
+        if let Some(h) = state.holder.as_ref().filter(|h| h.session == caller.session) {
+            return Ok(Step::Done(Ok(Reply::Fence(h.fence))));
+        }
+        let i = state.position(caller.session).ok_or(LockError::NotQueued)?;
+        let ticket = &mut state.queue[i];
+        if !ticket.enqueued {
+            return Err(LockError::AlreadyQueued.into());
+        }
+        if timeout_ms == Some(0) {
+            return Err(Error::Timeout);
+        }
+        if let Some(old) = ticket.pending.replace(caller.seq) {
+            // A newer await replaces an older one.
+            fx.complete(Caller { session: caller.session, seq: old }, Err(LockError::Cancelled.into()));
+        }
+        Ok(Step::Wait { deadline, kind: Kind::Lock, name: name.into() })
+    }
+
+    fn unlock(&mut self, fx: &mut Fx<'_>, name: &str) -> Result<Step, Error> {
+        let session = fx.session()?;
+        let state = self.locks.get_mut(name).ok_or(LockError::NotHeld)?;
+        if let Some(h) = state.holder.as_mut().filter(|h| h.session == session) {
+            h.count -= 1;
+            let left = h.count;
+            if left == 0 {
+                state.holder = None;
+                self.pump(fx, &[name]);
+            }
+            return Ok(Step::Done(Ok(Reply::Count(u64::from(left)))));
+        }
+        if let Some(i) = state.position(session) {
+            let ticket = state.queue[i].clone();
+            self.remove_ticket(fx, &ticket);
+            if let Some(seq) = ticket.pending {
+                fx.complete(Caller { session, seq }, Err(LockError::Cancelled.into()));
+            }
+            return Ok(Step::Done(Ok(Reply::Count(0))));
+        }
+        Err(LockError::NotHeld.into())
+    }
+
+    fn force_unlock(&mut self, fx: &mut Fx<'_>, name: &str) -> Result<Step, Error> {
+        let state = self.locks.get_mut(name).ok_or(LockError::NotLocked)?;
+        if state.holder.take().is_none() {
+            return Err(LockError::NotLocked.into());
+        }
+        self.pump(fx, &[name]);
+        Ok(Step::Done(Ok(Reply::Unit)))
+    }
+
+    /// A queued request of `caller` timed out: drop its place (an `Await` keeps the
+    /// `Enqueue` place).
+    pub(crate) fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
+        let Some(state) = self.locks.get_mut(name) else { return };
+        let Some(i) =
+            state.queue.iter().position(|t| t.session == caller.session && t.pending == Some(caller.seq))
+        else {
+            return;
+        };
+        if state.queue[i].enqueued {
+            state.queue[i].pending = None;
+            return;
+        }
+        let ticket = state.queue[i].clone();
+        self.remove_ticket(fx, &ticket);
+    }
+
+    /// Releases everything `session` holds and every place it has.
+    pub(crate) fn end_session(&mut self, fx: &mut Fx<'_>, session: SessionId) {
+        let mut touched: Vec<String> = Vec::new();
+        for (name, state) in &mut self.locks {
+            let before = state.queue.len();
+            state.queue.retain(|t| t.session != session);
+            if state.holder.as_ref().is_some_and(|h| h.session == session) {
+                state.holder = None;
+                touched.push(name.clone());
+            } else if state.queue.len() != before {
+                touched.push(name.clone());
+            }
+        }
+        let names: Vec<&str> = touched.iter().map(String::as_str).collect();
+        self.pump(fx, &names);
+    }
+
+    fn remove_ticket(&mut self, fx: &mut Fx<'_>, ticket: &Ticket) {
+        for n in &ticket.names {
+            if let Some(state) = self.locks.get_mut(n) {
+                state.queue.retain(|t| t.session != ticket.session || t.names != ticket.names);
+            }
+        }
+        let names: Vec<&str> = ticket.names.iter().map(String::as_str).collect();
+        self.pump(fx, &names);
+    }
+
+    /// Grants free locks among `names` to the head of their queues, and forgets locks
+    /// nobody holds or waits for.
+    fn pump(&mut self, fx: &mut Fx<'_>, names: &[&str]) {
+        for name in names {
+            let Some(state) = self.locks.get(*name) else { continue };
+            if state.holder.is_some() {
+                continue;
+            }
+            let Some(head) = state.queue.front() else {
+                self.locks.remove(*name);
+                continue;
+            };
+            let ready = head.names.iter().all(|n| {
+                self.locks.get(n).is_some_and(|s| {
+                    s.holder.is_none() && s.queue.front().is_some_and(|t| t.session == head.session)
+                })
+            });
+            if !ready {
+                continue;
+            }
+            let ticket = head.clone();
+            let fence = fx.fence();
+            for n in &ticket.names {
+                if let Some(s) = self.locks.get_mut(n) {
+                    s.queue.pop_front();
+                    s.holder = Some(Hold { session: ticket.session, fence, count: 1 });
+                }
+            }
+            if let Some(seq) = ticket.pending {
+                fx.complete(Caller { session: ticket.session, seq }, Ok(Reply::Fence(fence)));
+            }
+        }
+    }
+
+    fn drop_if_unused(&mut self, name: &str) {
+        if self.locks.get(name).is_some_and(|s| s.holder.is_none() && s.queue.is_empty()) {
+            self.locks.remove(name);
+        }
+    }
+
+    pub(crate) fn query(
+        &self,
+        session: Option<SessionId>,
+        q: &LockQuery,
+        list_max: usize,
+    ) -> Result<Reply, Error> {
+        let holder = |name: &str| self.locks.get(name).and_then(|s| s.holder.as_ref());
+        Ok(match q {
+            LockQuery::IsLocked { name } => Reply::Bool(holder(name).is_some()),
+            LockQuery::IsLockedByMe { name } => {
+                let me = session.ok_or(Error::SessionRequired)?;
+                Reply::Bool(holder(name).is_some_and(|h| h.session == me))
+            }
+            LockQuery::LockCount { name } => Reply::Count(holder(name).map_or(0, |h| u64::from(h.count))),
+            LockQuery::List { start } => Reply::Locks(
+                self.locks
+                    .range(start.clone()..)
+                    .take(list_max)
+                    .map(|(name, s)| LockInfo {
+                        name: name.clone(),
+                        holder: s.holder.as_ref().map(|h| h.session),
+                        fence: s.holder.as_ref().map(|h| h.fence),
+                        count: s.holder.as_ref().map_or(0, |h| h.count),
+                        waiters: s.queue.iter().map(|t| t.session).collect(),
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    /// Sessions with a place in some queue.
+    pub(crate) fn queued_sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        self.locks.values().flat_map(|s| s.queue.iter().map(|t| t.session))
+    }
+
+    /// Every held lock: (name, holder, fence). For invariant checks.
+    pub(crate) fn holders(&self) -> impl Iterator<Item = (&str, SessionId, Fence)> {
+        self.locks.iter().filter_map(|(n, s)| s.holder.as_ref().map(|h| (n.as_str(), h.session, h.fence)))
+    }
+}

@@ -1,0 +1,225 @@
+//! Sessions: leases kept alive by requests, and the per-session reply cache that makes
+//! retries exactly-once.
+//!
+//! A session expires when the leader-stamped time passes its deadline: the last request
+//! from it plus its TTL. Every command that names the session refreshes the deadline, as
+//! does [`SessionOp::KeepAlive`]. When leadership changes, every live session is extended
+//! by one TTL from the new leader's first entry, so a session whose client could not reach
+//! any leader during the election is not expired for it.
+
+use super::api::{limit, Error, Reply, SessionId, SessionRef};
+use super::limits::{Limit, Limits};
+use crate::time::Instant;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// Session operations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionOp {
+    /// Opens a session with this TTL → [`Reply::Session`]. Needs no session itself; a
+    /// retried open opens a second session, and the one the client never learnt of expires
+    /// after its TTL.
+    Open {
+        /// Time to live without a request, in milliseconds.
+        ttl_ms: u64,
+    },
+    /// Refreshes the session's deadline → [`Reply::Unit`].
+    KeepAlive,
+    /// Ends the session, releasing everything it owns → [`Reply::Unit`].
+    Close,
+}
+
+/// A session as the `Sessions` query shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    /// The session.
+    pub id: SessionId,
+    /// Its TTL in milliseconds.
+    pub ttl_ms: u64,
+    /// Time left before it expires, in microseconds of log time, as of the last applied
+    /// entry.
+    pub expires_in_us: u64,
+    /// Outcomes held in its reply cache.
+    pub cached_replies: u32,
+}
+
+/// A cached outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Cached {
+    /// Queued; completes later.
+    Pending,
+    /// Completed with this result.
+    Done(Result<Reply, Error>),
+}
+
+/// One open session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Session {
+    pub(crate) ttl_us: u64,
+    pub(crate) deadline: Instant,
+    replies: BTreeMap<u64, Cached>,
+    /// Sequences below this are acknowledged or evicted.
+    floor: u64,
+}
+
+/// What the reply cache says about an incoming sequence number.
+pub(crate) enum Lookup {
+    /// Not seen: apply it.
+    New,
+    /// Seen: answer this.
+    Cached(Cached),
+}
+
+impl Session {
+    /// Looks `r.seq` up after dropping what the client acknowledged.
+    pub(crate) fn lookup(&mut self, r: &SessionRef) -> Result<Lookup, Error> {
+        if r.acked > self.floor {
+            self.floor = r.acked;
+            // Keep pending entries: their completions must still find them.
+            let floor = self.floor;
+            self.replies.retain(|seq, c| *seq >= floor || matches!(c, Cached::Pending));
+        }
+        if r.seq == 0 {
+            return Ok(Lookup::New);
+        }
+        if let Some(c) = self.replies.get(&r.seq) {
+            return Ok(Lookup::Cached(c.clone()));
+        }
+        if r.seq < self.floor {
+            return Err(Error::StaleSequence { seq: r.seq, floor: self.floor });
+        }
+        Ok(Lookup::New)
+    }
+
+    /// Records the outcome of `seq`, evicting the lowest completed sequences beyond the
+    /// cache limit (the floor rises past them so they are never applied again).
+    pub(crate) fn record(&mut self, seq: u64, outcome: Cached, max: usize) {
+        if seq == 0 {
+            return;
+        }
+        self.replies.insert(seq, outcome);
+        while self.replies.len() > max {
+            let Some(victim) =
+                self.replies.iter().find(|(_, c)| matches!(c, Cached::Done(_))).map(|(s, _)| *s)
+            else {
+                break;
+            };
+            self.replies.remove(&victim);
+            self.floor = self.floor.max(victim + 1);
+        }
+    }
+
+    /// Completes a pending `seq` (if the client has not moved past it).
+    pub(crate) fn complete(&mut self, seq: u64, result: Result<Reply, Error>) {
+        if let Some(c @ Cached::Pending) = self.replies.get_mut(&seq) {
+            *c = Cached::Done(result);
+        }
+    }
+}
+
+/// Every open session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Sessions {
+    pub(crate) map: BTreeMap<SessionId, Session>,
+}
+
+impl Sessions {
+    /// Opens a session as of `now`; its id is `index`.
+    pub(crate) fn open(
+        &mut self,
+        limits: &Limits,
+        index: u64,
+        now: Instant,
+        ttl_ms: u64,
+    ) -> Result<(SessionId, Instant), Error> {
+        if !(limits.session_ttl_min_ms..=limits.session_ttl_max_ms).contains(&ttl_ms) {
+            let bound = if ttl_ms < limits.session_ttl_min_ms {
+                limits.session_ttl_min_ms
+            } else {
+                limits.session_ttl_max_ms
+            };
+            return Err(limit(Limit::SessionTtl, bound));
+        }
+        if self.map.len() >= limits.sessions_max {
+            return Err(limit(Limit::Sessions, limits.sessions_max));
+        }
+        let ttl_us = ttl_ms * 1000;
+        let deadline = now.add_us(ttl_us);
+        let id = SessionId(index);
+        self.map.insert(id, Session { ttl_us, deadline, replies: BTreeMap::new(), floor: 1 });
+        Ok((id, deadline))
+    }
+
+    /// The `Sessions` query.
+    pub(crate) fn list(&self, now: Instant, max: usize) -> Vec<SessionInfo> {
+        self.map
+            .iter()
+            .take(max)
+            .map(|(id, s)| SessionInfo {
+                id: *id,
+                ttl_ms: s.ttl_us / 1000,
+                expires_in_us: s.deadline.saturating_since_us(now),
+                cached_replies: s.replies.len() as u32,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        Session { ttl_us: 1, deadline: Instant::ZERO, replies: BTreeMap::new(), floor: 1 }
+    }
+
+    fn r(seq: u64, acked: u64) -> SessionRef {
+        SessionRef { id: SessionId(1), seq, acked }
+    }
+
+    #[test]
+    fn a_retry_is_answered_from_the_cache() {
+        let mut s = session();
+        assert!(matches!(s.lookup(&r(1, 1)), Ok(Lookup::New)));
+        s.record(1, Cached::Done(Ok(Reply::Count(7))), 4);
+        assert!(matches!(s.lookup(&r(1, 1)), Ok(Lookup::Cached(Cached::Done(Ok(Reply::Count(7)))))));
+    }
+
+    #[test]
+    fn acknowledged_sequences_are_dropped_and_refused() {
+        let mut s = session();
+        s.record(1, Cached::Done(Ok(Reply::Unit)), 4);
+        s.record(2, Cached::Pending, 4);
+        assert!(matches!(s.lookup(&r(3, 3)), Ok(Lookup::New)));
+        assert_eq!(s.lookup(&r(1, 3)).err(), Some(Error::StaleSequence { seq: 1, floor: 3 }));
+        // A pending entry below the floor survives until it completes.
+        assert!(matches!(s.lookup(&r(2, 3)), Ok(Lookup::Cached(Cached::Pending))));
+    }
+
+    #[test]
+    fn eviction_takes_the_lowest_completed_sequence_and_raises_the_floor() {
+        let mut s = session();
+        s.record(1, Cached::Pending, 2);
+        s.record(2, Cached::Done(Ok(Reply::Unit)), 2);
+        s.record(3, Cached::Done(Ok(Reply::Unit)), 2);
+        assert_eq!(s.lookup(&r(2, 1)).err(), Some(Error::StaleSequence { seq: 2, floor: 3 }));
+        assert!(matches!(s.lookup(&r(1, 1)), Ok(Lookup::Cached(Cached::Pending))));
+        assert!(matches!(s.lookup(&r(3, 1)), Ok(Lookup::Cached(_))));
+    }
+
+    #[test]
+    fn ttl_bounds_and_session_count_are_enforced() {
+        let limits = Limits { sessions_max: 1, ..Limits::default() };
+        let mut s = Sessions::default();
+        let e = s.open(&limits, 1, Instant::ZERO, 1).unwrap_err();
+        assert_eq!(e, Error::Limit { limit: Limit::SessionTtl, max: limits.session_ttl_min_ms });
+        let e = s.open(&limits, 1, Instant::ZERO, u64::MAX).unwrap_err();
+        assert_eq!(e, Error::Limit { limit: Limit::SessionTtl, max: limits.session_ttl_max_ms });
+        s.open(&limits, 1, Instant::ZERO, 500).unwrap();
+        assert_eq!(
+            s.open(&limits, 2, Instant::ZERO, 500).unwrap_err(),
+            Error::Limit { limit: Limit::Sessions, max: 1 }
+        );
+    }
+}
