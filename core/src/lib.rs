@@ -61,9 +61,11 @@ extern crate alloc;
 #[macro_use]
 mod fmt;
 
+pub mod client;
 pub mod config;
 pub mod machine;
 pub mod raft;
+pub mod server;
 pub mod time;
 pub mod wire;
 

@@ -46,20 +46,26 @@ pub struct Etag(pub u64);
 /// **Exactly-once.** A command with `seq > 0` is applied at most once per (session, seq):
 /// the outcome is cached and a retry with the same `seq` is answered from the cache,
 /// without applying again — across leader changes too, because the cache is replicated
-/// state. The cache keeps the outcomes of sequences at or above `acked`; the client
-/// promises it has received every reply below `acked`, and the machine drops them. If more
-/// than [`Limits::session_replies_max`](super::Limits::session_replies_max) outcomes
-/// would remain, the lowest sequence is evicted. A sequence below the session's floor
-/// (acknowledged or evicted) that is not in the cache is refused with
-/// [`Error::StaleSequence`] rather than applied. `seq = 0` opts out (for idempotent
-/// operations such as keep-alives).
+/// state.
+///
+/// **What the cache keeps.** `acked` is the client's promise that it has an answer for
+/// every sequence below it (a final result, or `Pending` for a queued command). Outcomes
+/// answered at once are dropped below `acked`. Queued commands keep their entry below it:
+/// while pending, and after a later entry completes them (the client learns that from a
+/// push it may miss). Beyond
+/// [`Limits::session_replies_max`](super::Limits::session_replies_max) entries, the
+/// lowest completed sequence is evicted. The floor rises past acknowledged and evicted
+/// sequences; a sequence below the floor that is not cached is refused with
+/// [`Error::StaleSequence`] rather than applied. A client that keeps fewer than
+/// `session_replies_max` requests unanswered never sees this. `seq = 0` opts out (for
+/// idempotent operations such as keep-alives).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRef {
     /// The session.
     pub id: SessionId,
     /// The client's sequence number for this request (1, 2, …), or 0 for none.
     pub seq: u64,
-    /// Every reply for a sequence below this has reached the client.
+    /// The client has an answer (a result, or `Pending`) for every sequence below this.
     pub acked: u64,
 }
 

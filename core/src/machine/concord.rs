@@ -171,7 +171,7 @@ impl Concord {
         Ok(match s.lookup(r)? {
             Lookup::New => None,
             Lookup::Cached(Cached::Pending) => Some(Outcome::Pending),
-            Lookup::Cached(Cached::Done(r)) => Some(Outcome::Done(r)),
+            Lookup::Cached(Cached::Done(r) | Cached::Completed(r)) => Some(Outcome::Done(r)),
         })
     }
 

@@ -49,8 +49,12 @@ pub struct SessionInfo {
 pub(crate) enum Cached {
     /// Queued; completes later.
     Pending,
-    /// Completed with this result.
+    /// Completed with this result when applied.
     Done(Result<Reply, Error>),
+    /// Queued, then completed with this result by a later entry. The client learns it
+    /// from a push and may have acknowledged later sequences before retrying this one, so
+    /// it is kept until evicted for room rather than dropped at the floor.
+    Completed(Result<Reply, Error>),
 }
 
 /// One open session.
@@ -76,9 +80,9 @@ impl Session {
     pub(crate) fn lookup(&mut self, r: &SessionRef) -> Result<Lookup, Error> {
         if r.acked > self.floor {
             self.floor = r.acked;
-            // Keep pending entries: their completions must still find them.
+            // Keep queued entries, pending or completed later: see `Cached::Completed`.
             let floor = self.floor;
-            self.replies.retain(|seq, c| *seq >= floor || matches!(c, Cached::Pending));
+            self.replies.retain(|seq, c| *seq >= floor || !matches!(c, Cached::Done(_)));
         }
         if r.seq == 0 {
             return Ok(Lookup::New);
@@ -93,7 +97,8 @@ impl Session {
     }
 
     /// Records the outcome of `seq`, evicting the lowest completed sequences beyond the
-    /// cache limit (the floor rises past them so they are never applied again).
+    /// cache limit (the floor rises past them so they are never applied again). Pending
+    /// entries are never evicted: their number is bounded by the waiter limits.
     pub(crate) fn record(&mut self, seq: u64, outcome: Cached, max: usize) {
         if seq == 0 {
             return;
@@ -101,7 +106,7 @@ impl Session {
         self.replies.insert(seq, outcome);
         while self.replies.len() > max {
             let Some(victim) =
-                self.replies.iter().find(|(_, c)| matches!(c, Cached::Done(_))).map(|(s, _)| *s)
+                self.replies.iter().find(|(_, c)| !matches!(c, Cached::Pending)).map(|(s, _)| *s)
             else {
                 break;
             };
@@ -113,7 +118,7 @@ impl Session {
     /// Completes a pending `seq` (if the client has not moved past it).
     pub(crate) fn complete(&mut self, seq: u64, result: Result<Reply, Error>) {
         if let Some(c @ Cached::Pending) = self.replies.get_mut(&seq) {
-            *c = Cached::Done(result);
+            *c = Cached::Completed(result);
         }
     }
 }
@@ -193,8 +198,11 @@ mod tests {
         s.record(2, Cached::Pending, 4);
         assert!(matches!(s.lookup(&r(3, 3)), Ok(Lookup::New)));
         assert_eq!(s.lookup(&r(1, 3)).err(), Some(Error::StaleSequence { seq: 1, floor: 3 }));
-        // A pending entry below the floor survives until it completes.
+        // A pending entry below the floor survives, and so does its completion.
         assert!(matches!(s.lookup(&r(2, 3)), Ok(Lookup::Cached(Cached::Pending))));
+        s.complete(2, Ok(Reply::Count(1)));
+        assert!(matches!(s.lookup(&r(4, 4)), Ok(Lookup::New)));
+        assert!(matches!(s.lookup(&r(2, 4)), Ok(Lookup::Cached(Cached::Completed(Ok(Reply::Count(1)))))));
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! oversized input is an `Err`, and a frame's length is checked against the limit before
 //! any buffer is allocated for it.
 
+mod client;
+
+pub use client::{Answer, ClientError, ClientRequest, Push, RequestBody, ServerMessage};
+
 use crate::raft::Message;
 use alloc::vec::Vec;
 use core::fmt;
@@ -24,6 +28,10 @@ pub const FRAME_HEADER_BYTES: usize = 4;
 pub enum Envelope {
     /// Raft traffic between the nodes of a group.
     Raft(Message),
+    /// A client's request to a node.
+    Request(ClientRequest),
+    /// A node's answer or push to a client.
+    Response(ServerMessage),
 }
 
 /// Why bytes could not be encoded or decoded.

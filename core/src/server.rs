@@ -1,0 +1,354 @@
+//! [`Replica`]: one member of a group serving clients — a Raft [`Node`] running the
+//! [`Concord`] machine, plus the routing of answers, completions, signals, watches and
+//! election observers to client connections. Sans-IO like the node: the host moves bytes
+//! between connections and calls `handle_*`, then drains `poll_*`.
+//!
+//! ```text
+//! host loop (besides the Node contract for peers, storage and timers):
+//!   replica.handle_client(now, conn, request)    // a decoded ClientRequest
+//!   replica.handle_disconnect(conn)              // the connection closed
+//!   while let Some((conn, msg)) = replica.poll_client() { send msg on conn }
+//! ```
+
+use crate::machine::kv::{KvQuery, WatchFilter};
+use crate::machine::{Concord, Event as MachineEvent, Outcome, Query, QueryOp, Reply, SessionId};
+use crate::raft::{Event, Message, Node, NodeError, Request, RequestId, Response, StorageWrite, WriteToken};
+use crate::time::Instant;
+use crate::wire::{Answer, ClientError, ClientRequest, Push, RequestBody, ServerMessage};
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+/// A client connection, numbered by the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ConnId(pub u64);
+
+/// Limits of the client-facing side of a replica (local to the node).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Watches and election observers open on one connection.
+    pub streams_per_connection_max: u32,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self { streams_per_connection_max: 64 }
+    }
+}
+
+/// What a node request was for, to route its reply.
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    conn: ConnId,
+    id: u64,
+    /// The (session, seq) of a command, to register it if it is queued.
+    caller: Option<(SessionId, u64)>,
+}
+
+/// A Raft node serving the coordination machine to client connections.
+pub struct Replica {
+    node: Node<Concord>,
+    limits: ServeLimits,
+    next_request: u64,
+    routes: BTreeMap<RequestId, Route>,
+    /// Queued commands: (session, seq) → connections to tell when they complete.
+    waiting: BTreeMap<(SessionId, u64), Vec<ConnId>>,
+    /// The connection that last sent a request in each session (for signals and
+    /// session ends).
+    sessions: BTreeMap<SessionId, ConnId>,
+    watches: BTreeMap<(ConnId, u64), WatchFilter>,
+    observers: BTreeMap<(ConnId, u64), String>,
+    out: VecDeque<(ConnId, ServerMessage)>,
+    events: VecDeque<Event<()>>,
+}
+
+impl Replica {
+    /// Serves clients from `node`.
+    pub fn new(node: Node<Concord>, limits: ServeLimits) -> Self {
+        Self {
+            node,
+            limits,
+            next_request: 1,
+            routes: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            watches: BTreeMap::new(),
+            observers: BTreeMap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The Raft node (status, metrics, the machine's state).
+    pub fn node(&self) -> &Node<Concord> {
+        &self.node
+    }
+
+    /// A request from connection `conn`.
+    pub fn handle_client(&mut self, now: Instant, conn: ConnId, req: ClientRequest) {
+        let group = self.node.config().group;
+        if req.group != group {
+            self.answer(conn, req.id, Err(ClientError::WrongGroup { serves: group }));
+            return;
+        }
+        match req.body {
+            RequestBody::Command(cmd) => {
+                let caller = cmd.session.map(|s| (s.id, s.seq));
+                if let Some((session, _)) = caller {
+                    self.sessions.insert(session, conn);
+                }
+                // Encoding plain data into a Vec cannot fail.
+                let bytes = postcard::to_allocvec(&cmd).unwrap_or_default();
+                self.submit(now, conn, req.id, caller, Request::Propose(bytes));
+            }
+            RequestBody::Query { query, consistency } => {
+                if let Some(session) = query.session {
+                    self.sessions.insert(session, conn);
+                }
+                let bytes = postcard::to_allocvec(&query).unwrap_or_default();
+                self.submit(now, conn, req.id, None, Request::Read { query: bytes, consistency });
+            }
+            RequestBody::Watch { filter, from } => self.watch(conn, req.id, filter, from),
+            RequestBody::Observe { name } => {
+                if self.streams_of(conn) >= self.limits.streams_per_connection_max as usize {
+                    let max = self.limits.streams_per_connection_max;
+                    self.answer(conn, req.id, Err(ClientError::TooManyStreams { max }));
+                    return;
+                }
+                self.observers.insert((conn, req.id), name);
+                self.answer(conn, req.id, Ok(Answer::Watching { revision: 0 }));
+            }
+            RequestBody::Cancel { id } => {
+                self.watches.remove(&(conn, id));
+                self.observers.remove(&(conn, id));
+                self.answer(conn, req.id, Ok(Answer::Unit));
+            }
+            RequestBody::Status => {
+                let status = self.node.status();
+                self.answer(conn, req.id, Ok(Answer::Status(status)));
+            }
+            RequestBody::ChangeMembership(change) => {
+                self.submit(now, conn, req.id, None, Request::ChangeMembership(change));
+            }
+            RequestBody::TransferLeadership(target) => {
+                self.submit(now, conn, req.id, None, Request::TransferLeadership(target));
+            }
+        }
+        self.route();
+    }
+
+    /// Connection `conn` closed: forget its streams and registrations.
+    pub fn handle_disconnect(&mut self, conn: ConnId) {
+        self.watches.retain(|(c, _), _| *c != conn);
+        self.observers.retain(|(c, _), _| *c != conn);
+        self.sessions.retain(|_, c| *c != conn);
+        self.waiting.retain(|_, conns| {
+            conns.retain(|c| *c != conn);
+            !conns.is_empty()
+        });
+        for route in self.routes.values_mut() {
+            if route.conn == conn {
+                // The answer has nowhere to go; a queued command is not registered.
+                route.caller = None;
+            }
+        }
+        self.out.retain(|(c, _)| *c != conn);
+    }
+
+    /// A message from a peer; see [`Node::handle_message`].
+    pub fn handle_message(&mut self, now: Instant, msg: Message) -> Result<(), NodeError> {
+        let r = self.node.handle_message(now, msg);
+        self.route();
+        r
+    }
+
+    /// Time passed; see [`Node::handle_timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.node.handle_timeout(now);
+        self.route();
+    }
+
+    /// A storage write is durable; see [`Node::handle_persisted`].
+    pub fn handle_persisted(&mut self, token: WriteToken) -> Result<(), NodeError> {
+        let r = self.node.handle_persisted(token);
+        self.route();
+        r
+    }
+
+    /// See [`Node::poll_storage`].
+    #[must_use]
+    pub fn poll_storage(&mut self) -> Option<StorageWrite> {
+        self.node.poll_storage()
+    }
+
+    /// See [`Node::poll_transmit`].
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        self.node.poll_transmit()
+    }
+
+    /// The next message for a client connection.
+    #[must_use]
+    pub fn poll_client(&mut self) -> Option<(ConnId, ServerMessage)> {
+        self.out.pop_front()
+    }
+
+    /// The next Raft event (role and leader changes, installed snapshots).
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event<()>> {
+        self.events.pop_front()
+    }
+
+    /// See [`Node::poll_timeout`].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Instant {
+        self.node.poll_timeout()
+    }
+
+    fn submit(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        id: u64,
+        caller: Option<(SessionId, u64)>,
+        request: Request,
+    ) {
+        let rid = RequestId(self.next_request);
+        self.next_request += 1;
+        self.routes.insert(rid, Route { conn, id, caller });
+        self.node.handle_request(now, rid, request);
+    }
+
+    fn answer(&mut self, conn: ConnId, id: u64, result: Result<Answer, ClientError>) {
+        self.out.push_back((conn, ServerMessage::Answer { id, result }));
+    }
+
+    fn streams_of(&self, conn: ConnId) -> usize {
+        let in_range = |m: &BTreeMap<(ConnId, u64), _>| m.range((conn, 0)..=(conn, u64::MAX)).count();
+        in_range(&self.watches) + self.observers.range((conn, 0)..=(conn, u64::MAX)).count()
+    }
+
+    fn watch(&mut self, conn: ConnId, id: u64, filter: WatchFilter, from: Option<u64>) {
+        if self.streams_of(conn) >= self.limits.streams_per_connection_max as usize {
+            let max = self.limits.streams_per_connection_max;
+            self.answer(conn, id, Err(ClientError::TooManyStreams { max }));
+            return;
+        }
+        let machine = self.node.machine();
+        let revision = machine.kv_revision();
+        let mut history = Vec::new();
+        if let Some(mut next) = from {
+            // Replay the history window up to the present: every event applied so far has
+            // been routed already (each handle_* drains the machine), so live events
+            // continue exactly where the history ends.
+            loop {
+                let q = Query {
+                    session: None,
+                    op: QueryOp::Kv(KvQuery::History { filter: filter.clone(), from: next }),
+                };
+                match machine.read(&q) {
+                    Ok(Reply::WatchHistory { events, more, .. }) => {
+                        next = events.last().map_or(next, |e| e.revision + 1);
+                        history.extend(events);
+                        if !more {
+                            break;
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        self.answer(conn, id, Err(ClientError::Watch(e)));
+                        return;
+                    }
+                }
+            }
+        } else if !filter.is_valid() {
+            let e = crate::machine::Error::Kv(crate::machine::kv::KvError::InvalidPattern);
+            self.answer(conn, id, Err(ClientError::Watch(e)));
+            return;
+        }
+        self.answer(conn, id, Ok(Answer::Watching { revision }));
+        for event in history {
+            self.out.push_back((conn, ServerMessage::Push(Push::Watch { watch: id, event })));
+        }
+        self.watches.insert((conn, id), filter);
+    }
+
+    /// Routes everything the node produced: replies to their requests, machine events to
+    /// the connections they concern.
+    fn route(&mut self) {
+        while let Some(reply) = self.node.poll_reply() {
+            let Some(route) = self.routes.remove(&reply.id) else { continue };
+            let result = match reply.result {
+                Ok(Response::Applied { index, output }) => {
+                    if let (Outcome::Pending, Some(caller)) = (&output, route.caller) {
+                        let conns = self.waiting.entry(caller).or_default();
+                        if !conns.contains(&route.conn) {
+                            conns.push(route.conn);
+                        }
+                    }
+                    Ok(Answer::Applied { index, outcome: output })
+                }
+                Ok(Response::Read { index, output }) => {
+                    let result = output.done().unwrap_or(Err(crate::machine::Error::Malformed));
+                    Ok(Answer::Read { index, result })
+                }
+                Ok(Response::MembershipChanged { index, membership }) => {
+                    Ok(Answer::Membership { index, membership })
+                }
+                Ok(Response::LeadershipTransferred { term }) => Ok(Answer::Transferred { term }),
+                Err(e) => Err(ClientError::Raft(e)),
+            };
+            self.answer(route.conn, route.id, result);
+        }
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                Event::Machine(e) => self.route_machine_event(e),
+                Event::StateChanged { role, term, leader } => {
+                    self.events.push_back(Event::StateChanged { role, term, leader });
+                }
+                Event::SnapshotInstalled { index } => {
+                    self.events.push_back(Event::SnapshotInstalled { index })
+                }
+            }
+        }
+    }
+
+    fn route_machine_event(&mut self, event: MachineEvent) {
+        match event {
+            MachineEvent::Completed { session, seq, result, index } => {
+                for conn in self.waiting.remove(&(session, seq)).unwrap_or_default() {
+                    let push = Push::Completed { session, seq, result: result.clone(), index };
+                    self.out.push_back((conn, ServerMessage::Push(push)));
+                }
+            }
+            MachineEvent::SessionEnded { session, reason, .. } => {
+                if let Some(conn) = self.sessions.remove(&session) {
+                    self.out.push_back((conn, ServerMessage::Push(Push::SessionEnded { session, reason })));
+                }
+                self.waiting.retain(|(s, _), _| *s != session);
+            }
+            MachineEvent::Signal(delivery) => {
+                if let Some(&conn) = self.sessions.get(&delivery.session) {
+                    self.out.push_back((conn, ServerMessage::Push(Push::Signal(delivery))));
+                }
+            }
+            MachineEvent::Kv(event) => {
+                for ((conn, id), filter) in &self.watches {
+                    if filter.matches(&event.key) {
+                        let push = Push::Watch { watch: *id, event: event.clone() };
+                        self.out.push_back((*conn, ServerMessage::Push(push)));
+                    }
+                }
+            }
+            MachineEvent::Election(event) => {
+                for ((conn, id), name) in &self.observers {
+                    if *name == event.name {
+                        let push = Push::Election { observer: *id, event: event.clone() };
+                        self.out.push_back((*conn, ServerMessage::Push(push)));
+                    }
+                }
+            }
+        }
+    }
+}
