@@ -61,6 +61,8 @@ pub struct Replica {
     observers: BTreeMap<(ConnId, u64), String>,
     out: VecDeque<(ConnId, ServerMessage)>,
     events: VecDeque<Event<()>>,
+    /// Every machine event, when the host asked for them (audit logs, checkers).
+    applied: Option<VecDeque<MachineEvent>>,
 }
 
 impl Replica {
@@ -77,7 +79,21 @@ impl Replica {
             observers: BTreeMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            applied: None,
         }
+    }
+
+    /// Also keep every machine event the node applies (completions, session ends, key-value
+    /// changes, election changes, signals), to drain with
+    /// [`Replica::poll_machine_event`]: for audit logs and checkers.
+    pub fn record_machine_events(&mut self) {
+        self.applied.get_or_insert_with(VecDeque::new);
+    }
+
+    /// The next machine event recorded since [`Replica::record_machine_events`].
+    #[must_use]
+    pub fn poll_machine_event(&mut self) -> Option<MachineEvent> {
+        self.applied.as_mut().and_then(VecDeque::pop_front)
     }
 
     /// The Raft node (status, metrics, the machine's state).
@@ -315,6 +331,9 @@ impl Replica {
     }
 
     fn route_machine_event(&mut self, event: MachineEvent) {
+        if let Some(log) = self.applied.as_mut() {
+            log.push_back(event.clone());
+        }
         match event {
             MachineEvent::Completed { session, seq, result, index } => {
                 for conn in self.waiting.remove(&(session, seq)).unwrap_or_default() {

@@ -95,6 +95,8 @@ pub enum ClientEvent {
         result: Result<Reply, Error>,
         /// Where in the log.
         index: LogIndex,
+        /// The machine queued it first (a lock wait, …): it completed at a later entry.
+        queued: bool,
     },
     /// An operation failed for a reason outside the state machine (wrong group, a
     /// proposal too large, a watch that cannot start, an administrative request refused).
@@ -171,6 +173,8 @@ struct Pending {
     phase: Phase,
     /// The session the command was sequenced in.
     session: Option<SessionId>,
+    /// The machine answered `Pending` at some point.
+    queued: bool,
 }
 
 /// The sans-IO client of one group.
@@ -221,7 +225,12 @@ impl Client {
         };
         client.ops.insert(
             SESSION_OP,
-            Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at: now }, session: None },
+            Pending {
+                kind: Kind::OpenSession,
+                phase: Phase::Waiting { at: now },
+                session: None,
+                queued: false,
+            },
         );
         client.flush();
         client
@@ -288,7 +297,10 @@ impl Client {
         self.now = self.now.max(now);
         let id = OpId(self.next_op);
         self.next_op += 1;
-        self.ops.insert(id, Pending { kind, phase: Phase::Waiting { at: self.now }, session: None });
+        self.ops.insert(
+            id,
+            Pending { kind, phase: Phase::Waiting { at: self.now }, session: None, queued: false },
+        );
         self.flush();
         id
     }
@@ -351,6 +363,7 @@ impl Client {
                     kind: Kind::KeepAlive,
                     phase: Phase::Waiting { at: self.now },
                     session: Some(session),
+                    queued: false,
                 };
                 self.ops.insert(KEEP_ALIVE_OP, keep);
             }
@@ -548,7 +561,10 @@ impl Client {
                     self.leader = Some(from);
                 }
                 match outcome {
-                    Outcome::Pending => p.phase = Phase::Pending { node: from },
+                    Outcome::Pending => {
+                        p.phase = Phase::Pending { node: from };
+                        p.queued = true;
+                    }
                     Outcome::Done(result) => self.on_result(id, result, index),
                 }
             }
@@ -609,7 +625,7 @@ impl Client {
                 self.seqs.remove(&seq);
             }
             self.requests.retain(|_, o| *o != id);
-            self.events.push_back(ClientEvent::Done { op: id, result, index });
+            self.events.push_back(ClientEvent::Done { op: id, result, index, queued: p.queued });
         }
     }
 
@@ -625,7 +641,12 @@ impl Client {
                     let at = self.now.add_us(self.cfg.retry_backoff_us.max(1) * 10);
                     self.ops.insert(
                         id,
-                        Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at }, session: None },
+                        Pending {
+                            kind: Kind::OpenSession,
+                            phase: Phase::Waiting { at },
+                            session: None,
+                            queued: false,
+                        },
                     );
                 }
                 Kind::KeepAlive => {}
@@ -734,7 +755,7 @@ impl Client {
         let at = self.now;
         self.ops.insert(
             SESSION_OP,
-            Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at }, session: None },
+            Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at }, session: None, queued: false },
         );
     }
 }

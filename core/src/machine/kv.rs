@@ -289,7 +289,7 @@ impl Kv {
                     Some(ms) => Some(fx.time.add_us(ms * 1000)),
                     None => None,
                 };
-                self.write(fx, key, value, expires)
+                self.write(fx, key, value, expires, false)
             }
             KvOp::Delete { key, if_match } => {
                 let current = self.entries.get(&key).map(|s| Etag(s.mod_revision));
@@ -324,29 +324,33 @@ impl Kv {
                 }
                 let (value, expires) = (source.value.clone(), source.expires);
                 if let KvOp::Rename { from, to, .. } = op {
-                    let reply = self.write(fx, to, value, expires)?;
+                    let reply = self.write(fx, to, value, expires, true)?;
                     self.remove(fx, &from, WatchKind::Delete);
                     Ok(reply)
                 } else {
-                    self.write(fx, to.clone(), value, None)
+                    self.write(fx, to.clone(), value, None, false)
                 }
             }
         }
     }
 
+    /// Writes `key`. `moving` marks the first half of a rename, whose source key is removed
+    /// next: the write then adds no key to the count.
     fn write(
         &mut self,
         fx: &mut Fx<'_>,
         key: String,
         value: Vec<u8>,
         expires: Option<Instant>,
+        moving: bool,
     ) -> Result<Reply, Error> {
         let limits = fx.limits;
         if value.len() > limits.kv_value_bytes_max {
             return Err(limit(Limit::KvValueBytes, limits.kv_value_bytes_max));
         }
         let existing = self.entries.get(&key);
-        if existing.is_none() && self.entries.len() >= limits.kv_keys_max {
+        let keys = self.entries.len() - usize::from(moving);
+        if existing.is_none() && keys >= limits.kv_keys_max {
             return Err(limit(Limit::KvKeys, limits.kv_keys_max));
         }
         if let Some(old) = existing.and_then(|s| s.expires) {
@@ -438,7 +442,9 @@ impl Kv {
                 if !filter.is_valid() {
                     return Err(KvError::InvalidPattern.into());
                 }
-                if *from < self.oldest {
+                // Revision 0 never existed: from 0 means from the first change, which is
+                // compacted only once that change was dropped.
+                if (*from).max(1) < self.oldest {
                     return Err(KvError::Compacted { oldest: self.oldest }.into());
                 }
                 let start = self.history.partition_point(|e| e.revision < *from);

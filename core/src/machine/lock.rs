@@ -190,8 +190,8 @@ pub(crate) struct Locks {
 impl Locks {
     pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: LockOp) -> Step {
         let r = match op {
-            LockOp::Lock { name, timeout_ms } => self.lock(fx, vec![name], timeout_ms),
-            LockOp::LockMany { names, timeout_ms } => self.lock(fx, names, timeout_ms),
+            LockOp::Lock { name, timeout_ms } => self.lock(fx, vec![name], timeout_ms, true),
+            LockOp::LockMany { names, timeout_ms } => self.lock(fx, names, timeout_ms, false),
             LockOp::Enqueue { name } => self.enqueue(fx, name),
             LockOp::Await { name, timeout_ms } => self.await_place(fx, &name, timeout_ms),
             LockOp::Unlock { name } => self.unlock(fx, &name),
@@ -208,7 +208,15 @@ impl Locks {
         Ok(())
     }
 
-    fn lock(&mut self, fx: &mut Fx<'_>, names: Vec<String>, timeout_ms: Option<u64>) -> Result<Step, Error> {
+    /// `reentrant`: a plain `Lock`, which adds a hold when the caller has one already;
+    /// `LockMany` never does (even of one name) and fails with `AlreadyHeld` instead.
+    fn lock(
+        &mut self,
+        fx: &mut Fx<'_>,
+        names: Vec<String>,
+        timeout_ms: Option<u64>,
+        reentrant: bool,
+    ) -> Result<Step, Error> {
         let caller = fx.waiter()?;
         let limits = fx.limits;
         if names.is_empty() || names.len() > limits.multi_lock_names_max {
@@ -222,7 +230,7 @@ impl Locks {
         }
         let deadline = fx.deadline(timeout_ms)?;
         let session = caller.session;
-        if let [name] = names.as_slice() {
+        if let (true, [name]) = (reentrant, names.as_slice()) {
             if let Some(state) = self.locks.get_mut(name) {
                 if let Some(h) = state.holder.as_mut().filter(|h| h.session == session) {
                     if h.count >= limits.lock_reentrancy_max {

@@ -225,7 +225,11 @@ impl Semaphores {
             }
             SemaphoreOp::Increase { name, permits } => {
                 let s = self.sems.get_mut(&name).ok_or(SemaphoreError::NotInitialized)?;
-                if permits > max || s.available.saturating_add(permits as i64) > max as i64 {
+                // Held permits come back to the pool on release: they count too.
+                let held = i64::try_from(s.held.values().sum::<u64>()).unwrap_or(i64::MAX);
+                if permits > max
+                    || s.available.saturating_add(held).saturating_add(permits as i64) > max as i64
+                {
                     return Err(too_many());
                 }
                 s.available += permits as i64;
