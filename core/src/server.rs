@@ -63,12 +63,16 @@ pub struct Replica {
     events: VecDeque<Event<()>>,
     /// Every machine event, when the host asked for them (audit logs, checkers).
     applied: Option<VecDeque<MachineEvent>>,
+    /// The key-value revision up to which changes were routed to watches.
+    kv_routed: u64,
 }
 
 impl Replica {
     /// Serves clients from `node`.
     pub fn new(node: Node<Concord>, limits: ServeLimits) -> Self {
+        let kv_routed = node.machine().kv_revision();
         Self {
+            kv_routed,
             node,
             limits,
             next_request: 1,
@@ -253,29 +257,15 @@ impl Replica {
         }
         let machine = self.node.machine();
         let revision = machine.kv_revision();
-        let mut history = Vec::new();
-        if let Some(mut next) = from {
-            // Replay the history window up to the present: every event applied so far has
-            // been routed already (each handle_* drains the machine), so live events
-            // continue exactly where the history ends.
-            loop {
-                let q = Query {
-                    session: None,
-                    op: QueryOp::Kv(KvQuery::History { filter: filter.clone(), from: next }),
-                };
-                match machine.read(&q) {
-                    Ok(Reply::WatchHistory { events, more, .. }) => {
-                        next = events.last().map_or(next, |e| e.revision + 1);
-                        history.extend(events);
-                        if !more {
-                            break;
-                        }
-                    }
-                    Ok(_) => break,
-                    Err(e) => {
-                        self.answer(conn, id, Err(ClientError::Watch(e)));
-                        return;
-                    }
+        let mut replay = Vec::new();
+        if let Some(from) = from {
+            // Every event applied so far has been routed already (each handle_* drains
+            // the machine), so live events continue exactly where the history ends.
+            match history(machine, &filter, from) {
+                Ok(events) => replay = events,
+                Err(e) => {
+                    self.answer(conn, id, Err(e));
+                    return;
                 }
             }
         } else if !filter.is_valid() {
@@ -284,10 +274,40 @@ impl Replica {
             return;
         }
         self.answer(conn, id, Ok(Answer::Watching { revision }));
-        for event in history {
+        for event in replay {
             self.out.push_back((conn, ServerMessage::Push(Push::Watch { watch: id, event })));
         }
         self.watches.insert((conn, id), filter);
+    }
+
+    /// A snapshot replaced the state: the changes it covers were never applied here one by
+    /// one, so each watch gets them from the snapshot's history window — or, if they are
+    /// no longer in it, its stream ends with the error.
+    fn catch_up_watches(&mut self) {
+        let machine = self.node.machine();
+        let revision = machine.kv_revision();
+        if revision <= self.kv_routed {
+            return;
+        }
+        let from = self.kv_routed + 1;
+        let mut ended = Vec::new();
+        for ((conn, id), filter) in &self.watches {
+            match history(machine, filter, from) {
+                Ok(events) => {
+                    for event in events.into_iter().filter(|e| e.revision <= revision) {
+                        self.out.push_back((*conn, ServerMessage::Push(Push::Watch { watch: *id, event })));
+                    }
+                }
+                Err(error) => {
+                    self.out.push_back((*conn, ServerMessage::Push(Push::StreamEnded { id: *id, error })));
+                    ended.push((*conn, *id));
+                }
+            }
+        }
+        for key in ended {
+            self.watches.remove(&key);
+        }
+        self.kv_routed = revision;
     }
 
     /// Routes everything the node produced: replies to their requests, machine events to
@@ -324,7 +344,8 @@ impl Replica {
                     self.events.push_back(Event::StateChanged { role, term, leader });
                 }
                 Event::SnapshotInstalled { index } => {
-                    self.events.push_back(Event::SnapshotInstalled { index })
+                    self.catch_up_watches();
+                    self.events.push_back(Event::SnapshotInstalled { index });
                 }
             }
         }
@@ -353,6 +374,11 @@ impl Replica {
                 }
             }
             MachineEvent::Kv(event) => {
+                // Changes a snapshot covered were replayed from its history already.
+                if event.revision <= self.kv_routed {
+                    return;
+                }
+                self.kv_routed = event.revision;
                 for ((conn, id), filter) in &self.watches {
                     if filter.matches(&event.key) {
                         let push = Push::Watch { watch: *id, event: event.clone() };
@@ -368,6 +394,32 @@ impl Replica {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Every change covered by `filter` from revision `from` on, paging through the machine's
+/// history window.
+fn history(
+    machine: &Concord,
+    filter: &WatchFilter,
+    from: u64,
+) -> Result<Vec<crate::machine::kv::WatchEvent>, ClientError> {
+    let mut next = from;
+    let mut all = Vec::new();
+    loop {
+        let q =
+            Query { session: None, op: QueryOp::Kv(KvQuery::History { filter: filter.clone(), from: next }) };
+        match machine.read(&q) {
+            Ok(Reply::WatchHistory { events, more, .. }) => {
+                next = events.last().map_or(next, |e| e.revision + 1);
+                all.extend(events);
+                if !more {
+                    return Ok(all);
+                }
+            }
+            Ok(_) => return Ok(all),
+            Err(e) => return Err(ClientError::Watch(e)),
         }
     }
 }

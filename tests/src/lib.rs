@@ -4,5 +4,6 @@
 
 pub mod harness;
 pub mod linearizability;
+pub mod psim;
 pub mod register;
 pub mod sim;

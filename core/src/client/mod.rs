@@ -95,7 +95,9 @@ pub enum ClientEvent {
         result: Result<Reply, Error>,
         /// Where in the log.
         index: LogIndex,
-        /// The machine queued it first (a lock wait, …): it completed at a later entry.
+        /// The machine queued it (a lock wait, …) and a later entry, at `index`, completed
+        /// it. `false` when it completed at once — or when its result came from the reply
+        /// cache on a retry, in which case `index` is the retry's entry.
         queued: bool,
     },
     /// An operation failed for a reason outside the state machine (wrong group, a
@@ -394,7 +396,7 @@ impl Client {
                 _ => {}
             }
         }
-        if self.session.is_some() {
+        if self.session.is_some() && !self.ops.contains_key(&KEEP_ALIVE_OP) {
             next = next.min(self.last_sent.add_us(self.cfg.session_ttl_ms * 1000 / 3));
         }
         next
@@ -565,10 +567,10 @@ impl Client {
                         p.phase = Phase::Pending { node: from };
                         p.queued = true;
                     }
-                    Outcome::Done(result) => self.on_result(id, result, index),
+                    Outcome::Done(result) => self.on_result(id, result, index, false),
                 }
             }
-            Answer::Read { index, result } => self.finish(id, result, index),
+            Answer::Read { index, result } => self.finish(id, result, index, false),
             Answer::Watching { revision } => {
                 if let Kind::Watch { next, .. } = &mut p.kind {
                     // Resuming elsewhere later continues after what this node covers.
@@ -586,7 +588,7 @@ impl Client {
     }
 
     /// A command's machine result.
-    fn on_result(&mut self, id: OpId, result: Result<Reply, Error>, index: LogIndex) {
+    fn on_result(&mut self, id: OpId, result: Result<Reply, Error>, index: LogIndex, pushed: bool) {
         let Some(p) = self.ops.get(&id) else { return };
         if let Err(Error::SessionLost(s)) = &result {
             if p.session == Some(*s) || matches!(p.kind, Kind::KeepAlive) {
@@ -615,17 +617,17 @@ impl Client {
             (Kind::KeepAlive, _) => {
                 self.ops.remove(&id);
             }
-            _ => self.finish(id, result, index),
+            _ => self.finish(id, result, index, pushed),
         }
     }
 
-    fn finish(&mut self, id: OpId, result: Result<Reply, Error>, index: LogIndex) {
+    fn finish(&mut self, id: OpId, result: Result<Reply, Error>, index: LogIndex, pushed: bool) {
         if let Some(p) = self.ops.remove(&id) {
             if let Kind::Command { seq, .. } = p.kind {
                 self.seqs.remove(&seq);
             }
             self.requests.retain(|_, o| *o != id);
-            self.events.push_back(ClientEvent::Done { op: id, result, index, queued: p.queued });
+            self.events.push_back(ClientEvent::Done { op: id, result, index, queued: pushed && p.queued });
         }
     }
 
@@ -692,7 +694,7 @@ impl Client {
                     return;
                 }
                 let Some(&id) = self.seqs.get(&seq) else { return };
-                self.on_result(id, result, index);
+                self.on_result(id, result, index, true);
             }
             Push::SessionEnded { session, .. } => {
                 if self.session == Some(session) {
@@ -721,6 +723,11 @@ impl Client {
                     self.events.push_back(ClientEvent::Watch { op: id, event });
                 }
             }
+            Push::StreamEnded { id, error } => {
+                if let Some(&op) = self.requests.get(&id) {
+                    self.fail(op, error);
+                }
+            }
             Push::Election { observer, event } => {
                 if let Some(&id) = self.requests.get(&observer) {
                     self.events.push_back(ClientEvent::Election { op: id, event });
@@ -747,7 +754,7 @@ impl Client {
             if id == KEEP_ALIVE_OP {
                 self.ops.remove(&id);
             } else {
-                self.finish(id, Err(Error::SessionLost(lost)), 0);
+                self.finish(id, Err(Error::SessionLost(lost)), 0, false);
             }
         }
         self.seqs.clear();

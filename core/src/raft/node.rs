@@ -768,7 +768,8 @@ impl<M: StateMachine> Node<M> {
 
     /// Leader: when the next `Tick` will be due (in local time), if one can be proposed.
     pub(super) fn tick_deadline(&self) -> Instant {
-        if self.tick_pending > self.applied || self.commit < self.term_start_index {
+        if self.tick_pending > self.applied || self.commit < self.term_start_index || self.transfer.is_some()
+        {
             return Instant::MAX;
         }
         self.machine.next_deadline().map_or(Instant::MAX, |d| self.local_time_of(d))

@@ -194,4 +194,13 @@ pub enum Push {
         /// The change.
         event: ElectionEvent,
     },
+    /// A stream ended on the node's side: a watch whose next changes were compacted away
+    /// before this node could send them (it installed a snapshot). Resume elsewhere or
+    /// from a later revision.
+    StreamEnded {
+        /// The request that opened it.
+        id: u64,
+        /// Why.
+        error: ClientError,
+    },
 }

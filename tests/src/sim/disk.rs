@@ -90,9 +90,9 @@ impl Disk {
 
     /// With every write done, the disk must hold exactly the node's state: what a restart
     /// would recover is what the node was running with.
-    pub(crate) fn matches_node(
+    pub(crate) fn matches_node<M: concord_core::StateMachine>(
         &self,
-        node: &concord_core::Node<crate::register::RegisterMachine>,
+        node: &concord_core::Node<M>,
     ) -> Result<(), String> {
         if self.hard_state != node.hard_state() {
             return Err(format!(

@@ -12,8 +12,8 @@
 pub mod checker;
 mod clients;
 mod control;
-mod disk;
-mod net;
+pub(crate) mod disk;
+pub(crate) mod net;
 
 use crate::linearizability::{self, CheckResult, KvInput, KvModel, KvOutput, Operation};
 use crate::register::{fnv1a, RegisterMachine};

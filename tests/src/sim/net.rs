@@ -87,11 +87,19 @@ impl Net {
 
     /// Encodes and decodes a message with the real wire format.
     pub(crate) fn through_wire(&mut self, msg: Message) -> Result<Message, String> {
+        match self.envelope_through_wire(Envelope::Raft(msg))? {
+            Envelope::Raft(m) => Ok(m),
+            _ => Err("frame did not decode to the message".into()),
+        }
+    }
+
+    /// Encodes and decodes any envelope with the real wire format.
+    pub(crate) fn envelope_through_wire(&mut self, envelope: Envelope) -> Result<Envelope, String> {
         self.buf.clear();
-        encode_frame(&Envelope::Raft(msg), FRAME_BYTES_MAX, &mut self.buf).map_err(|e| e.to_string())?;
+        encode_frame(&envelope, FRAME_BYTES_MAX, &mut self.buf).map_err(|e| e.to_string())?;
         match decode_frame(&self.buf, FRAME_BYTES_MAX) {
-            Ok(Some((Envelope::Raft(m), used))) if used == self.buf.len() => Ok(m),
-            Ok(_) => Err("frame did not decode to the message".into()),
+            Ok(Some((e, used))) if used == self.buf.len() && e == envelope => Ok(e),
+            Ok(_) => Err("frame did not decode to the envelope sent".into()),
             Err(e) => Err(e.to_string()),
         }
     }
