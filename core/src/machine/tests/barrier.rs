@@ -4,7 +4,7 @@
 use super::{err, ok, T};
 use crate::machine::barrier::{BarrierError, BarrierOp};
 use crate::machine::session::SessionOp;
-use crate::machine::{BarrierView, Concord, Error, Event, Limit, Limits, Op, Outcome, Reply, SessionId};
+use crate::machine::{BarrierView, Error, Event, Limit, Limits, Op, Outcome, Reply, SessionId};
 use crate::StateMachine;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -34,15 +34,6 @@ fn barrier(t: &T, name: &str) -> Option<(u64, u32, usize)> {
         .into_iter()
         .find(|b| b.name == name)
         .map(|BarrierView { generation, parties, arrived, .. }| (generation, parties, arrived))
-}
-
-/// Replaces the machine with one restored from its snapshot, as a follower would be.
-fn restore_fresh(t: &mut T) {
-    let mut bytes = Vec::new();
-    t.m.snapshot(&mut bytes);
-    let mut fresh = Concord::new(t.m.limits().clone());
-    fresh.restore(&bytes).expect("restores");
-    t.m = fresh;
 }
 
 #[test]
@@ -254,7 +245,7 @@ fn barrier_arrivals_survive_a_snapshot() {
     assert_eq!(t.run(b, wait("b", 3, Some(5_000))), Outcome::Pending);
     t.events();
     t.assert_snapshot_round_trips(&[]);
-    restore_fresh(&mut t);
+    t.restore_fresh();
     assert_eq!(barrier(&t, "b"), Some((0, 3, 2)));
     assert_eq!(barrier(&t, "done"), Some((1, 1, 0)));
     let index = t.next_index();
@@ -276,7 +267,7 @@ fn a_restored_waiter_still_times_out_and_breaks_the_generation() {
     assert_eq!(t.run(a, wait("b", 3, None)), Outcome::Pending);
     assert_eq!(t.run(b, wait("b", 3, Some(200))), Outcome::Pending);
     t.events();
-    restore_fresh(&mut t);
+    t.restore_fresh();
     t.advance_ms(200);
     let index = t.next_index();
     t.tick();

@@ -7,9 +7,8 @@ use crate::machine::election::{
 };
 use crate::machine::session::SessionOp;
 use crate::machine::{
-    Concord, Error, Event, Fence, Limit, Limits, Op, Outcome, QueryOp, Reply, SessionEnd, SessionId,
+    Error, Event, Fence, Limit, Limits, Op, Outcome, QueryOp, Reply, SessionEnd, SessionId,
 };
-use crate::StateMachine;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -365,11 +364,7 @@ fn leaders_and_candidates_survive_a_snapshot_and_fail_over_after_restore() {
     let c_seq = wait(&mut t, c, campaign("e", b"c"));
     t.events();
     t.assert_snapshot_round_trips(&[QueryOp::Election(ElectionQuery::Leader { name: "e".into() })]);
-    let mut bytes = Vec::new();
-    t.m.snapshot(&mut bytes);
-    let mut copy = Concord::new(t.m.limits().clone());
-    copy.restore(&bytes).unwrap();
-    t.m = copy;
+    t.restore_fresh();
     assert_eq!(leader(&t, "e"), Some(leader_info(a, b"a", i)));
     t.advance_ms(1000);
     let j = t.next_index();

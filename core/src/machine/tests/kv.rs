@@ -3,7 +3,7 @@
 
 use super::{err, ok, T};
 use crate::machine::kv::{KvEntry, KvError, KvOp, KvQuery, PutMode, WatchEvent, WatchFilter, WatchKind};
-use crate::machine::{Concord, Error, Etag, Event, Limit, Limits, Op, QueryOp, Reply};
+use crate::machine::{Error, Etag, Event, Limit, Limits, Op, QueryOp, Reply};
 use crate::StateMachine;
 use alloc::string::String;
 use alloc::vec;
@@ -109,15 +109,6 @@ fn kv_events(t: &mut T) -> Vec<WatchEvent> {
             other => panic!("unexpected event {other:?}"),
         })
         .collect()
-}
-
-/// Replaces the machine with one restored from its snapshot, as a follower would be.
-fn restore_fresh(t: &mut T) {
-    let mut bytes = Vec::new();
-    t.m.snapshot(&mut bytes);
-    let mut fresh = Concord::new(t.m.limits().clone());
-    fresh.restore(&bytes).expect("restores");
-    t.m = fresh;
 }
 
 #[test]
@@ -621,7 +612,7 @@ fn the_store_ttls_and_history_survive_a_snapshot() {
         history_q(WatchFilter::Pattern("a.>".into()), 1),
     ];
     t.assert_snapshot_round_trips(&probe);
-    restore_fresh(&mut t);
+    t.restore_fresh();
     // The window and the revision counter came across.
     assert_eq!(
         t.query(None, history_q(WatchFilter::Key("a/1".into()), 1)),

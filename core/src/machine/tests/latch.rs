@@ -4,7 +4,7 @@
 use super::{err, ok, T};
 use crate::machine::latch::{LatchError, LatchOp, LatchQuery};
 use crate::machine::session::SessionOp;
-use crate::machine::{Concord, Error, Event, Limit, Limits, Op, Outcome, QueryOp, Reply, SessionId};
+use crate::machine::{Error, Event, Limit, Limits, Op, Outcome, QueryOp, Reply, SessionId};
 use crate::StateMachine;
 use alloc::string::String;
 use alloc::vec;
@@ -42,15 +42,6 @@ fn latches(t: &T) -> Vec<(String, u64, usize)> {
 
 fn released(session: SessionId, seq: u64, index: u64) -> Event {
     Event::Completed { session, seq, result: Ok(Reply::Unit), index }
-}
-
-/// Replaces the machine with one restored from its snapshot, as a follower would be.
-fn restore_fresh(t: &mut T) {
-    let mut bytes = Vec::new();
-    t.m.snapshot(&mut bytes);
-    let mut fresh = Concord::new(t.m.limits().clone());
-    fresh.restore(&bytes).expect("restores");
-    t.m = fresh;
 }
 
 #[test]
@@ -257,7 +248,7 @@ fn latch_waiters_survive_a_snapshot() {
     ok(t.anon(count_down("l")));
     t.events();
     t.assert_snapshot_round_trips(&[count_q("l"), count_q("other"), count_q("never")]);
-    restore_fresh(&mut t);
+    t.restore_fresh();
     assert_eq!(count(&t, "l"), 1);
     // The restored waiter's timeout still fires…
     t.advance_ms(500);

@@ -5,7 +5,7 @@ use super::{err, ok, T};
 use crate::machine::lock::{LockError, LockInfo, LockOp, LockQuery};
 use crate::machine::session::SessionOp;
 use crate::machine::{
-    Concord, Error, Event, Fence, Limit, Limits, Op, Outcome, QueryOp, Reply, SessionEnd, SessionId,
+    Error, Event, Fence, Limit, Limits, Op, Outcome, QueryOp, Reply, SessionEnd, SessionId,
 };
 use crate::StateMachine;
 use alloc::string::String;
@@ -107,11 +107,7 @@ fn waiters(t: &T, name: &str) -> Vec<SessionId> {
 /// Replaces the machine by one restored from its snapshot (after checking the round trip).
 fn restore_from_snapshot(t: &mut T, probe: &[QueryOp]) {
     t.assert_snapshot_round_trips(probe);
-    let mut bytes = Vec::new();
-    t.m.snapshot(&mut bytes);
-    let mut copy = Concord::new(t.m.limits().clone());
-    copy.restore(&bytes).unwrap();
-    t.m = copy;
+    t.restore_fresh();
 }
 
 #[test]

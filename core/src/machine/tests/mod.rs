@@ -130,6 +130,16 @@ impl T {
             .collect()
     }
 
+    /// Replaces the machine with one restored from its snapshot, as a follower that
+    /// installs it would hold.
+    pub(super) fn restore_fresh(&mut self) {
+        let mut bytes = Vec::new();
+        self.m.snapshot(&mut bytes);
+        let mut fresh = Concord::new(self.m.limits().clone());
+        fresh.restore(&bytes).expect("a snapshot restores");
+        self.m = fresh;
+    }
+
     /// Snapshots the machine, restores the snapshot into a fresh machine, and checks the
     /// copy snapshots to the same bytes and answers `probe` the same way.
     pub(super) fn assert_snapshot_round_trips(&self, probe: &[QueryOp]) {

@@ -4,10 +4,8 @@
 use super::{err, ok, T};
 use crate::machine::rwlock::{Mode, RwLockError, RwLockOp, RwLockQuery};
 use crate::machine::session::SessionOp;
-use crate::machine::{Concord, Error, Event, Fence, Limit, Limits, Op, Outcome, QueryOp, Reply, SessionId};
-use crate::StateMachine;
+use crate::machine::{Error, Event, Fence, Limit, Limits, Op, Outcome, QueryOp, Reply, SessionId};
 use alloc::vec;
-use alloc::vec::Vec;
 
 /// Long enough that no session expires unless a test means it to.
 const TTL_MS: u64 = 60_000;
@@ -351,11 +349,7 @@ fn holds_and_waiters_survive_a_snapshot_and_complete_after_restore() {
         QueryOp::RwLock(RwLockQuery::Readers { name: "l".into() }),
         QueryOp::RwLock(RwLockQuery::IsWriteLocked { name: "l".into() }),
     ]);
-    let mut bytes = Vec::new();
-    t.m.snapshot(&mut bytes);
-    let mut copy = Concord::new(t.m.limits().clone());
-    copy.restore(&bytes).unwrap();
-    t.m = copy;
+    t.restore_fresh();
     assert_eq!(ok(t.run(a, unlock("l"))), Reply::Count(1));
     ok(t.run(a, unlock("l")));
     assert_eq!(t.events(), vec![]);
@@ -379,11 +373,7 @@ fn a_waiter_restored_from_a_snapshot_still_times_out() {
     acquire(&mut t, a, read("l"));
     let w_seq = wait(&mut t, w, lock_for("l", Mode::Write, 100));
     t.assert_snapshot_round_trips(&[QueryOp::RwLock(RwLockQuery::Readers { name: "l".into() })]);
-    let mut bytes = Vec::new();
-    t.m.snapshot(&mut bytes);
-    let mut copy = Concord::new(t.m.limits().clone());
-    copy.restore(&bytes).unwrap();
-    t.m = copy;
+    t.restore_fresh();
     t.advance_ms(100);
     let i = t.next_index();
     t.tick();

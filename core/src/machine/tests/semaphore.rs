@@ -4,10 +4,8 @@
 use super::{err, ok, T};
 use crate::machine::semaphore::{SemaphoreError, SemaphoreOp, SemaphoreQuery};
 use crate::machine::session::SessionOp;
-use crate::machine::{Concord, Error, Event, Limit, Limits, Op, Outcome, QueryOp, Reply, SessionId};
-use crate::StateMachine;
+use crate::machine::{Error, Event, Limit, Limits, Op, Outcome, QueryOp, Reply, SessionId};
 use alloc::vec;
-use alloc::vec::Vec;
 
 /// Long enough that no session expires unless a test means it to.
 const TTL_MS: u64 = 60_000;
@@ -470,11 +468,7 @@ fn permits_and_waiters_survive_a_snapshot_and_complete_after_restore() {
         QueryOp::Semaphore(SemaphoreQuery::Available { name: "s".into() }),
         QueryOp::Semaphore(SemaphoreQuery::Available { name: "f".into() }),
     ]);
-    let mut bytes = Vec::new();
-    t.m.snapshot(&mut bytes);
-    let mut copy = Concord::new(t.m.limits().clone());
-    copy.restore(&bytes).unwrap();
-    t.m = copy;
+    t.restore_fresh();
     assert_eq!(available(&t, "f"), -1);
     assert_eq!(held(&t, a, "s"), 3);
     t.advance_ms(1000);

@@ -4,8 +4,7 @@
 use super::{err, ok, T};
 use crate::machine::session::SessionOp;
 use crate::machine::signal::{SignalDelivery, SignalError, SignalOp};
-use crate::machine::{Concord, Error, Event, Limit, Limits, Op, Reply, SessionId};
-use crate::StateMachine;
+use crate::machine::{Error, Event, Limit, Limits, Op, Reply, SessionId};
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -51,15 +50,6 @@ fn send(t: &mut T, subject: &str, payload: &[u8]) -> (u64, Vec<(u64, SessionId)>
         })
         .collect();
     (n, deliveries)
-}
-
-/// Replaces the machine with one restored from its snapshot, as a follower would be.
-fn restore_fresh(t: &mut T) {
-    let mut bytes = Vec::new();
-    t.m.snapshot(&mut bytes);
-    let mut fresh = Concord::new(t.m.limits().clone());
-    fresh.restore(&bytes).expect("restores");
-    t.m = fresh;
 }
 
 #[test]
@@ -262,7 +252,7 @@ fn subscriptions_and_group_turns_survive_a_snapshot() {
     let plain = sub(&mut t, c, "s.*", None);
     assert_eq!(send(&mut t, "s.x", b""), (2, vec![(g1, a), (plain, c)]));
     t.assert_snapshot_round_trips(&[]);
-    restore_fresh(&mut t);
+    t.restore_fresh();
     // The group's turn came across: the next signal goes to the second member.
     assert_eq!(send(&mut t, "s.x", b""), (2, vec![(g2, b), (plain, c)]));
     assert_eq!(err(t.run(c, unsubscribe(g1))), Error::Signal(SignalError::NotSubscribed));
