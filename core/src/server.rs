@@ -131,9 +131,7 @@ impl Replica {
             }
             RequestBody::Watch { filter, from } => self.watch(conn, req.id, filter, from),
             RequestBody::Observe { name } => {
-                if self.streams_of(conn) >= self.limits.streams_per_connection_max as usize {
-                    let max = self.limits.streams_per_connection_max;
-                    self.answer(conn, req.id, Err(ClientError::TooManyStreams { max }));
+                if !self.stream_allowed(conn, req.id) {
                     return;
                 }
                 self.observers.insert((conn, req.id), name);
@@ -244,15 +242,20 @@ impl Replica {
         self.out.push_back((conn, ServerMessage::Answer { id, result }));
     }
 
-    fn streams_of(&self, conn: ConnId) -> usize {
-        let in_range = |m: &BTreeMap<(ConnId, u64), _>| m.range((conn, 0)..=(conn, u64::MAX)).count();
-        in_range(&self.watches) + self.observers.range((conn, 0)..=(conn, u64::MAX)).count()
+    /// Whether `conn` may open another stream; if not, request `id` is refused.
+    fn stream_allowed(&mut self, conn: ConnId, id: u64) -> bool {
+        let on_conn = (conn, 0)..=(conn, u64::MAX);
+        let open = self.watches.range(on_conn.clone()).count() + self.observers.range(on_conn).count();
+        let max = self.limits.streams_per_connection_max;
+        if open >= max as usize {
+            self.answer(conn, id, Err(ClientError::TooManyStreams { max }));
+            return false;
+        }
+        true
     }
 
     fn watch(&mut self, conn: ConnId, id: u64, filter: WatchFilter, from: Option<u64>) {
-        if self.streams_of(conn) >= self.limits.streams_per_connection_max as usize {
-            let max = self.limits.streams_per_connection_max;
-            self.answer(conn, id, Err(ClientError::TooManyStreams { max }));
+        if !self.stream_allowed(conn, id) {
             return;
         }
         let machine = self.node.machine();

@@ -404,11 +404,9 @@ impl Client {
 
     // ----- sending ------------------------------------------------------------------
 
-    fn target(&self, consistency: Option<Consistency>) -> Option<NodeId> {
-        if consistency == Some(Consistency::Stale) {
-            // Any node will do: prefer the one believed to lead (it is connected).
-            return self.leader.or_else(|| self.cfg.nodes.get(self.cursor).copied());
-        }
+    /// Where requests go: the node believed to lead, else the next guess. Stale reads and
+    /// streams could go anywhere, and go there too (that connection is already in use).
+    fn target(&self) -> Option<NodeId> {
         self.leader.or_else(|| self.cfg.nodes.get(self.cursor).copied())
     }
 
@@ -483,12 +481,7 @@ impl Client {
 
     fn send(&mut self, id: OpId) {
         let Some(p) = self.ops.get(&id) else { return };
-        let consistency = match &p.kind {
-            Kind::Query { consistency, .. } => Some(*consistency),
-            Kind::Watch { .. } | Kind::Observe { .. } => Some(Consistency::Stale),
-            _ => None,
-        };
-        let Some(node) = self.target(consistency) else { return };
+        let Some(node) = self.target() else { return };
         let session = p.session.or(self.session);
         let acked = self.acked();
         let body = match &p.kind {

@@ -98,6 +98,8 @@ pub enum ElectionError {
     NotLeader,
     /// The session is already a candidate.
     AlreadyCampaigning,
+    /// The campaign was given up: its session resigned while still a candidate.
+    Withdrawn,
 }
 
 impl fmt::Display for ElectionError {
@@ -105,6 +107,7 @@ impl fmt::Display for ElectionError {
         f.write_str(match self {
             Self::NotLeader => "this session is not the leader",
             Self::AlreadyCampaigning => "this session is already campaigning",
+            Self::Withdrawn => "the campaign was withdrawn by the same session",
         })
     }
 }
@@ -188,7 +191,7 @@ impl Elections {
                     emit(fx, &name, ElectionChange::Resigned, None);
                 } else if let Some(i) = e.candidates.iter().position(|(c, _)| c.session == me) {
                     if let Some((c, _)) = e.candidates.remove(i) {
-                        fx.complete(c, Err(Error::Election(ElectionError::NotLeader)));
+                        fx.complete(c, Err(ElectionError::Withdrawn.into()));
                     }
                 } else {
                     return Err(ElectionError::NotLeader.into());

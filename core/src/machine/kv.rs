@@ -304,33 +304,39 @@ impl Kv {
                 self.remove(fx, &key, WatchKind::Delete);
                 Ok(Reply::Bool(true))
             }
-            KvOp::Copy { from, to, if_absent } | KvOp::Rename { from, to, if_absent }
-                if from == to && self.entries.contains_key(&from) =>
-            {
-                let etag = Etag(self.entries[&from].mod_revision);
-                if if_absent {
-                    return Err(KvError::Exists { etag }.into());
-                }
-                Ok(Reply::KvWritten { etag })
+            KvOp::Copy { from, to, if_absent } => self.copy(fx, &from, to, if_absent, false),
+            KvOp::Rename { from, to, if_absent } => self.copy(fx, &from, to, if_absent, true),
+        }
+    }
+
+    /// Copies (or, with `rename`, moves) the entry under `from` to `to`. Copying a key onto
+    /// itself changes nothing.
+    fn copy(
+        &mut self,
+        fx: &mut Fx<'_>,
+        from: &str,
+        to: String,
+        if_absent: bool,
+        rename: bool,
+    ) -> Result<Reply, Error> {
+        check_name(fx.limits, &to)?;
+        let source = self.entries.get(from).ok_or(KvError::NotFound)?;
+        if let Some(existing) = self.entries.get(&to) {
+            let etag = Etag(existing.mod_revision);
+            if if_absent {
+                return Err(KvError::Exists { etag }.into());
             }
-            op @ (KvOp::Copy { .. } | KvOp::Rename { .. }) => {
-                let (KvOp::Copy { from, to, if_absent } | KvOp::Rename { from, to, if_absent }) = &op else {
-                    return Err(Error::Malformed);
-                };
-                check_name(limits, to)?;
-                let source = self.entries.get(from).ok_or(KvError::NotFound)?;
-                if let (true, Some(existing)) = (*if_absent, self.entries.get(to)) {
-                    return Err(KvError::Exists { etag: Etag(existing.mod_revision) }.into());
-                }
-                let (value, expires) = (source.value.clone(), source.expires);
-                if let KvOp::Rename { from, to, .. } = op {
-                    let reply = self.write(fx, to, value, expires, true)?;
-                    self.remove(fx, &from, WatchKind::Delete);
-                    Ok(reply)
-                } else {
-                    self.write(fx, to.clone(), value, None, false)
-                }
+            if from == to {
+                return Ok(Reply::KvWritten { etag });
             }
+        }
+        let (value, expires) = (source.value.clone(), source.expires);
+        if rename {
+            let reply = self.write(fx, to, value, expires, true)?;
+            self.remove(fx, from, WatchKind::Delete);
+            Ok(reply)
+        } else {
+            self.write(fx, to, value, None, false)
         }
     }
 

@@ -187,7 +187,7 @@ fn a_candidate_withdraws_by_resigning() {
     let i = t.next_index();
     assert_eq!(ok(t.run(b, resign("e"))), Reply::Unit);
     // The withdrawn campaign is answered; the leader is untouched.
-    assert_eq!(t.events(), vec![failed(b, b_seq, not_leader(), i)]);
+    assert_eq!(t.events(), vec![failed(b, b_seq, Error::Election(ElectionError::Withdrawn), i)]);
     assert_eq!(leader(&t, "e").map(|l| l.session), Some(a));
     let j = t.next_index();
     ok(t.run(a, resign("e")));
