@@ -6,4 +6,5 @@ pub mod harness;
 pub mod linearizability;
 pub mod psim;
 pub mod register;
+pub mod seeds;
 pub mod sim;

@@ -36,18 +36,7 @@ fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--seed" => {
-                let s: u64 =
-                    it.next().ok_or("--seed needs a number")?.parse().map_err(|e| format!("--seed: {e}"))?;
-                args.seeds = s..s + 1;
-            }
-            "--seeds" => {
-                let r = it.next().ok_or("--seeds needs a range like 0..1000")?;
-                let (lo, hi) = r.split_once("..").ok_or("--seeds takes LO..HI")?;
-                let lo: u64 = lo.parse().map_err(|e| format!("--seeds: {e}"))?;
-                let hi: u64 = hi.parse().map_err(|e| format!("--seeds: {e}"))?;
-                args.seeds = lo..hi;
-            }
+            "--seed" | "--seeds" => args.seeds = concord_tests::seeds::parse(&a, it.next())?,
             "--trace" => args.trace = true,
             "--all-faults" => args.all_faults = true,
             "--keep-going" => args.keep_going = true,

@@ -50,8 +50,6 @@ impl Checks {
         self.nodes[idx] = NodeSeen::default();
     }
 
-    pub(crate) fn on_snapshot_installed(&mut self, _idx: usize, _index: u64) {}
-
     /// Every invariant of one replica's state, after a step.
     pub(crate) fn after_step(&mut self, idx: usize, r: &mut Replica) {
         while let Some(e) = r.poll_machine_event() {

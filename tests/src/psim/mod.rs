@@ -18,7 +18,7 @@ mod workload;
 
 use crate::sim::disk::Disk;
 use crate::sim::net::Net;
-use crate::sim::Faults;
+use crate::sim::{DriftClock, Faults, Scheduled};
 use checks::Checks;
 use concord_core::client::{Client, ClientConfig};
 use concord_core::machine::{Concord, Limits};
@@ -188,58 +188,15 @@ enum Ev {
     EndChaos,
 }
 
-struct Scheduled {
-    at: u64,
-    seq: u64,
-    ev: Ev,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 struct PNode {
     id: NodeId,
     replica: Option<Replica>,
     incarnation: u64,
     disk: Disk,
-    drift_ppm: i64,
+    clock: DriftClock,
     timer_generation: u64,
     timer_at: u64,
     paused_until: u64,
-}
-
-impl PNode {
-    fn local(&self, t: u64) -> Instant {
-        let scaled = i128::from(t) * (1_000_000 + i128::from(self.drift_ppm)) / 1_000_000;
-        Instant::from_micros(scaled as u64)
-    }
-
-    fn true_time(&self, local: Instant, now: u64) -> u64 {
-        if local == Instant::MAX {
-            return u64::MAX;
-        }
-        let rel = i128::from(local.as_micros());
-        let mut t = (rel * 1_000_000 / (1_000_000 + i128::from(self.drift_ppm))) as u64;
-        t = t.max(now);
-        while self.local(t) < local {
-            t += 1;
-        }
-        t
-    }
 }
 
 struct PClient {
@@ -254,7 +211,7 @@ pub struct Psim {
     rng: Xoshiro256PlusPlus,
     now: u64,
     seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    queue: BinaryHeap<Reverse<Scheduled<Ev>>>,
     nodes: Vec<PNode>,
     clients: Vec<PClient>,
     net: Net,
@@ -283,7 +240,14 @@ impl Psim {
                 replica: None,
                 incarnation: 0,
                 disk: Disk::default(),
-                drift_ppm: if half == 0 { 0 } else { (rng.next_u64() % (2 * half as u64 + 1)) as i64 - half },
+                clock: DriftClock {
+                    offset_us: 0,
+                    drift_ppm: if half == 0 {
+                        0
+                    } else {
+                        (rng.next_u64() % (2 * half as u64 + 1)) as i64 - half
+                    },
+                },
                 timer_generation: 0,
                 timer_at: u64::MAX,
                 paused_until: 0,
@@ -341,7 +305,7 @@ impl Psim {
 
     fn schedule(&mut self, at: u64, ev: Ev) {
         self.seq += 1;
-        self.queue.push(Reverse(Scheduled { at, seq: self.seq, ev }));
+        self.queue.push(Reverse(Scheduled { at, seq: self.seq, event: ev }));
     }
 
     fn range(&mut self, (lo, hi): (u64, u64)) -> u64 {
@@ -362,7 +326,7 @@ impl Psim {
     fn boot(&mut self, idx: usize, start: Start) {
         let seed = self.rng.next_u64();
         let config = self.cfg.raft_config(self.nodes[idx].id);
-        let local = self.nodes[idx].local(self.now);
+        let local = self.nodes[idx].clock.local(self.now);
         let machine = Concord::new(Limits::default());
         match Node::new(config, machine, start, local, seed) {
             Ok(node) => {
@@ -389,12 +353,12 @@ impl Psim {
             }
             self.now = s.at;
             self.report.steps += 1;
-            self.handle(s.ev);
+            self.handle(s.event);
             if let Some((p, d)) = self.checks.take_violation() {
                 return Err(self.violation(p, d));
             }
             if let Some(healed) = self.healed_at {
-                if self.workload.all_served_since(healed, self.cfg.ops_after_heal) {
+                if self.workload.all_served(self.cfg.ops_after_heal) {
                     self.report.recovery_us = self.now - healed;
                     return self.finish();
                 }
@@ -404,7 +368,7 @@ impl Psim {
             Some(h) => format!(
                 "{} µs after healing, clients still waiting: {}",
                 self.now.saturating_sub(h),
-                self.workload.describe_waiting()
+                self.workload.describe_waiting(self.cfg.ops_after_heal)
             ),
             None => "the run ended before healing".into(),
         };
@@ -412,12 +376,10 @@ impl Psim {
     }
 
     fn finish(mut self) -> Result<Report, Violation> {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if let Some(r) = &n.replica {
-                self.report.ticks += r.node().metrics().ticks_proposed;
-                self.report.snapshots_installed += r.node().metrics().snapshots_installed;
-                let _ = i;
-            }
+        // (Counted on the replicas running at the end; a crash loses its node's counters.)
+        for r in self.nodes.iter().filter_map(|n| n.replica.as_ref()) {
+            self.report.ticks += r.node().metrics().ticks_proposed;
+            self.report.snapshots_installed += r.node().metrics().snapshots_installed;
         }
         self.workload.report(&mut self.report);
         if let Err((p, d)) = self.workload.final_checks() {
@@ -480,7 +442,7 @@ impl Psim {
                     return;
                 }
                 self.nodes[node].timer_at = u64::MAX;
-                let local = self.nodes[node].local(self.now);
+                let local = self.nodes[node].clock.local(self.now);
                 if let Some(r) = self.nodes[node].replica.as_mut() {
                     r.handle_timeout(local);
                 }
@@ -526,7 +488,7 @@ impl Psim {
         if self.net.blocked(from, to) {
             return;
         }
-        let local = self.nodes[to].local(self.now);
+        let local = self.nodes[to].clock.local(self.now);
         let Some(r) = self.nodes[to].replica.as_mut() else { return };
         if let Err(e) = r.handle_message(local, msg) {
             self.checks.fail("routing", format!("n{} refused a message: {e}", to + 1));
@@ -538,7 +500,7 @@ impl Psim {
         if self.net.blocked(self.cfg.nodes as usize + client, node) {
             return;
         }
-        let local = self.nodes[node].local(self.now);
+        let local = self.nodes[node].clock.local(self.now);
         let Some(r) = self.nodes[node].replica.as_mut() else { return };
         r.handle_client(local, ConnId(client as u64), req);
         self.drain_node(node);
@@ -583,11 +545,8 @@ impl Psim {
         while let Some(out) = r.poll_client() {
             to_clients.push(out);
         }
-        while let Some(e) = r.poll_event() {
-            if let concord_core::Event::SnapshotInstalled { index } = e {
-                self.checks.on_snapshot_installed(idx, index);
-            }
-        }
+        // Role changes and installed snapshots need no action here.
+        while r.poll_event().is_some() {}
         let deadline = r.poll_timeout();
         self.checks.after_step(idx, r);
         for w in writes {
@@ -634,7 +593,7 @@ impl Psim {
             );
         }
         let node = &mut self.nodes[idx];
-        let at = node.true_time(deadline, self.now);
+        let at = node.clock.true_time(deadline, self.now);
         if at != node.timer_at {
             node.timer_at = at;
             node.timer_generation += 1;
@@ -749,7 +708,7 @@ impl Psim {
             4 => {
                 if let Some(l) = self.current_leader() {
                     let target = NodeId(((l + 1 + self.random(n as u64 - 1) as usize) % n) as u64 + 1);
-                    let local = self.nodes[l].local(self.now);
+                    let local = self.nodes[l].clock.local(self.now);
                     self.next_admin += 1;
                     let id = self.next_admin;
                     if let Some(r) = self.nodes[l].replica.as_mut() {

@@ -244,15 +244,16 @@ impl Workload {
         }
     }
 
-    pub(crate) fn all_served_since(&self, _healed: u64, k: u32) -> bool {
+    /// Whether every client completed `k` operations since healing.
+    pub(crate) fn all_served(&self, k: u32) -> bool {
         self.clients.iter().all(|c| c.served_after_heal >= k)
     }
 
-    pub(crate) fn describe_waiting(&self) -> String {
+    pub(crate) fn describe_waiting(&self, k: u32) -> String {
         self.clients
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.served_after_heal < 3)
+            .filter(|(_, c)| c.served_after_heal < k)
             .map(|(i, c)| {
                 let what = c.current.as_ref().map_or("nothing".to_string(), |cur| format!("{:?}", cur.kind));
                 format!("c{i} ({} served; waiting on {what}; session {:?})", c.served_after_heal, c.session)
@@ -563,7 +564,6 @@ impl Workload {
             return Some(self.think());
         }
         let session = self.clients[c].session;
-        let lin = |out: POut| Operation::completed(c as u64, cur.call_us, now, PIn::Read { key: 0 }, out);
         match (&cur.kind, result) {
             (Kind::Lin(input), r) => {
                 let out = match (input, r) {
@@ -571,8 +571,7 @@ impl Workload {
                         self.clients[c].last_counter = Some(v);
                         Some(POut::Read(norm(v)))
                     }
-                    (PIn::Read { key }, Ok(Reply::KvEntry(e))) => {
-                        let _ = key;
+                    (PIn::Read { .. }, Ok(Reply::KvEntry(e))) => {
                         Some(POut::Read(e.and_then(|e| decode(&e.value))))
                     }
                     (PIn::Read { .. }, Ok(Reply::Value(v))) => {
@@ -606,9 +605,7 @@ impl Workload {
                     }
                 };
                 if let Some(out) = out {
-                    let mut o = lin(out);
-                    o.input = input.clone();
-                    self.history.push(o);
+                    self.history.push(Operation::completed(c as u64, cur.call_us, now, input.clone(), out));
                 }
             }
             (Kind::Init, Ok(_)) => self.clients[c].initialized = true,

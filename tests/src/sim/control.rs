@@ -131,7 +131,7 @@ impl Sim {
         self.next_admin_request += 1;
         let rid = RequestId(self.next_admin_request);
         let idx = id as usize - 1;
-        let local = self.nodes[idx].local(self.now);
+        let local = self.nodes[idx].clock.local(self.now);
         if let Some(node) = self.nodes[idx].node.as_mut() {
             node.handle_request(local, rid, request);
             self.drain(idx);

@@ -385,55 +385,52 @@ enum Event {
     EndChaos,
 }
 
-struct Scheduled {
-    at: u64,
-    seq: u64,
-    event: Event,
+/// A simulator event due at virtual time `at`; `seq` keeps events due at the same time in
+/// the order they were scheduled.
+pub(crate) struct Scheduled<E> {
+    pub(crate) at: u64,
+    pub(crate) seq: u64,
+    pub(crate) event: E,
 }
 
-impl PartialEq for Scheduled {
+impl<E> PartialEq for Scheduled<E> {
     fn eq(&self, other: &Self) -> bool {
         (self.at, self.seq) == (other.at, other.seq)
     }
 }
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
+impl<E> Eq for Scheduled<E> {}
+impl<E> PartialOrd for Scheduled<E> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Scheduled {
+impl<E> Ord for Scheduled<E> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (self.at, self.seq).cmp(&(other.at, other.seq))
     }
 }
 
-/// One simulated node: its process (if running), its disk and its clock.
-pub(crate) struct SimNode {
-    pub(crate) id: NodeId,
-    pub(crate) node: Option<Node<RegisterMachine>>,
-    pub(crate) incarnation: u64,
-    pub(crate) disk: Disk,
-    clock_offset_us: u64,
-    drift_ppm: i64,
-    timer_generation: u64,
-    timer_at: u64,
+/// A node's clock: an offset from true time, running fast or slow by `drift_ppm`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct DriftClock {
+    pub(crate) offset_us: u64,
+    pub(crate) drift_ppm: i64,
 }
 
-impl SimNode {
-    /// The node's local clock at true time `t`.
-    fn local(&self, t: u64) -> Instant {
+impl DriftClock {
+    /// The clock's reading at true time `t`.
+    pub(crate) fn local(&self, t: u64) -> Instant {
         let scaled = i128::from(t) * (1_000_000 + i128::from(self.drift_ppm)) / 1_000_000;
-        Instant::from_micros(self.clock_offset_us + scaled as u64)
+        Instant::from_micros(self.offset_us + scaled as u64)
     }
 
-    /// The earliest true time at which the local clock reads at least `local`.
-    fn true_time(&self, local: Instant, now: u64) -> u64 {
+    /// The earliest true time (not before `now`) at which the clock reads at least `local`.
+    pub(crate) fn true_time(&self, local: Instant, now: u64) -> u64 {
         let target = local.as_micros();
         if target == u64::MAX {
             return u64::MAX;
         }
-        let rel = i128::from(target.saturating_sub(self.clock_offset_us));
+        let rel = i128::from(target.saturating_sub(self.offset_us));
         let mut t = (rel * 1_000_000 / (1_000_000 + i128::from(self.drift_ppm))) as u64;
         t = t.max(now);
         while self.local(t) < local {
@@ -443,13 +440,24 @@ impl SimNode {
     }
 }
 
+/// One simulated node: its process (if running), its disk and its clock.
+pub(crate) struct SimNode {
+    pub(crate) id: NodeId,
+    pub(crate) node: Option<Node<RegisterMachine>>,
+    pub(crate) incarnation: u64,
+    pub(crate) disk: Disk,
+    pub(crate) clock: DriftClock,
+    timer_generation: u64,
+    timer_at: u64,
+}
+
 /// A simulated cluster.
 pub struct Sim {
     cfg: SimConfig,
     rng: Xoshiro256PlusPlus,
     now: u64,
     seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    queue: BinaryHeap<Reverse<Scheduled<Event>>>,
     pub(crate) nodes: Vec<SimNode>,
     net: Net,
     clients: Clients,
@@ -499,8 +507,7 @@ impl Sim {
                 node: None,
                 incarnation: 0,
                 disk: Disk::default(),
-                clock_offset_us: skew,
-                drift_ppm: drift,
+                clock: DriftClock { offset_us: skew, drift_ppm: drift },
                 timer_generation: 0,
                 timer_at: u64::MAX,
             });
@@ -548,7 +555,7 @@ impl Sim {
     fn boot(&mut self, idx: usize, start: Start) {
         let seed = self.rng.next_u64();
         let config = self.cfg.raft_config(self.nodes[idx].id);
-        let now_local = self.nodes[idx].local(self.now);
+        let now_local = self.nodes[idx].clock.local(self.now);
         match Node::new(config, RegisterMachine::new(), start, now_local, seed) {
             Ok(node) => {
                 let status = node.status();
@@ -718,7 +725,7 @@ impl Sim {
             Event::Timer { node, generation } => {
                 if self.nodes[node].timer_generation == generation {
                     self.nodes[node].timer_at = u64::MAX;
-                    let local = self.nodes[node].local(self.now);
+                    let local = self.nodes[node].clock.local(self.now);
                     if let Some(n) = self.nodes[node].node.as_mut() {
                         n.handle_timeout(local);
                         self.drain(node);
@@ -744,7 +751,7 @@ impl Sim {
         if self.net.blocked(from, to) {
             return;
         }
-        let local = self.nodes[to].local(self.now);
+        let local = self.nodes[to].clock.local(self.now);
         let Some(node) = self.nodes[to].node.as_mut() else { return };
         let words = [1, from as u64, to as u64, msg.term];
         let kind = if self.cfg.trace { describe(&msg) } else { String::new() };
@@ -834,7 +841,7 @@ impl Sim {
             return;
         }
         let sim_node = &mut self.nodes[idx];
-        let at = sim_node.true_time(deadline, self.now);
+        let at = sim_node.clock.true_time(deadline, self.now);
         if at != sim_node.timer_at {
             sim_node.timer_at = at;
             sim_node.timer_generation += 1;
@@ -914,7 +921,7 @@ impl Sim {
             || format!("c{client} -> n{} #{} {}", target + 1, id.0, describe_request(&request)),
             &[14, id.0],
         );
-        let local = self.nodes[target].local(self.now);
+        let local = self.nodes[target].clock.local(self.now);
         match self.nodes[target].node.as_mut() {
             Some(node) => {
                 node.handle_request(local, id, request);
@@ -1112,7 +1119,7 @@ impl Sim {
         }
         self.next_admin_request += 1;
         let id = RequestId(self.next_admin_request);
-        let local = self.nodes[idx].local(self.now);
+        let local = self.nodes[idx].clock.local(self.now);
         if let Some(node) = self.nodes[idx].node.as_mut() {
             node.handle_request(local, id, request);
             self.drain(idx);
