@@ -21,6 +21,7 @@
 //! # struct Nothing;
 //! # impl StateMachine for Nothing {
 //! #     type Output = ();
+//! #     type Event = ();
 //! #     fn apply(&mut self, _: ApplyContext, _: &[u8]) {}
 //! #     fn query(&self, _: &[u8]) {}
 //! #     fn snapshot(&self, _: &mut Vec<u8>) {}
