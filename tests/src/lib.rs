@@ -2,6 +2,7 @@
 //! under injected faults, the invariant checkers it runs after every step, and a
 //! linearizability checker for client histories.
 
+pub mod group;
 pub mod harness;
 pub mod linearizability;
 pub mod psim;

@@ -86,7 +86,8 @@ pub enum ClientEvent {
     /// The session expired or was closed: everything it owned (locks, permits, …) is
     /// released. A new one is being opened.
     SessionLost(SessionId),
-    /// A command or read finished. `index` is the log index it was applied at or the
+    /// A command or read finished. `index` is the log index where the command took
+    /// effect — for a retry answered from the reply cache, where the original did — or the
     /// applied index the read saw (0 if it failed before reaching the machine).
     Done {
         /// The operation.
@@ -96,8 +97,7 @@ pub enum ClientEvent {
         /// Where in the log.
         index: LogIndex,
         /// The machine queued it (a lock wait, …) and a later entry, at `index`, completed
-        /// it. `false` when it completed at once — or when its result came from the reply
-        /// cache on a retry, in which case `index` is the retry's entry.
+        /// it; `false` when it completed in the entry that applied it.
         queued: bool,
     },
     /// An operation failed for a reason outside the state machine (wrong group, a
@@ -175,8 +175,6 @@ struct Pending {
     phase: Phase,
     /// The session the command was sequenced in.
     session: Option<SessionId>,
-    /// The machine answered `Pending` at some point.
-    queued: bool,
 }
 
 /// The sans-IO client of one group.
@@ -227,12 +225,7 @@ impl Client {
         };
         client.ops.insert(
             SESSION_OP,
-            Pending {
-                kind: Kind::OpenSession,
-                phase: Phase::Waiting { at: now },
-                session: None,
-                queued: false,
-            },
+            Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at: now }, session: None },
         );
         client.flush();
         client
@@ -299,10 +292,7 @@ impl Client {
         self.now = self.now.max(now);
         let id = OpId(self.next_op);
         self.next_op += 1;
-        self.ops.insert(
-            id,
-            Pending { kind, phase: Phase::Waiting { at: self.now }, session: None, queued: false },
-        );
+        self.ops.insert(id, Pending { kind, phase: Phase::Waiting { at: self.now }, session: None });
         self.flush();
         id
     }
@@ -365,7 +355,6 @@ impl Client {
                     kind: Kind::KeepAlive,
                     phase: Phase::Waiting { at: self.now },
                     session: Some(session),
-                    queued: false,
                 };
                 self.ops.insert(KEEP_ALIVE_OP, keep);
             }
@@ -558,9 +547,10 @@ impl Client {
                 match outcome {
                     Outcome::Pending => {
                         p.phase = Phase::Pending { node: from };
-                        p.queued = true;
                     }
                     Outcome::Done(result) => self.on_result(id, result, index, false),
+                    // A retry: report where the command took effect, not the retry's entry.
+                    Outcome::Replayed { result, index, queued } => self.on_result(id, result, index, queued),
                 }
             }
             Answer::Read { index, result } => self.finish(id, result, index, false),
@@ -581,7 +571,8 @@ impl Client {
     }
 
     /// A command's machine result.
-    fn on_result(&mut self, id: OpId, result: Result<Reply, Error>, index: LogIndex, pushed: bool) {
+    /// `queued`: the machine queued the command and a later entry, at `index`, completed it.
+    fn on_result(&mut self, id: OpId, result: Result<Reply, Error>, index: LogIndex, queued: bool) {
         let Some(p) = self.ops.get(&id) else { return };
         if let Err(Error::SessionLost(s)) = &result {
             if p.session == Some(*s) || matches!(p.kind, Kind::KeepAlive) {
@@ -610,17 +601,17 @@ impl Client {
             (Kind::KeepAlive, _) => {
                 self.ops.remove(&id);
             }
-            _ => self.finish(id, result, index, pushed),
+            _ => self.finish(id, result, index, queued),
         }
     }
 
-    fn finish(&mut self, id: OpId, result: Result<Reply, Error>, index: LogIndex, pushed: bool) {
+    fn finish(&mut self, id: OpId, result: Result<Reply, Error>, index: LogIndex, queued: bool) {
         if let Some(p) = self.ops.remove(&id) {
             if let Kind::Command { seq, .. } = p.kind {
                 self.seqs.remove(&seq);
             }
             self.requests.retain(|_, o| *o != id);
-            self.events.push_back(ClientEvent::Done { op: id, result, index, queued: pushed && p.queued });
+            self.events.push_back(ClientEvent::Done { op: id, result, index, queued });
         }
     }
 
@@ -636,12 +627,7 @@ impl Client {
                     let at = self.now.add_us(self.cfg.retry_backoff_us.max(1) * 10);
                     self.ops.insert(
                         id,
-                        Pending {
-                            kind: Kind::OpenSession,
-                            phase: Phase::Waiting { at },
-                            session: None,
-                            queued: false,
-                        },
+                        Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at }, session: None },
                     );
                 }
                 Kind::KeepAlive => {}
@@ -755,7 +741,7 @@ impl Client {
         let at = self.now;
         self.ops.insert(
             SESSION_OP,
-            Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at }, session: None, queued: false },
+            Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at }, session: None },
         );
     }
 }

@@ -290,13 +290,24 @@ pub enum Outcome {
     /// The command is queued (a lock wait, a semaphore acquire, …). Its result arrives as
     /// [`Event::Completed`] with the same (session, seq), applied on every replica.
     Pending,
+    /// A retry answered from the session's reply cache: the result the command got when
+    /// it was first applied — or, if it was queued, when a later entry completed it — at
+    /// `index`. Nothing was applied again.
+    Replayed {
+        /// The original result.
+        result: Result<Reply, Error>,
+        /// The entry that produced it.
+        index: LogIndex,
+        /// Whether the command had been queued and a later entry (at `index`) completed it.
+        queued: bool,
+    },
 }
 
 impl Outcome {
     /// The result, if the command completed.
     pub fn done(self) -> Option<Result<Reply, Error>> {
         match self {
-            Self::Done(r) => Some(r),
+            Self::Done(r) | Self::Replayed { result: r, .. } => Some(r),
             Self::Pending => None,
         }
     }

@@ -8,7 +8,7 @@ use super::election::{Elections, LeaderInfo};
 use super::fx::{Caller, Fx, Kind, Step, Timer};
 use super::kv::Kv;
 use super::latch::Latches;
-use super::limits::Limits;
+use super::limits::{Limits, LimitsError};
 use super::lock::Locks;
 use super::long::Longs;
 use super::reference::Refs;
@@ -63,12 +63,28 @@ pub struct Concord {
     limits: Limits,
     state: State,
     events: VecDeque<Event>,
+    #[cfg(feature = "bug-injection")]
+    bugs: super::limits::MachineBugs,
 }
 
 impl Concord {
-    /// An empty machine with these limits (the same on every replica).
-    pub fn new(limits: Limits) -> Self {
-        Self { limits, state: State::default(), events: VecDeque::new() }
+    /// An empty machine with these limits (the same on every replica), once they pass
+    /// [`Limits::validate`].
+    pub fn new(limits: Limits) -> Result<Self, LimitsError> {
+        limits.validate()?;
+        Ok(Self {
+            limits,
+            state: State::default(),
+            events: VecDeque::new(),
+            #[cfg(feature = "bug-injection")]
+            bugs: super::limits::MachineBugs::default(),
+        })
+    }
+
+    /// Breaks the rules in `bugs` from now on (checker tests only).
+    #[cfg(feature = "bug-injection")]
+    pub fn inject(&mut self, bugs: super::limits::MachineBugs) {
+        self.bugs = bugs;
     }
 
     /// The limits it runs with.
@@ -117,6 +133,10 @@ impl Concord {
     pub fn execute(&mut self, ctx: ApplyContext, cmd: Command) -> Outcome {
         self.advance(ctx);
         let mut fx = Fx::new(ctx.index, self.state.now, &self.limits);
+        #[cfg(feature = "bug-injection")]
+        {
+            fx.bugs = self.bugs;
+        }
         let outcome = Self::execute_in(&mut self.state, &mut fx, cmd);
         let fx = FxOut::from(fx);
         self.settle(fx);
@@ -150,7 +170,9 @@ impl Concord {
             if let Some(s) = state.sessions.map.get_mut(&c.session) {
                 let cached = match &outcome {
                     Outcome::Pending => Cached::Pending,
-                    Outcome::Done(r) => Cached::Done(r.clone()),
+                    Outcome::Done(r) => Cached::Done(r.clone(), fx.index),
+                    // `admit` answered a retry before this point.
+                    Outcome::Replayed { .. } => return outcome,
                 };
                 s.record(c.seq, cached, fx.limits.session_replies_max);
             }
@@ -168,10 +190,18 @@ impl Concord {
             s.deadline = deadline;
             state.timers.insert((deadline, Timer::Session(r.id)));
         }
-        Ok(match s.lookup(r)? {
+        let lookup = s.lookup(r)?;
+        #[cfg(feature = "bug-injection")]
+        let lookup = if fx.bugs.reply_cache_ignored { Lookup::New } else { lookup };
+        Ok(match lookup {
             Lookup::New => None,
             Lookup::Cached(Cached::Pending) => Some(Outcome::Pending),
-            Lookup::Cached(Cached::Done(r) | Cached::Completed(r)) => Some(Outcome::Done(r)),
+            Lookup::Cached(Cached::Done(result, index)) => {
+                Some(Outcome::Replayed { result, index, queued: false })
+            }
+            Lookup::Cached(Cached::Completed(result, index)) => {
+                Some(Outcome::Replayed { result, index, queued: true })
+            }
         })
     }
 
@@ -224,6 +254,10 @@ impl Concord {
         while let Some((t, timer)) = self.state.timers.first().filter(|(t, _)| *t <= now).cloned() {
             self.state.timers.remove(&(t, timer.clone()));
             let mut fx = Fx::new(ctx.index, now, &self.limits);
+            #[cfg(feature = "bug-injection")]
+            {
+                fx.bugs = self.bugs;
+            }
             let state = &mut self.state;
             match timer {
                 Timer::Session(id) => end_session(state, &mut fx, id, SessionEnd::Expired),
@@ -257,7 +291,7 @@ impl Concord {
                 }
             }
             if let Some(s) = state.sessions.map.get_mut(&caller.session) {
-                s.complete(caller.seq, result.clone());
+                s.complete(caller.seq, result.clone(), fx.index);
             }
             self.events.push_back(Event::Completed {
                 session: caller.session,
@@ -398,12 +432,9 @@ fn end_session(state: &mut State, fx: &mut Fx<'_>, id: SessionId, reason: Sessio
         .map(|(c, w)| (*c, w.clone()))
         .collect();
     for (caller, w) in &waits {
-        // Barriers break when a party leaves; the others only drop the waiter.
-        if w.kind == Kind::Barrier {
-            state.barriers.cancel(fx, &w.name, *caller);
-        } else if w.kind == Kind::Latch {
-            state.latches.cancel(&w.name, *caller);
-        }
+        // As a timeout would (a barrier breaks when a party leaves), but answered
+        // `SessionLost`.
+        cancel_wait(state, fx, *caller, w);
         fx.complete(*caller, Err(Error::SessionLost(id)));
     }
     state.locks.end_session(fx, id);

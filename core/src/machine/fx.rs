@@ -71,6 +71,9 @@ pub(crate) struct Fx<'a> {
     pub(crate) events: Vec<Event>,
     pub(crate) timers_added: Vec<(Instant, Timer)>,
     pub(crate) timers_removed: Vec<(Instant, Timer)>,
+    /// Rules deliberately broken for checker tests.
+    #[cfg(feature = "bug-injection")]
+    pub(crate) bugs: super::limits::MachineBugs,
 }
 
 impl<'a> Fx<'a> {
@@ -84,6 +87,8 @@ impl<'a> Fx<'a> {
             events: Vec::new(),
             timers_added: Vec::new(),
             timers_removed: Vec::new(),
+            #[cfg(feature = "bug-injection")]
+            bugs: super::limits::MachineBugs::default(),
         }
     }
 

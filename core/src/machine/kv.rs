@@ -396,6 +396,10 @@ impl Kv {
             self.history_bytes -= old.weight();
             self.oldest = old.revision + 1;
         }
+        #[cfg(feature = "bug-injection")]
+        if fx.bugs.watch_drops_deletes && event.kind == WatchKind::Delete {
+            return;
+        }
         fx.events.push(super::api::Event::Kv(event));
     }
 

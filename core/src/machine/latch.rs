@@ -110,6 +110,12 @@ impl Latches {
                 };
                 l.count -= 1;
                 let left = l.count;
+                #[cfg(feature = "bug-injection")]
+                if fx.bugs.latch_releases_one_early && left == 1 {
+                    for w in core::mem::take(&mut l.waiters) {
+                        fx.complete(w, Ok(Reply::Unit));
+                    }
+                }
                 if left == 0 {
                     if let Some(l) = self.latches.remove(&name) {
                         for w in l.waiters {

@@ -4,6 +4,7 @@
 //! an entry does, so replicas with different limits would diverge. Hosts read them from
 //! the group's configuration, never from per-node flags.
 
+use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Bounds on everything the state machine stores. Exceeding one is a typed error
@@ -82,6 +83,91 @@ impl Default for Limits {
             election_value_bytes_max: 4 * 1024,
             subscriptions_max: 10_000,
             signal_payload_bytes_max: 64 * 1024,
+        }
+    }
+}
+
+/// Rules of the machine a simulator can deliberately break to prove that its checkers
+/// catch the damage. Only present with the `bug-injection` feature, which no deployment
+/// enables.
+#[cfg(feature = "bug-injection")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MachineBugs {
+    /// Apply a retried request again instead of answering it from the reply cache.
+    pub reply_cache_ignored: bool,
+    /// Grant a lock while another session holds it.
+    pub lock_ignores_holder: bool,
+    /// Release a latch's waiters at the count-down that leaves one, not zero.
+    pub latch_releases_one_early: bool,
+    /// Keep the locks of a session that ends.
+    pub session_end_keeps_locks: bool,
+    /// Emit no watch event for a deleted key (its revision still counts).
+    pub watch_drops_deletes: bool,
+}
+
+impl Limits {
+    /// Checks the limits make sense: every bound at least 1 (a zero reply cache would
+    /// defeat exactly-once; a zero name length would refuse every primitive) and a TTL
+    /// range that is not empty.
+    ///
+    /// ```
+    /// use concord_core::machine::{Limits, LimitsError};
+    /// assert!(Limits::default().validate().is_ok());
+    /// let zero = Limits { session_replies_max: 0, ..Limits::default() };
+    /// assert_eq!(zero.validate(), Err(LimitsError::Zero("session_replies_max")));
+    /// ```
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        let sizes = [
+            ("sessions_max", self.sessions_max),
+            ("session_replies_max", self.session_replies_max),
+            ("name_bytes_max", self.name_bytes_max),
+            ("objects_per_kind_max", self.objects_per_kind_max),
+            ("waiters_per_object_max", self.waiters_per_object_max),
+            ("multi_lock_names_max", self.multi_lock_names_max),
+            ("reference_bytes_max", self.reference_bytes_max),
+            ("kv_keys_max", self.kv_keys_max),
+            ("kv_value_bytes_max", self.kv_value_bytes_max),
+            ("list_max", self.list_max),
+            ("watch_history_max", self.watch_history_max),
+            ("watch_history_bytes_max", self.watch_history_bytes_max),
+            ("election_value_bytes_max", self.election_value_bytes_max),
+            ("subscriptions_max", self.subscriptions_max),
+            ("signal_payload_bytes_max", self.signal_payload_bytes_max),
+        ];
+        let counts = [
+            ("session_ttl_min_ms", self.session_ttl_min_ms),
+            ("wait_timeout_max_ms", self.wait_timeout_max_ms),
+            ("lock_reentrancy_max", u64::from(self.lock_reentrancy_max)),
+            ("semaphore_permits_max", self.semaphore_permits_max),
+            ("barrier_parties_max", u64::from(self.barrier_parties_max)),
+            ("kv_ttl_max_ms", self.kv_ttl_max_ms),
+        ];
+        let zero = sizes.iter().find(|(_, v)| *v == 0).map(|(n, _)| *n);
+        if let Some(name) = zero.or_else(|| counts.iter().find(|(_, v)| *v == 0).map(|(n, _)| *n)) {
+            return Err(LimitsError::Zero(name));
+        }
+        if self.session_ttl_max_ms < self.session_ttl_min_ms {
+            return Err(LimitsError::SessionTtlRange);
+        }
+        Ok(())
+    }
+}
+
+/// Why [`Limits`] were refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// This limit is zero; every limit must be at least 1.
+    Zero(&'static str),
+    /// `session_ttl_max_ms` is below `session_ttl_min_ms`.
+    SessionTtlRange,
+}
+
+impl fmt::Display for LimitsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Zero(name) => write!(f, "limit {name} must be at least 1"),
+            Self::SessionTtlRange => f.write_str("session_ttl_max_ms must be at least session_ttl_min_ms"),
         }
     }
 }

@@ -253,8 +253,13 @@ impl Locks {
             }
         }
         self.check_new(fx, &names)?;
-        let free =
+        #[allow(unused_mut)]
+        let mut free =
             names.iter().all(|n| self.locks.get(n).is_none_or(|s| s.holder.is_none() && s.queue.is_empty()));
+        #[cfg(feature = "bug-injection")]
+        {
+            free |= fx.bugs.lock_ignores_holder;
+        }
         if free {
             let fence = fx.fence();
             for n in names {
@@ -371,6 +376,10 @@ impl Locks {
 
     /// Releases everything `session` holds and every place it has.
     pub(crate) fn end_session(&mut self, fx: &mut Fx<'_>, session: SessionId) {
+        #[cfg(feature = "bug-injection")]
+        if fx.bugs.session_end_keeps_locks {
+            return;
+        }
         let mut touched: Vec<String> = Vec::new();
         for (name, state) in &mut self.locks {
             let before = state.queue.len();

@@ -28,7 +28,9 @@ pub use api::{
     Command, Error, Etag, Event, Fence, Op, Outcome, Query, QueryOp, Reply, SessionEnd, SessionId, SessionRef,
 };
 pub use concord::{BarrierView, Concord, RwLockView, SemaphoreView, View};
-pub use limits::{Limit, Limits};
+#[cfg(feature = "bug-injection")]
+pub use limits::MachineBugs;
+pub use limits::{Limit, Limits, LimitsError};
 
 use crate::raft::{LogIndex, Term};
 use crate::time::Instant;

@@ -9,6 +9,7 @@
 
 use super::api::{limit, Error, Reply, SessionId, SessionRef};
 use super::limits::{Limit, Limits};
+use crate::raft::LogIndex;
 use crate::time::Instant;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -49,12 +50,13 @@ pub struct SessionInfo {
 pub(crate) enum Cached {
     /// Queued; completes later.
     Pending,
-    /// Completed with this result when applied.
-    Done(Result<Reply, Error>),
-    /// Queued, then completed with this result by a later entry. The client learns it
-    /// from a push and may have acknowledged later sequences before retrying this one, so
-    /// it is kept until evicted for room rather than dropped at the floor.
-    Completed(Result<Reply, Error>),
+    /// Completed with this result when applied at this index.
+    Done(Result<Reply, Error>, LogIndex),
+    /// Queued, then completed with this result by a later entry (at this index). The
+    /// client learns it from a push and may have acknowledged later sequences before
+    /// retrying this one, so it is kept until evicted for room rather than dropped at the
+    /// floor.
+    Completed(Result<Reply, Error>, LogIndex),
 }
 
 /// One open session.
@@ -82,7 +84,7 @@ impl Session {
             self.floor = r.acked;
             // Keep queued entries, pending or completed later: see `Cached::Completed`.
             let floor = self.floor;
-            self.replies.retain(|seq, c| *seq >= floor || !matches!(c, Cached::Done(_)));
+            self.replies.retain(|seq, c| *seq >= floor || !matches!(c, Cached::Done(..)));
         }
         if r.seq == 0 {
             return Ok(Lookup::New);
@@ -116,9 +118,9 @@ impl Session {
     }
 
     /// Completes a pending `seq` (if the client has not moved past it).
-    pub(crate) fn complete(&mut self, seq: u64, result: Result<Reply, Error>) {
+    pub(crate) fn complete(&mut self, seq: u64, result: Result<Reply, Error>, index: LogIndex) {
         if let Some(c @ Cached::Pending) = self.replies.get_mut(&seq) {
-            *c = Cached::Completed(result);
+            *c = Cached::Completed(result, index);
         }
     }
 }
@@ -187,30 +189,30 @@ mod tests {
     fn a_retry_is_answered_from_the_cache() {
         let mut s = session();
         assert!(matches!(s.lookup(&r(1, 1)), Ok(Lookup::New)));
-        s.record(1, Cached::Done(Ok(Reply::Count(7))), 4);
-        assert!(matches!(s.lookup(&r(1, 1)), Ok(Lookup::Cached(Cached::Done(Ok(Reply::Count(7)))))));
+        s.record(1, Cached::Done(Ok(Reply::Count(7)), 10), 4);
+        assert!(matches!(s.lookup(&r(1, 1)), Ok(Lookup::Cached(Cached::Done(Ok(Reply::Count(7)), 10)))));
     }
 
     #[test]
     fn acknowledged_sequences_are_dropped_and_refused() {
         let mut s = session();
-        s.record(1, Cached::Done(Ok(Reply::Unit)), 4);
+        s.record(1, Cached::Done(Ok(Reply::Unit), 10), 4);
         s.record(2, Cached::Pending, 4);
         assert!(matches!(s.lookup(&r(3, 3)), Ok(Lookup::New)));
         assert_eq!(s.lookup(&r(1, 3)).err(), Some(Error::StaleSequence { seq: 1, floor: 3 }));
         // A pending entry below the floor survives, and so does its completion.
         assert!(matches!(s.lookup(&r(2, 3)), Ok(Lookup::Cached(Cached::Pending))));
-        s.complete(2, Ok(Reply::Count(1)));
+        s.complete(2, Ok(Reply::Count(1)), 12);
         assert!(matches!(s.lookup(&r(4, 4)), Ok(Lookup::New)));
-        assert!(matches!(s.lookup(&r(2, 4)), Ok(Lookup::Cached(Cached::Completed(Ok(Reply::Count(1)))))));
+        assert!(matches!(s.lookup(&r(2, 4)), Ok(Lookup::Cached(Cached::Completed(Ok(Reply::Count(1)), 12)))));
     }
 
     #[test]
     fn eviction_takes_the_lowest_completed_sequence_and_raises_the_floor() {
         let mut s = session();
         s.record(1, Cached::Pending, 2);
-        s.record(2, Cached::Done(Ok(Reply::Unit)), 2);
-        s.record(3, Cached::Done(Ok(Reply::Unit)), 2);
+        s.record(2, Cached::Done(Ok(Reply::Unit), 10), 2);
+        s.record(3, Cached::Done(Ok(Reply::Unit), 10), 2);
         assert_eq!(s.lookup(&r(2, 1)).err(), Some(Error::StaleSequence { seq: 2, floor: 3 }));
         assert!(matches!(s.lookup(&r(1, 1)), Ok(Lookup::Cached(Cached::Pending))));
         assert!(matches!(s.lookup(&r(3, 1)), Ok(Lookup::Cached(_))));

@@ -4,6 +4,7 @@
 //! concord-psim --seeds 0..10000            sweep a range (each seed draws its own faults)
 //! concord-psim --seed 42 --trace           replay one seed, printing the end of its trace
 //! concord-psim --seeds 0..500 --all-faults every fault kind in every seed
+//! concord-psim --seeds 0..50 --bug lock-ignores-holder   a broken rule (expects a violation)
 //! ```
 //!
 //! Exits 0 when every seed passes, 1 on a violation (after printing the seed and the
@@ -19,10 +20,12 @@ struct Args {
     trace: bool,
     all_faults: bool,
     keep_going: bool,
+    bugs: Vec<String>,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut args = Args { seeds: 0..100, trace: false, all_faults: false, keep_going: false };
+    let mut args =
+        Args { seeds: 0..100, trace: false, all_faults: false, keep_going: false, bugs: Vec::new() };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -30,9 +33,12 @@ fn parse() -> Result<Args, String> {
             "--trace" => args.trace = true,
             "--all-faults" => args.all_faults = true,
             "--keep-going" => args.keep_going = true,
+            "--bug" => args.bugs.push(it.next().ok_or("--bug needs a name")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: concord-psim [--seed N | --seeds LO..HI] [--all-faults] [--trace] [--keep-going]"
+                    "usage: concord-psim [--seed N | --seeds LO..HI] [--all-faults] [--trace] [--keep-going] \
+                     [--bug {}]",
+                    PsimConfig::BUGS.join("|")
                 );
                 std::process::exit(0);
             }
@@ -58,6 +64,12 @@ fn main() -> ExitCode {
     for seed in args.seeds.clone() {
         let mut cfg = if args.all_faults { PsimConfig::all_faults(seed) } else { PsimConfig::for_seed(seed) };
         cfg.trace = args.trace;
+        for bug in &args.bugs {
+            if let Err(e) = cfg.enable_bug(bug) {
+                eprintln!("concord-psim: {e}");
+                return ExitCode::from(2);
+            }
+        }
         match psim::run(cfg) {
             Ok(r) => {
                 passed += 1;

@@ -21,7 +21,7 @@ use crate::sim::net::Net;
 use crate::sim::{DriftClock, Faults, Scheduled};
 use checks::Checks;
 use concord_core::client::{Client, ClientConfig};
-use concord_core::machine::{Concord, Limits};
+use concord_core::machine::{Concord, Limits, MachineBugs};
 use concord_core::raft::Membership;
 use concord_core::server::{ConnId, Replica, ServeLimits};
 use concord_core::wire::{ClientRequest, Envelope, ServerMessage};
@@ -56,6 +56,10 @@ pub struct PsimConfig {
     pub snapshot_threshold_entries: u64,
     /// Keep a human-readable trace.
     pub trace: bool,
+    /// Machine rules deliberately broken, to prove the checks catch them.
+    pub bugs: MachineBugs,
+    /// The names of those bugs, for the replay command.
+    pub bug_names: Vec<String>,
 }
 
 impl PsimConfig {
@@ -77,6 +81,8 @@ impl PsimConfig {
             faults,
             snapshot_threshold_entries: 96,
             trace: false,
+            bugs: MachineBugs::default(),
+            bug_names: Vec::new(),
         }
     }
 
@@ -95,8 +101,36 @@ impl PsimConfig {
         if self.faults == Self::all_faults(self.seed).faults {
             cmd.push_str(" --all-faults");
         }
+        for b in &self.bug_names {
+            cmd.push_str(" --bug ");
+            cmd.push_str(b);
+        }
         cmd.push_str(" --trace");
         cmd
+    }
+
+    /// The machine bugs [`PsimConfig::enable_bug`] knows.
+    pub const BUGS: [&'static str; 5] = [
+        "reply-cache-ignored",
+        "lock-ignores-holder",
+        "latch-releases-one-early",
+        "session-end-keeps-locks",
+        "watch-drops-deletes",
+    ];
+
+    /// Breaks the machine rule `name` (one of [`PsimConfig::BUGS`]) in every replica.
+    pub fn enable_bug(&mut self, name: &str) -> Result<(), String> {
+        let b = &mut self.bugs;
+        match name {
+            "reply-cache-ignored" => b.reply_cache_ignored = true,
+            "lock-ignores-holder" => b.lock_ignores_holder = true,
+            "latch-releases-one-early" => b.latch_releases_one_early = true,
+            "session-end-keeps-locks" => b.session_end_keeps_locks = true,
+            "watch-drops-deletes" => b.watch_drops_deletes = true,
+            other => return Err(format!("unknown bug {other:?}; known: {}", Self::BUGS.join(", "))),
+        }
+        self.bug_names.push(name.into());
+        Ok(())
     }
 
     fn raft_config(&self, id: NodeId) -> Config {
@@ -327,7 +361,8 @@ impl Psim {
         let seed = self.rng.next_u64();
         let config = self.cfg.raft_config(self.nodes[idx].id);
         let local = self.nodes[idx].clock.local(self.now);
-        let machine = Concord::new(Limits::default());
+        let mut machine = Concord::new(Limits::default()).expect("the default limits are valid");
+        machine.inject(self.cfg.bugs);
         match Node::new(config, machine, start, local, seed) {
             Ok(node) => {
                 let mut replica = Replica::new(node, ServeLimits::default());

@@ -442,6 +442,11 @@ impl Workload {
     /// A grant at `index`: everyone else still believing they hold a conflicting share
     /// must have lost their session before it.
     fn grant(&mut self, checks: &Checks, resource: String, index: u64, belief: Belief, capacity: u64) {
+        // One entry may grant to a session and then end it (a session expiring in the
+        // same tick as the release that let it in): such a grant held for no time.
+        if checks.session_ended.get(&belief.session).is_some_and(|&e| e <= index) {
+            return;
+        }
         let believers = self.believers.entry(resource.clone()).or_default();
         let mut used = belief.weight;
         for other in believers.iter() {
@@ -705,8 +710,6 @@ impl Workload {
             }
         }
         for (generation, arrivals) in &self.barrier {
-            // (Indexes may differ: a result answered from the reply cache on a retry
-            // carries the retry's index.)
             let order: BTreeSet<u32> = arrivals.iter().map(|a| a.0).collect();
             let ok = order.len() == arrivals.len()
                 && arrivals.len() <= BARRIER_PARTIES as usize

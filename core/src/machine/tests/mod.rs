@@ -36,7 +36,7 @@ impl T {
     }
 
     pub(super) fn with_limits(limits: Limits) -> Self {
-        Self { m: Concord::new(limits), index: 0, time_us: 0, seqs: BTreeMap::new() }
+        Self { m: Concord::new(limits).expect("valid limits"), index: 0, time_us: 0, seqs: BTreeMap::new() }
     }
 
     /// Moves the log clock forward by `ms` (entries applied later carry the new time).
@@ -110,7 +110,7 @@ impl T {
         let bytes = postcard::to_allocvec(&Query { session, op }).expect("encodable");
         match self.m.query(&bytes) {
             Outcome::Done(r) => r,
-            Outcome::Pending => panic!("a query cannot be pending"),
+            o => panic!("a query answers Done, not {o:?}"),
         }
     }
 
@@ -135,7 +135,7 @@ impl T {
     pub(super) fn restore_fresh(&mut self) {
         let mut bytes = Vec::new();
         self.m.snapshot(&mut bytes);
-        let mut fresh = Concord::new(self.m.limits().clone());
+        let mut fresh = Concord::new(self.m.limits().clone()).expect("valid limits");
         fresh.restore(&bytes).expect("a snapshot restores");
         self.m = fresh;
     }
@@ -145,7 +145,7 @@ impl T {
     pub(super) fn assert_snapshot_round_trips(&self, probe: &[QueryOp]) {
         let mut bytes = Vec::new();
         self.m.snapshot(&mut bytes);
-        let mut copy = Concord::new(self.m.limits().clone());
+        let mut copy = Concord::new(self.m.limits().clone()).expect("valid limits");
         copy.restore(&bytes).expect("restores");
         let mut again = Vec::new();
         copy.snapshot(&mut again);
@@ -159,10 +159,11 @@ impl T {
     }
 }
 
-/// The result of a completed outcome; panics on `Pending`.
+/// The result of a completed outcome, applied now or replayed from the reply cache;
+/// panics on `Pending`.
 pub(super) fn done(o: Outcome) -> Result<Reply, Error> {
     match o {
-        Outcome::Done(r) => r,
+        Outcome::Done(r) | Outcome::Replayed { result: r, .. } => r,
         Outcome::Pending => panic!("expected a completed outcome, got Pending"),
     }
 }

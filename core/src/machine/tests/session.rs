@@ -17,9 +17,14 @@ fn counter(t: &T, name: &str) -> Reply {
 fn a_retried_command_is_applied_once_and_answered_from_the_cache() {
     let mut t = T::new();
     let s = t.open(1000);
+    let first = t.next_index();
     assert_eq!(ok(t.run_seq(s, 1, 1, incr("c"))), Reply::Long(1));
-    // The same (session, seq) again, e.g. after the reply was lost: not applied again.
-    assert_eq!(ok(t.run_seq(s, 1, 1, incr("c"))), Reply::Long(1));
+    // The same (session, seq) again, e.g. after the reply was lost: not applied again,
+    // and answered with the entry where it took effect.
+    assert_eq!(
+        t.run_seq(s, 1, 1, incr("c")),
+        crate::machine::Outcome::Replayed { result: Ok(Reply::Long(1)), index: first, queued: false }
+    );
     assert_eq!(counter(&t, "c"), Reply::Long(1));
     assert_eq!(ok(t.run_seq(s, 2, 2, incr("c"))), Reply::Long(2));
     assert_eq!(counter(&t, "c"), Reply::Long(2));
@@ -193,4 +198,24 @@ fn sessions_and_reply_caches_survive_a_snapshot() {
     // The retry after restore is still answered from the cache.
     assert_eq!(ok(t.run_seq(s, 1, 1, incr("c"))), Reply::Long(1));
     assert_eq!(counter(&t, "c"), Reply::Long(1));
+}
+
+#[test]
+fn limits_that_make_no_sense_are_refused_with_a_typed_error() {
+    use crate::machine::{Concord, LimitsError};
+    let refused = |l: Limits| Concord::new(l).err();
+    assert_eq!(refused(Limits::default()), None);
+    assert_eq!(
+        refused(Limits { session_replies_max: 0, ..Limits::default() }),
+        Some(LimitsError::Zero("session_replies_max"))
+    );
+    assert_eq!(
+        refused(Limits { lock_reentrancy_max: 0, ..Limits::default() }),
+        Some(LimitsError::Zero("lock_reentrancy_max"))
+    );
+    assert_eq!(
+        refused(Limits { session_ttl_min_ms: 5_000, session_ttl_max_ms: 1_000, ..Limits::default() }),
+        Some(LimitsError::SessionTtlRange)
+    );
+    assert_eq!(alloc::format!("{}", LimitsError::Zero("list_max")), "limit list_max must be at least 1");
 }
