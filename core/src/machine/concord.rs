@@ -309,7 +309,7 @@ impl Concord {
     pub fn view(&self) -> View {
         let s = &self.state;
         View {
-            locks: s.locks.holders().map(|(n, session, fence)| (n.into(), session, fence)).collect(),
+            locks: s.locks.all().collect(),
             rwlocks: s
                 .rwlocks
                 .holders()
@@ -356,10 +356,10 @@ impl Concord {
 }
 
 /// The primitives' state at a glance.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct View {
-    /// Held fenced locks: (name, holder, fence).
-    pub locks: Vec<(String, SessionId, Fence)>,
+    /// Fenced locks that are held or have waiters.
+    pub locks: Vec<super::lock::LockInfo>,
     /// Read-write locks in use.
     pub rwlocks: Vec<RwLockView>,
     /// Semaphores.
@@ -373,7 +373,7 @@ pub struct View {
 }
 
 /// A read-write lock in use.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RwLockView {
     /// Its name.
     pub name: String,
@@ -384,7 +384,7 @@ pub struct RwLockView {
 }
 
 /// A semaphore.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SemaphoreView {
     /// Its name.
     pub name: String,
@@ -397,7 +397,7 @@ pub struct SemaphoreView {
 }
 
 /// A barrier.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BarrierView {
     /// Its name.
     pub name: String,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Bounds on everything the state machine stores. Exceeding one is a typed error
 /// ([`crate::machine::Error::Limit`]) naming the limit, never silent truncation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Limits {
     /// Open sessions at once.
     pub sessions_max: usize,

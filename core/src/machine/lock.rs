@@ -459,20 +459,29 @@ impl Locks {
                 Reply::Bool(holder(name).is_some_and(|h| h.session == me))
             }
             LockQuery::LockCount { name } => Reply::Count(holder(name).map_or(0, |h| u64::from(h.count))),
-            LockQuery::List { start } => Reply::Locks(
-                self.locks
-                    .range(start.clone()..)
-                    .take(list_max)
-                    .map(|(name, s)| LockInfo {
-                        name: name.clone(),
-                        holder: s.holder.as_ref().map(|h| h.session),
-                        fence: s.holder.as_ref().map(|h| h.fence),
-                        count: s.holder.as_ref().map_or(0, |h| h.count),
-                        waiters: s.queue.iter().map(|t| t.session).collect(),
-                    })
-                    .collect(),
-            ),
+            LockQuery::List { start } => {
+                Reply::Locks(self.infos(self.locks.range(start.clone()..)).take(list_max).collect())
+            }
         })
+    }
+
+    /// Every lock in `range` that is held or has waiters.
+    fn infos<'a>(
+        &'a self,
+        range: impl Iterator<Item = (&'a String, &'a LockState)> + 'a,
+    ) -> impl Iterator<Item = LockInfo> + 'a {
+        range.map(|(name, s)| LockInfo {
+            name: name.clone(),
+            holder: s.holder.as_ref().map(|h| h.session),
+            fence: s.holder.as_ref().map(|h| h.fence),
+            count: s.holder.as_ref().map_or(0, |h| h.count),
+            waiters: s.queue.iter().map(|t| t.session).collect(),
+        })
+    }
+
+    /// Every lock that is held or has waiters, for status pages and checks.
+    pub(crate) fn all(&self) -> impl Iterator<Item = LockInfo> + '_ {
+        self.infos(self.locks.iter())
     }
 
     /// Sessions with a place in some queue.

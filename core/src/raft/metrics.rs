@@ -2,7 +2,7 @@
 //! workload exercised every protocol path.
 
 /// Monotonic counters since the node was created (they restart at zero on restart).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Metrics {
     /// Pre-vote rounds started.

@@ -93,8 +93,10 @@ impl Checks {
         let view = machine.view();
         // (kind, name), fence, holder.
         let mut fences: Vec<((u8, String), u64, SessionId)> = Vec::new();
-        for (name, holder, fence) in &view.locks {
-            fences.push(((0, name.clone()), fence.0, *holder));
+        for l in &view.locks {
+            if let (Some(holder), Some(fence)) = (l.holder, l.fence) {
+                fences.push(((0, l.name.clone()), fence.0, holder));
+            }
         }
         for rw in &view.rwlocks {
             if let Some((w, f)) = rw.writer {

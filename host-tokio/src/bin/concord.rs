@@ -1,0 +1,1247 @@
+//! `concord`: run a node (`serve`), a local 3-node cluster (`dev`), or talk to a cluster.
+//!
+//! Exit codes: 0 success; 1 error; 2 bad usage; 3 not acquired or condition not met (a
+//! try-lock that found the lock held, a compare-and-set that did not match, a conditional
+//! write refused); 4 timeout; 5 the session (and what it held) was lost while a command
+//! ran under a lock.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use concord_core::machine::barrier::BarrierOp;
+use concord_core::machine::election::ElectionQuery;
+use concord_core::machine::kv::{KvError, KvOp, KvQuery, PutMode, WatchFilter};
+use concord_core::machine::latch::{LatchOp, LatchQuery};
+use concord_core::machine::reference::{RefOp, RefQuery};
+use concord_core::machine::rwlock::{Mode, RwLockOp};
+use concord_core::machine::semaphore::{SemaphoreOp, SemaphoreQuery};
+use concord_core::machine::signal::SignalOp;
+use concord_core::machine::{Error as MachineError, Etag, Op, QueryOp, Reply};
+use concord_core::raft::MembershipChange;
+use concord_core::wire::{Answer, RequestBody};
+use concord_core::{Consistency, NodeId};
+use concord_tokio::client::{Concord, Error, Options};
+use concord_tokio::config::{parse_peer, ServerConfig};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "concord",
+    version,
+    about = "Concord: fenced locks, semaphores, elections, counters, KV and watches on Raft"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of a cluster.
+    Serve(Box<ServeArgs>),
+    /// Run a 3-node cluster in this process on 127.0.0.1, for development.
+    Dev(DevArgs),
+    /// Hold a lock while a command runs; the command sees CONCORD_FENCE.
+    Lock(ClientArgs<LockArgs>),
+    /// Hold semaphore permits while a command runs, or manage a semaphore.
+    Semaphore(ClientArgs<SemaphoreArgs>),
+    /// Hold a read or write lock while a command runs.
+    Rwlock(ClientArgs<RwLockArgs>),
+    /// An atomic counter: get, set, incr, add, cas.
+    Counter(ClientArgs<CounterArgs>),
+    /// An atomic reference (bytes given as UTF-8 text): get, set, cas.
+    Ref(ClientArgs<RefArgs>),
+    /// A count-down latch: set, count-down, await, count.
+    Latch(ClientArgs<LatchArgs>),
+    /// Wait at a barrier until its parties arrive.
+    Barrier(ClientArgs<BarrierArgs>),
+    /// Campaign for leadership (holding it while a command runs), or observe an election.
+    Elect(ClientArgs<ElectArgs>),
+    /// The key-value store: get, put (conditional), delete, list.
+    Kv(ClientArgs<KvArgs>),
+    /// Print key-value changes as they happen.
+    Watch(ClientArgs<WatchArgs>),
+    /// Publish or subscribe to signals.
+    Signal(ClientArgs<SignalArgs>),
+    /// The status of every node.
+    Status(ClientArgs<NoArgs>),
+    /// Membership: add, remove, list.
+    Member(ClientArgs<MemberArgs>),
+    /// Hand leadership to another node.
+    TransferLeader(ClientArgs<TransferArgs>),
+    /// Save a node's latest snapshot to a file.
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A TOML file with any of the settings below (flags and environment win over it).
+    #[arg(long, env = "CONCORD_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id (unique, not 0).
+    #[arg(long, env = "CONCORD_ID")]
+    id: Option<u64>,
+    /// The group id shared by every node and client of the cluster.
+    #[arg(long, env = "CONCORD_GROUP")]
+    group: Option<u64>,
+    /// Address clients connect to.
+    #[arg(long, env = "CONCORD_CLIENT_ADDR")]
+    client_addr: Option<SocketAddr>,
+    /// Address the other nodes connect to.
+    #[arg(long, env = "CONCORD_PEER_ADDR")]
+    peer_addr: Option<SocketAddr>,
+    /// Address of the HTTP endpoint (/metrics, /status, status page).
+    #[arg(long, env = "CONCORD_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// Another node's peer address, as ID=HOST:PORT; repeat for each. On first start these
+    /// ids and this node's are the initial voters.
+    #[arg(long = "peer", env = "CONCORD_PEERS", value_delimiter = ',', value_parser = parse_peer)]
+    peers: Vec<(u64, SocketAddr)>,
+    /// Join an existing cluster (after `concord member add ID`) instead of founding one.
+    #[arg(long, env = "CONCORD_JOIN")]
+    join: bool,
+    /// Where the write-ahead log and snapshots live.
+    #[arg(long, env = "CONCORD_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Lower bound of the randomised election timeout, ms.
+    #[arg(long, env = "CONCORD_ELECTION_TIMEOUT_MIN_MS")]
+    election_timeout_min_ms: Option<u64>,
+    /// Upper bound of the election timeout, ms.
+    #[arg(long, env = "CONCORD_ELECTION_TIMEOUT_MAX_MS")]
+    election_timeout_max_ms: Option<u64>,
+    /// Leader heartbeat interval, ms (at most half the minimum election timeout).
+    #[arg(long, env = "CONCORD_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+    /// Applied entries between snapshots.
+    #[arg(long, env = "CONCORD_SNAPSHOT_THRESHOLD_ENTRIES")]
+    snapshot_threshold_entries: Option<u64>,
+    /// Largest frame accepted from a client or peer, bytes.
+    #[arg(long, env = "CONCORD_FRAME_BYTES_MAX")]
+    frame_bytes_max: Option<usize>,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// Keep the nodes' data here (default: a temporary directory removed on exit).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// First client port; nodes use PORT, PORT+1, PORT+2 for clients, +100 for peers and
+    /// +200 for HTTP.
+    #[arg(long, default_value_t = 7001)]
+    port: u16,
+}
+
+#[derive(Args)]
+struct ClientArgs<T: Args> {
+    /// Client endpoints of the cluster: HOST:PORT or ID=HOST:PORT, comma-separated.
+    #[arg(
+        long,
+        env = "CONCORD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
+        global = true
+    )]
+    endpoints: Vec<String>,
+    /// The cluster's group id.
+    #[arg(long, env = "CONCORD_GROUP", default_value_t = 1, global = true)]
+    group: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Human, global = true)]
+    output: Output,
+    /// Session TTL, ms: what this command holds is released this long after it dies.
+    #[arg(long, default_value_t = 10_000, global = true)]
+    session_ttl_ms: u64,
+    #[command(flatten)]
+    args: T,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Human,
+    Json,
+}
+
+#[derive(Args)]
+struct NoArgs {}
+
+#[derive(Args)]
+struct LockArgs {
+    /// The lock.
+    name: String,
+    /// Give up after this long (exit 4); `0` tries once (exit 3 if held).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// The command to run while holding the lock.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+struct SemaphoreArgs {
+    #[command(subcommand)]
+    action: SemaphoreAction,
+}
+
+#[derive(Subcommand)]
+enum SemaphoreAction {
+    /// Create it with PERMITS if it does not exist.
+    Init {
+        /// The semaphore.
+        name: String,
+        /// Permits.
+        permits: u64,
+    },
+    /// Acquire PERMITS, run a command, release.
+    Run {
+        /// The semaphore.
+        name: String,
+        /// Permits to hold.
+        #[arg(long, default_value_t = 1)]
+        permits: u64,
+        /// Give up after this long.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// The command.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Permits available.
+    Available {
+        /// The semaphore.
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct RwLockArgs {
+    /// The lock.
+    name: String,
+    /// Take it for writing (default: reading).
+    #[arg(long)]
+    write: bool,
+    /// Give up after this long.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// The command to run while holding it.
+    #[arg(last = true, required = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+struct CounterArgs {
+    #[command(subcommand)]
+    action: CounterAction,
+}
+
+#[derive(Subcommand)]
+enum CounterAction {
+    /// Print the value.
+    Get {
+        /// The counter.
+        name: String,
+    },
+    /// Set the value; prints the previous one.
+    Set {
+        /// The counter.
+        name: String,
+        /// The value.
+        #[arg(allow_hyphen_values = true)]
+        value: i64,
+    },
+    /// Add one; prints the new value.
+    Incr {
+        /// The counter.
+        name: String,
+    },
+    /// Add DELTA; prints the new value.
+    Add {
+        /// The counter.
+        name: String,
+        /// The amount.
+        #[arg(allow_hyphen_values = true)]
+        delta: i64,
+    },
+    /// Set NEW if the value is EXPECTED (exit 3 otherwise).
+    Cas {
+        /// The counter.
+        name: String,
+        /// Expected value.
+        #[arg(allow_hyphen_values = true)]
+        expected: i64,
+        /// New value.
+        #[arg(allow_hyphen_values = true)]
+        new: i64,
+    },
+}
+
+#[derive(Args)]
+struct RefArgs {
+    #[command(subcommand)]
+    action: RefAction,
+}
+
+#[derive(Subcommand)]
+enum RefAction {
+    /// Print the value.
+    Get {
+        /// The reference.
+        name: String,
+    },
+    /// Set the value.
+    Set {
+        /// The reference.
+        name: String,
+        /// The value.
+        value: String,
+    },
+    /// Set NEW if the value is EXPECTED (exit 3 otherwise).
+    Cas {
+        /// The reference.
+        name: String,
+        /// Expected value.
+        expected: String,
+        /// New value.
+        new: String,
+    },
+}
+
+#[derive(Args)]
+struct LatchArgs {
+    #[command(subcommand)]
+    action: LatchAction,
+}
+
+#[derive(Subcommand)]
+enum LatchAction {
+    /// Set the count if the latch is open (exit 3 if it is still counting).
+    Set {
+        /// The latch.
+        name: String,
+        /// The count.
+        count: u64,
+    },
+    /// Count down by one; prints what is left.
+    CountDown {
+        /// The latch.
+        name: String,
+    },
+    /// Wait until the count reaches zero.
+    Await {
+        /// The latch.
+        name: String,
+        /// Give up after this long (exit 4).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
+    /// Print the count.
+    Count {
+        /// The latch.
+        name: String,
+    },
+}
+
+#[derive(Args)]
+struct BarrierArgs {
+    /// The barrier.
+    name: String,
+    /// Parties that must arrive.
+    #[arg(long)]
+    parties: u32,
+    /// Give up after this long (exit 4; the generation breaks).
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Args)]
+struct ElectArgs {
+    /// The election.
+    name: String,
+    /// The value to announce as leader.
+    value: Option<String>,
+    /// Print leadership changes instead of campaigning.
+    #[arg(long)]
+    observe: bool,
+    /// Give up campaigning after this long.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// With --observe: stop after this many leadership reports.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Run this while leader, then resign (without it: lead until interrupted).
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+#[derive(Args)]
+struct KvArgs {
+    #[command(subcommand)]
+    action: KvAction,
+}
+
+#[derive(Subcommand)]
+enum KvAction {
+    /// Print a key's value.
+    Get {
+        /// The key.
+        key: String,
+        /// Print nothing new if the ETag still matches (exit 3).
+        #[arg(long)]
+        if_none_match: Option<u64>,
+    },
+    /// Write a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Only if the key does not exist (exit 3 otherwise).
+        #[arg(long, conflicts_with = "if_match")]
+        create_only: bool,
+        /// Only if the key's ETag is this (exit 3 otherwise).
+        #[arg(long)]
+        if_match: Option<u64>,
+        /// Expire the key after this long.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: String,
+        /// Only if the key's ETag is this.
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+    /// List keys under a prefix.
+    List {
+        /// The prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    /// A key, or with --prefix a prefix, or with --pattern a `*`/`>` pattern.
+    target: String,
+    /// Watch every key starting with TARGET.
+    #[arg(long, conflicts_with = "pattern")]
+    prefix: bool,
+    /// TARGET is a pattern of dot-separated tokens (`*` one token, `>` the rest).
+    #[arg(long)]
+    pattern: bool,
+    /// Start from this revision (default: changes from now on).
+    #[arg(long)]
+    from: Option<u64>,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+#[derive(Args)]
+struct SignalArgs {
+    #[command(subcommand)]
+    action: SignalAction,
+}
+
+#[derive(Subcommand)]
+enum SignalAction {
+    /// Publish PAYLOAD on SUBJECT; prints how many received it.
+    Publish {
+        /// The subject.
+        subject: String,
+        /// The payload.
+        payload: String,
+    },
+    /// Print signals matching PATTERN as they arrive.
+    Subscribe {
+        /// The subject pattern.
+        pattern: String,
+        /// Join this queue group (each signal goes to one member of the group).
+        #[arg(long)]
+        queue_group: Option<String>,
+        /// Stop after this many signals.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+#[derive(Args)]
+struct MemberArgs {
+    #[command(subcommand)]
+    action: MemberAction,
+}
+
+#[derive(Subcommand)]
+enum MemberAction {
+    /// Add node ID as a voter (start it with `serve --join` and its peers).
+    Add {
+        /// The node.
+        id: u64,
+        /// Add it as a learner (receives the log, does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove node ID.
+    Remove {
+        /// The node.
+        id: u64,
+    },
+    /// List the members.
+    List,
+}
+
+#[derive(Args)]
+struct TransferArgs {
+    /// The node to hand leadership to.
+    id: u64,
+}
+
+#[derive(Args)]
+struct SnapshotArgs {
+    #[command(subcommand)]
+    action: SnapshotAction,
+}
+
+#[derive(Subcommand)]
+enum SnapshotAction {
+    /// Copy the latest snapshot of the node whose data directory is DATA_DIR to FILE.
+    Save {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where to write it.
+        file: PathBuf,
+    },
+}
+
+/// How a command ended.
+enum Outcome {
+    Ok,
+    NotAcquired(String),
+    Exit(u8),
+}
+
+const EXIT_ERROR: u8 = 1;
+const EXIT_NOT_ACQUIRED: u8 = 3;
+const EXIT_TIMEOUT: u8 = 4;
+const EXIT_SESSION_LOST: u8 = 5;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONCORD_LOG").unwrap_or_else(|_| {
+        let default =
+            if matches!(cli.command, Command::Serve(_) | Command::Dev(_)) { "info" } else { "warn" };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("concord: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::NotAcquired(why)) => {
+            eprintln!("concord: {why}");
+            ExitCode::from(EXIT_NOT_ACQUIRED)
+        }
+        Ok(Outcome::Exit(code)) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("concord: {e}");
+            let timeout = matches!(e, CliError::Client(Error::Machine(MachineError::Timeout)));
+            ExitCode::from(if timeout { EXIT_TIMEOUT } else { EXIT_ERROR })
+        }
+    }
+}
+
+/// Everything a command can fail with.
+#[derive(Debug)]
+enum CliError {
+    Client(Error),
+    Other(String),
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Client(e) => write!(f, "{e}"),
+            Self::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        Self::Client(e)
+    }
+}
+
+impl From<String> for CliError {
+    fn from(e: String) -> Self {
+        Self::Other(e)
+    }
+}
+
+async fn run(command: Command) -> Result<Outcome, CliError> {
+    match command {
+        Command::Serve(a) => serve(*a).await,
+        Command::Dev(a) => dev(a).await,
+        Command::Snapshot(a) => snapshot(a),
+        Command::Lock(c) => with_client(c, lock).await,
+        Command::Semaphore(c) => with_client(c, semaphore).await,
+        Command::Rwlock(c) => with_client(c, rwlock).await,
+        Command::Counter(c) => with_client(c, counter).await,
+        Command::Ref(c) => with_client(c, reference).await,
+        Command::Latch(c) => with_client(c, latch).await,
+        Command::Barrier(c) => with_client(c, barrier).await,
+        Command::Elect(c) => with_client(c, elect).await,
+        Command::Kv(c) => with_client(c, kv).await,
+        Command::Watch(c) => with_client(c, watch).await,
+        Command::Signal(c) => with_client(c, signal).await,
+        Command::Status(c) => with_client(c, status).await,
+        Command::Member(c) => with_client(c, member).await,
+        Command::TransferLeader(c) => with_client(c, transfer).await,
+    }
+}
+
+/// What a client command gets: the connection and how to print.
+struct Ctx {
+    client: Concord,
+    output: Output,
+}
+
+impl Ctx {
+    /// Prints `human` or, with `--output json`, `value`.
+    fn print(&self, human: impl std::fmt::Display, value: serde_json::Value) {
+        match self.output {
+            Output::Human => println!("{human}"),
+            Output::Json => println!("{value}"),
+        }
+    }
+
+    async fn exec(&self, op: Op) -> Result<Reply, CliError> {
+        Ok(self.client.execute(op).await?.reply)
+    }
+
+    async fn query(&self, q: QueryOp) -> Result<Reply, CliError> {
+        Ok(self.client.read(q, Consistency::Linearizable).await?.reply)
+    }
+}
+
+async fn with_client<T: Args, F, Fut>(c: ClientArgs<T>, f: F) -> Result<Outcome, CliError>
+where
+    F: FnOnce(Ctx, T) -> Fut,
+    Fut: std::future::Future<Output = Result<Outcome, CliError>>,
+{
+    let mut opts = Options::new(&c.endpoints)?;
+    opts.group = c.group;
+    opts.session_ttl = Duration::from_millis(c.session_ttl_ms);
+    let client = Concord::connect(opts).await?;
+    let ctx = Ctx { client: client.clone(), output: c.output };
+    let result = f(ctx, c.args).await;
+    // Closing the session releases anything still held at once.
+    client.close().await;
+    result
+}
+
+fn unexpected(r: Reply) -> CliError {
+    CliError::Client(Error::Unexpected(format!("{r:?}")))
+}
+
+fn text(v: &Option<Vec<u8>>) -> String {
+    v.as_deref().map_or_else(|| "(none)".into(), |b| String::from_utf8_lossy(b).into_owned())
+}
+
+/// Runs `cmd` with `env`, ending it if `lost` fires first. The exit code to report.
+async fn run_while(
+    cmd: &[String],
+    env: &[(&str, String)],
+    lost: impl std::future::Future<Output = ()>,
+) -> Result<u8, CliError> {
+    let (program, args) = cmd.split_first().ok_or_else(|| "no command given".to_string())?;
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    tokio::select! {
+        status = child.wait() => {
+            let status = status.map_err(|e| format!("{program}: {e}"))?;
+            Ok(status.code().map_or(EXIT_ERROR, |c| c.clamp(0, 255) as u8))
+        }
+        () = lost => {
+            let _ = child.kill().await;
+            eprintln!("concord: the session was lost, and with it what it held; {program} was stopped");
+            Ok(EXIT_SESSION_LOST)
+        }
+    }
+}
+
+async fn lock(ctx: Ctx, a: LockArgs) -> Result<Outcome, CliError> {
+    let guard = match ctx.client.lock(&a.name, a.timeout_ms.map(Duration::from_millis)).await {
+        Ok(g) => g,
+        Err(Error::Machine(MachineError::Timeout)) if a.timeout_ms == Some(0) => {
+            return Ok(Outcome::NotAcquired(format!("lock {} is held", a.name)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let fence = guard.fence();
+    if ctx.output == Output::Json {
+        eprintln!("{}", json!({"lock": a.name, "fence": fence}));
+    }
+    let env = [("CONCORD_LOCK", a.name.clone()), ("CONCORD_FENCE", fence.to_string())];
+    let code = run_while(&a.cmd, &env, guard.lost()).await?;
+    if code != EXIT_SESSION_LOST {
+        guard.unlock().await?;
+    }
+    Ok(Outcome::Exit(code))
+}
+
+async fn semaphore(ctx: Ctx, a: SemaphoreArgs) -> Result<Outcome, CliError> {
+    match a.action {
+        SemaphoreAction::Init { name, permits } => {
+            let r = ctx.exec(Op::Semaphore(SemaphoreOp::Init { name, permits, sessionless: false })).await?;
+            let Reply::Bool(created) = r else { return Err(unexpected(r)) };
+            ctx.print(if created { "created" } else { "exists" }, json!({"created": created}));
+            Ok(Outcome::Ok)
+        }
+        SemaphoreAction::Available { name } => {
+            let r = ctx.query(QueryOp::Semaphore(SemaphoreQuery::Available { name })).await?;
+            let Reply::Long(n) = r else { return Err(unexpected(r)) };
+            ctx.print(n, json!({"available": n}));
+            Ok(Outcome::Ok)
+        }
+        SemaphoreAction::Run { name, permits, timeout_ms, cmd } => {
+            let op = SemaphoreOp::Acquire { name: name.clone(), permits, timeout_ms };
+            match ctx.client.execute(Op::Semaphore(op)).await {
+                Ok(_) => {}
+                Err(Error::Machine(MachineError::Timeout)) if timeout_ms == Some(0) => {
+                    return Ok(Outcome::NotAcquired(format!(
+                        "semaphore {name} has no {permits} permits free"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let lost = ctx.client.session_changed(ctx.client.session().borrow().current);
+            let env = [("CONCORD_SEMAPHORE", name.clone()), ("CONCORD_PERMITS", permits.to_string())];
+            let code = run_while(&cmd, &env, lost).await?;
+            if code != EXIT_SESSION_LOST {
+                ctx.exec(Op::Semaphore(SemaphoreOp::Release { name, permits })).await?;
+            }
+            Ok(Outcome::Exit(code))
+        }
+    }
+}
+
+async fn rwlock(ctx: Ctx, a: RwLockArgs) -> Result<Outcome, CliError> {
+    let mode = if a.write { Mode::Write } else { Mode::Read };
+    let op = RwLockOp::Lock { name: a.name.clone(), mode, timeout_ms: a.timeout_ms };
+    let fence = match ctx.client.execute(Op::RwLock(op)).await {
+        Ok(d) => match d.reply {
+            Reply::Fence(f) => f.0,
+            r => return Err(unexpected(r)),
+        },
+        Err(Error::Machine(MachineError::Timeout)) if a.timeout_ms == Some(0) => {
+            return Ok(Outcome::NotAcquired(format!("read-write lock {} is not available", a.name)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let lost = ctx.client.session_changed(ctx.client.session().borrow().current);
+    let env = [("CONCORD_RWLOCK", a.name.clone()), ("CONCORD_FENCE", fence.to_string())];
+    let code = run_while(&a.cmd, &env, lost).await?;
+    if code != EXIT_SESSION_LOST {
+        ctx.exec(Op::RwLock(RwLockOp::Unlock { name: a.name })).await?;
+    }
+    Ok(Outcome::Exit(code))
+}
+
+async fn counter(ctx: Ctx, a: CounterArgs) -> Result<Outcome, CliError> {
+    let (name, value) = match a.action {
+        CounterAction::Get { name } => {
+            let v = ctx.client.counter(&name).get().await?;
+            (name, v)
+        }
+        CounterAction::Set { name, value } => {
+            let v = ctx.client.counter(&name).set(value).await?;
+            (name, v)
+        }
+        CounterAction::Incr { name } => {
+            let v = ctx.client.counter(&name).incr().await?;
+            (name, v)
+        }
+        CounterAction::Add { name, delta } => {
+            let v = ctx.client.counter(&name).add(delta).await?;
+            (name, v)
+        }
+        CounterAction::Cas { name, expected, new } => {
+            let done = ctx.client.counter(&name).compare_and_set(expected, new).await?;
+            ctx.print(done, json!({"counter": name, "swapped": done}));
+            return Ok(if done {
+                Outcome::Ok
+            } else {
+                Outcome::NotAcquired(format!("{name} is not {expected}"))
+            });
+        }
+    };
+    ctx.print(value, json!({"counter": name, "value": value}));
+    Ok(Outcome::Ok)
+}
+
+async fn reference(ctx: Ctx, a: RefArgs) -> Result<Outcome, CliError> {
+    match a.action {
+        RefAction::Get { name } => {
+            let r = ctx.query(QueryOp::Ref(RefQuery::Get { name: name.clone() })).await?;
+            let Reply::Value(v) = r else { return Err(unexpected(r)) };
+            ctx.print(text(&v), json!({"ref": name, "value": v.as_deref().map(String::from_utf8_lossy)}));
+        }
+        RefAction::Set { name, value } => {
+            ctx.exec(Op::Ref(RefOp::Set { name: name.clone(), value: Some(value.into_bytes()) })).await?;
+            ctx.print("OK", json!({"ref": name, "set": true}));
+        }
+        RefAction::Cas { name, expected, new } => {
+            let op = RefOp::CompareAndSet {
+                name: name.clone(),
+                expect: Some(expected.clone().into_bytes()),
+                update: Some(new.into_bytes()),
+            };
+            let r = ctx.exec(Op::Ref(op)).await?;
+            let Reply::Bool(done) = r else { return Err(unexpected(r)) };
+            ctx.print(done, json!({"ref": name, "swapped": done}));
+            if !done {
+                return Ok(Outcome::NotAcquired(format!("{name} is not {expected:?}")));
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+async fn latch(ctx: Ctx, a: LatchArgs) -> Result<Outcome, CliError> {
+    match a.action {
+        LatchAction::Set { name, count } => {
+            let r = ctx.exec(Op::Latch(LatchOp::TrySetCount { name: name.clone(), count })).await?;
+            let Reply::Bool(set) = r else { return Err(unexpected(r)) };
+            ctx.print(set, json!({"latch": name, "set": set}));
+            if !set {
+                return Ok(Outcome::NotAcquired(format!("latch {name} is still counting down")));
+            }
+        }
+        LatchAction::CountDown { name } => {
+            let r = ctx.exec(Op::Latch(LatchOp::CountDown { name: name.clone() })).await?;
+            let Reply::Count(left) = r else { return Err(unexpected(r)) };
+            ctx.print(left, json!({"latch": name, "count": left}));
+        }
+        LatchAction::Await { name, timeout_ms } => {
+            ctx.exec(Op::Latch(LatchOp::Await { name: name.clone(), timeout_ms })).await?;
+            ctx.print("open", json!({"latch": name, "open": true}));
+        }
+        LatchAction::Count { name } => {
+            let r = ctx.query(QueryOp::Latch(LatchQuery::Count { name: name.clone() })).await?;
+            let Reply::Count(n) = r else { return Err(unexpected(r)) };
+            ctx.print(n, json!({"latch": name, "count": n}));
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+async fn barrier(ctx: Ctx, a: BarrierArgs) -> Result<Outcome, CliError> {
+    let op = BarrierOp::Wait { name: a.name.clone(), parties: a.parties, timeout_ms: a.timeout_ms };
+    let r = ctx.exec(Op::Barrier(op)).await?;
+    let Reply::Barrier { generation, arrival } = r else { return Err(unexpected(r)) };
+    ctx.print(
+        format!("tripped: generation {generation}, arrived {arrival} of {}", a.parties),
+        json!({"barrier": a.name, "generation": generation, "arrival": arrival}),
+    );
+    Ok(Outcome::Ok)
+}
+
+async fn elect(ctx: Ctx, a: ElectArgs) -> Result<Outcome, CliError> {
+    if a.observe {
+        let r = ctx.query(QueryOp::Election(ElectionQuery::Leader { name: a.name.clone() })).await?;
+        if let Reply::Leader(l) = r {
+            print_leader(&ctx, &a.name, l.as_ref().map(|l| (l.session.0, l.fence.0, &l.value)));
+        }
+        let mut seen = 1;
+        let mut events = ctx.client.observe(&a.name);
+        while a.count.is_none_or(|c| seen < c) {
+            let Some(e) = events.recv().await else { break };
+            let e = e?;
+            print_leader(&ctx, &e.name, e.leader.as_ref().map(|l| (l.session.0, l.fence.0, &l.value)));
+            seen += 1;
+        }
+        return Ok(Outcome::Ok);
+    }
+    let value = a.value.clone().unwrap_or_default().into_bytes();
+    let leadership = match ctx.client.campaign(&a.name, value, a.timeout_ms.map(Duration::from_millis)).await
+    {
+        Ok(l) => l,
+        Err(Error::Machine(MachineError::Timeout)) if a.timeout_ms == Some(0) => {
+            return Ok(Outcome::NotAcquired(format!("election {} has a leader", a.name)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let fence = leadership.fence();
+    ctx.print(format!("elected: {} (fence {fence})", a.name), json!({"election": a.name, "fence": fence}));
+    let lost = ctx.client.session_changed(ctx.client.session().borrow().current);
+    let code = if a.cmd.is_empty() {
+        tokio::select! {
+            () = lost => EXIT_SESSION_LOST,
+            _ = tokio::signal::ctrl_c() => 0,
+        }
+    } else {
+        let env = [("CONCORD_ELECTION", a.name.clone()), ("CONCORD_FENCE", fence.to_string())];
+        run_while(&a.cmd, &env, lost).await?
+    };
+    if code != EXIT_SESSION_LOST {
+        leadership.resign().await?;
+    }
+    Ok(Outcome::Exit(code))
+}
+
+fn print_leader(ctx: &Ctx, name: &str, l: Option<(u64, u64, &Vec<u8>)>) {
+    match l {
+        Some((session, fence, value)) => ctx.print(
+            format!("{name}: {} (session {session}, fence {fence})", String::from_utf8_lossy(value)),
+            json!({"election": name, "session": session, "fence": fence, "value": String::from_utf8_lossy(value)}),
+        ),
+        None => ctx.print(format!("{name}: no leader"), json!({"election": name, "leader": null})),
+    }
+}
+
+async fn kv(ctx: Ctx, a: KvArgs) -> Result<Outcome, CliError> {
+    match a.action {
+        KvAction::Get { key, if_none_match } => {
+            let q = KvQuery::Get { key: key.clone(), if_none_match: if_none_match.map(Etag) };
+            match ctx.query(QueryOp::Kv(q)).await? {
+                Reply::KvEntry(Some(e)) => ctx.print(
+                    text(&e.value),
+                    json!({"key": e.key, "value": e.value.as_deref().map(String::from_utf8_lossy), "etag": e.etag.0, "version": e.version}),
+                ),
+                Reply::KvEntry(None) => return Ok(Outcome::NotAcquired(format!("{key}: not found"))),
+                Reply::NotModified { etag } => {
+                    ctx.print("not modified", json!({"key": key, "etag": etag.0, "modified": false}));
+                    return Ok(Outcome::NotAcquired(format!("{key}: not modified")));
+                }
+                r => return Err(unexpected(r)),
+            }
+        }
+        KvAction::Put { key, value, create_only, if_match, ttl_ms } => {
+            let mode = match (create_only, if_match) {
+                (true, _) => PutMode::IfAbsent,
+                (false, Some(e)) => PutMode::IfMatch(Etag(e)),
+                (false, None) => PutMode::Always,
+            };
+            let op = KvOp::Put { key: key.clone(), value: value.into_bytes(), mode, ttl_ms };
+            match ctx.client.execute(Op::Kv(op)).await {
+                Ok(d) => match d.reply {
+                    Reply::KvWritten { etag } => {
+                        ctx.print(format!("etag {}", etag.0), json!({"key": key, "etag": etag.0}))
+                    }
+                    r => return Err(unexpected(r)),
+                },
+                Err(Error::Machine(
+                    e @ MachineError::Kv(KvError::Exists { .. } | KvError::EtagMismatch { .. }),
+                )) => {
+                    return Ok(Outcome::NotAcquired(format!("{key}: {e}")));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        KvAction::Delete { key, if_match } => {
+            let op = KvOp::Delete { key: key.clone(), if_match: if_match.map(Etag) };
+            let r = ctx.exec(Op::Kv(op)).await?;
+            let Reply::Bool(deleted) = r else { return Err(unexpected(r)) };
+            ctx.print(if deleted { "deleted" } else { "not found" }, json!({"key": key, "deleted": deleted}));
+        }
+        KvAction::List { prefix } => {
+            let mut after = None;
+            let mut all = Vec::new();
+            loop {
+                let q = KvQuery::List { prefix: prefix.clone(), after: after.clone(), keys_only: false };
+                let r = ctx.query(QueryOp::Kv(q)).await?;
+                let Reply::KvList { entries, more } = r else { return Err(unexpected(r)) };
+                after = entries.last().map(|e| e.key.clone());
+                all.extend(entries);
+                if !more || after.is_none() {
+                    break;
+                }
+            }
+            match ctx.output {
+                Output::Human => {
+                    for e in &all {
+                        println!("{}\t{}", e.key, text(&e.value));
+                    }
+                }
+                Output::Json => {
+                    let v: Vec<_> = all
+                        .iter()
+                        .map(|e| json!({"key": e.key, "value": e.value.as_deref().map(String::from_utf8_lossy), "etag": e.etag.0}))
+                        .collect();
+                    println!("{}", serde_json::Value::Array(v));
+                }
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+async fn watch(ctx: Ctx, a: WatchArgs) -> Result<Outcome, CliError> {
+    let filter = if a.prefix {
+        WatchFilter::Prefix(a.target)
+    } else if a.pattern {
+        WatchFilter::Pattern(a.target)
+    } else {
+        WatchFilter::Key(a.target)
+    };
+    let mut events = ctx.client.watch(filter, a.from);
+    let mut seen = 0;
+    while let Some(e) = events.recv().await {
+        let e = e?;
+        ctx.print(
+            format!("{} {:?} {} {}", e.revision, e.kind, e.key, text(&e.value)),
+            json!({"revision": e.revision, "kind": format!("{:?}", e.kind), "key": e.key, "value": e.value.as_deref().map(String::from_utf8_lossy)}),
+        );
+        seen += 1;
+        if a.count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+async fn signal(ctx: Ctx, a: SignalArgs) -> Result<Outcome, CliError> {
+    match a.action {
+        SignalAction::Publish { subject, payload } => {
+            let r = ctx
+                .exec(Op::Signal(SignalOp::Publish {
+                    subject: subject.clone(),
+                    payload: payload.into_bytes(),
+                }))
+                .await?;
+            let Reply::Count(n) = r else { return Err(unexpected(r)) };
+            ctx.print(format!("{n} received"), json!({"subject": subject, "receivers": n}));
+        }
+        SignalAction::Subscribe { pattern, queue_group: group, count } => {
+            let mut signals = ctx.client.signals();
+            ctx.exec(Op::Signal(SignalOp::Subscribe { pattern, group })).await?;
+            let mut seen = 0;
+            while let Some(d) = signals.recv().await {
+                ctx.print(
+                    format!("{} {}", d.subject, String::from_utf8_lossy(&d.payload)),
+                    json!({"subject": d.subject, "payload": String::from_utf8_lossy(&d.payload), "index": d.index}),
+                );
+                seen += 1;
+                if count.is_some_and(|c| seen >= c) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
+async fn status(ctx: Ctx, _: NoArgs) -> Result<Outcome, CliError> {
+    let answer = ctx.client.admin(RequestBody::Status).await?;
+    let Answer::Status(s) = answer else {
+        return Err(CliError::Other(format!("unexpected answer {answer:?}")));
+    };
+    let voters: Vec<u64> = s.membership.voters.iter().map(|v| v.0).collect();
+    let learners: Vec<u64> = s.membership.learners.iter().map(|v| v.0).collect();
+    ctx.print(
+        format!(
+            "node {} ({:?}), term {}, leader {}, commit {}, applied {}, voters {voters:?}, learners {learners:?}",
+            s.id.0,
+            s.role,
+            s.term,
+            s.leader.map_or("none".into(), |l| l.0.to_string()),
+            s.commit_index,
+            s.applied_index
+        ),
+        serde_json::to_value(&s).unwrap_or_default(),
+    );
+    Ok(Outcome::Ok)
+}
+
+async fn member(ctx: Ctx, a: MemberArgs) -> Result<Outcome, CliError> {
+    let change = match a.action {
+        MemberAction::Add { id, learner: false } => MembershipChange::AddVoter(NodeId(id)),
+        MemberAction::Add { id, learner: true } => MembershipChange::AddLearner(NodeId(id)),
+        MemberAction::Remove { id } => MembershipChange::Remove(NodeId(id)),
+        MemberAction::List => {
+            let answer = ctx.client.admin(RequestBody::Status).await?;
+            let Answer::Status(s) = answer else {
+                return Err(CliError::Other(format!("unexpected answer {answer:?}")));
+            };
+            let voters: Vec<u64> = s.membership.voters.iter().map(|v| v.0).collect();
+            let learners: Vec<u64> = s.membership.learners.iter().map(|v| v.0).collect();
+            ctx.print(
+                format!("voters {voters:?}, learners {learners:?}"),
+                json!({"voters": voters, "learners": learners}),
+            );
+            return Ok(Outcome::Ok);
+        }
+    };
+    let answer = ctx.client.admin(RequestBody::ChangeMembership(change)).await?;
+    let Answer::Membership { index, membership } = answer else {
+        return Err(CliError::Other(format!("unexpected answer {answer:?}")));
+    };
+    let voters: Vec<u64> = membership.voters.iter().map(|v| v.0).collect();
+    ctx.print(
+        format!("membership at index {index}: voters {voters:?}"),
+        json!({"index": index, "voters": voters}),
+    );
+    Ok(Outcome::Ok)
+}
+
+async fn transfer(ctx: Ctx, a: TransferArgs) -> Result<Outcome, CliError> {
+    let answer = ctx.client.admin(RequestBody::TransferLeadership(NodeId(a.id))).await?;
+    let Answer::Transferred { term } = answer else {
+        return Err(CliError::Other(format!("unexpected answer {answer:?}")));
+    };
+    ctx.print(format!("node {} leads in term {term}", a.id), json!({"leader": a.id, "term": term}));
+    Ok(Outcome::Ok)
+}
+
+fn snapshot(a: SnapshotArgs) -> Result<Outcome, CliError> {
+    let SnapshotAction::Save { data_dir, file } = a.action;
+    let snap = concord_tokio::wal::Wal::read_snapshot(&data_dir)
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?
+        .ok_or_else(|| format!("{}: no snapshot yet", data_dir.display()))?;
+    let bytes = postcard::to_allocvec(&snap).map_err(|e| e.to_string())?;
+    std::fs::write(&file, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    println!(
+        "saved the snapshot at index {} (term {}) to {}",
+        snap.meta.index,
+        snap.meta.term,
+        file.display()
+    );
+    Ok(Outcome::Ok)
+}
+
+async fn serve(a: ServeArgs) -> Result<Outcome, CliError> {
+    let mut cfg = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            ServerConfig::from_toml(&text).map_err(|e| e.to_string())?
+        }
+        None => ServerConfig::default(),
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { cfg.$f = v; } )* };
+    }
+    set!(
+        id,
+        group,
+        client_addr,
+        peer_addr,
+        http_addr,
+        data_dir,
+        election_timeout_min_ms,
+        election_timeout_max_ms
+    );
+    set!(heartbeat_interval_ms, snapshot_threshold_entries, frame_bytes_max);
+    if !a.peers.is_empty() {
+        cfg.peers = a.peers.iter().copied().collect();
+    }
+    cfg.join |= a.join;
+    let node = concord_tokio::server::start(cfg).await.map_err(|e| e.to_string())?;
+    let stopped = wait_for_signal().await;
+    tracing::info!(signal = stopped, "shutting down");
+    node.shutdown().await.map_err(|e| e.to_string())?;
+    Ok(Outcome::Ok)
+}
+
+/// Waits for Ctrl-C or SIGTERM; names the one that came.
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return "interrupt";
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupt",
+            _ = term.recv() => "terminate",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupt"
+    }
+}
+
+async fn dev(a: DevArgs) -> Result<Outcome, CliError> {
+    let temp;
+    let root = match a.data_dir {
+        Some(d) => d,
+        None => {
+            temp = tempfile::Builder::new().prefix("concord-dev-").tempdir().map_err(|e| e.to_string())?;
+            temp.path().to_path_buf()
+        }
+    };
+    let addr = |offset: u16| SocketAddr::from(([127, 0, 0, 1], a.port + offset));
+    let peers: std::collections::BTreeMap<u64, SocketAddr> =
+        (0..3).map(|i| (i as u64 + 1, addr(100 + i))).collect();
+    let mut nodes = Vec::new();
+    for i in 0..3u16 {
+        let id = u64::from(i) + 1;
+        let cfg = ServerConfig {
+            id,
+            client_addr: addr(i),
+            peer_addr: addr(100 + i),
+            http_addr: addr(200 + i),
+            peers: peers.clone(),
+            data_dir: root.join(format!("node-{id}")),
+            ..ServerConfig::default()
+        };
+        nodes.push(concord_tokio::server::start(cfg).await.map_err(|e| e.to_string())?);
+    }
+    let endpoints: Vec<String> = nodes.iter().map(|n| format!("{}={}", n.id, n.client_addr)).collect();
+    println!("Concord dev cluster: 3 nodes, data in {}", root.display());
+    for n in &nodes {
+        println!(
+            "  node {}: clients {}  peers {}  status http://{}/",
+            n.id, n.client_addr, n.peer_addr, n.http_addr
+        );
+    }
+    println!("Try:  concord counter incr visits --endpoints {}", endpoints.join(","));
+    println!("      (the default endpoints already point here)   Ctrl-C stops the cluster.");
+    let stopped = wait_for_signal().await;
+    tracing::info!(signal = stopped, "stopping the dev cluster");
+    for n in nodes {
+        n.shutdown().await.map_err(|e| e.to_string())?;
+    }
+    Ok(Outcome::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_subcommand_parses_with_the_global_client_flags() {
+        for args in [
+            &["concord", "signal", "subscribe", "a.*", "--queue-group", "g", "--group", "3"][..],
+            &["concord", "counter", "--endpoints", "1=127.0.0.1:1", "incr", "n", "--output", "json"],
+            &["concord", "lock", "L", "--timeout-ms", "0", "--", "sh", "-c", "true"],
+            &["concord", "kv", "put", "k", "v", "--if-match", "3", "--ttl-ms", "10"],
+            &["concord", "elect", "E", "--observe", "--count", "2"],
+        ] {
+            if let Err(e) = Cli::try_parse_from(args) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,749 @@
+//! The async Rust client: the core's sans-IO [`Client`](CoreClient) driven by a tokio task,
+//! with one TCP connection per node it talks to.
+//!
+//! [`Concord::connect`] learns the nodes' ids (asking each endpoint for its status when
+//! only an address is given), opens a session and keeps it alive in the background.
+//! Every command carries the session and a sequence number, so the retries the driver
+//! makes — after a timeout, a lost connection or a leader change — are applied once.
+//! When the session is lost (it expired, say, during a long partition), everything it
+//! owned is released by the cluster: [`Concord::session`] reports it, guards notice, and
+//! a new session is opened for later calls.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), concord_tokio::client::Error> {
+//! use concord_tokio::client::{Concord, Options};
+//! let c = Concord::connect(Options::new(["127.0.0.1:7001", "127.0.0.1:7002"])?).await?;
+//! let guard = c.lock("jobs/nightly", None).await?;
+//! println!("holding with fence {}", guard.fence());
+//! guard.unlock().await?;
+//! let n = c.counter("visits").incr().await?;
+//! # let _ = n; Ok(()) }
+//! ```
+
+use crate::frame::{read_frame, write_frame};
+use concord_core::client::{Client as CoreClient, ClientConfig, ClientEvent, OpId};
+use concord_core::machine::election::{ElectionEvent, ElectionOp};
+use concord_core::machine::kv::{WatchEvent, WatchFilter};
+use concord_core::machine::lock::LockOp;
+use concord_core::machine::long::{LongOp, LongQuery};
+use concord_core::machine::session::SessionOp;
+use concord_core::machine::signal::SignalDelivery;
+use concord_core::machine::{Error as MachineError, Fence, Op, QueryOp, Reply, SessionId};
+use concord_core::wire::{Answer, ClientError, ClientRequest, Envelope, RequestBody, ServerMessage};
+use concord_core::{Consistency, GroupId, Instant, LogIndex, NodeId};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The state machine refused or failed the operation (not held, timeout, limit, …).
+    Machine(MachineError),
+    /// The cluster refused the request outside the machine (wrong group, too large, …).
+    Request(ClientError),
+    /// No endpoint answered.
+    Unreachable(String),
+    /// An endpoint or option is invalid.
+    Config(String),
+    /// The client was closed.
+    Closed,
+    /// The reply was not what this call expects (a client/server version mismatch).
+    Unexpected(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Machine(e) => write!(f, "{e}"),
+            Self::Request(e) => write!(f, "{e}"),
+            Self::Unreachable(e) => write!(f, "no node reachable: {e}"),
+            Self::Config(e) => write!(f, "{e}"),
+            Self::Closed => f.write_str("the client is closed"),
+            Self::Unexpected(e) => write!(f, "unexpected reply: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<MachineError> for Error {
+    fn from(e: MachineError) -> Self {
+        Self::Machine(e)
+    }
+}
+
+/// Where a node listens for clients, with its id if known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The node's id (learnt from the node when not given).
+    pub id: Option<NodeId>,
+    /// Its client address.
+    pub addr: SocketAddr,
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = Error;
+    /// `HOST:PORT` or `ID=HOST:PORT`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = |e: &dyn fmt::Display| Error::Config(format!("endpoint {s:?}: {e}"));
+        match s.split_once('=') {
+            Some((id, addr)) => Ok(Self {
+                id: Some(NodeId(id.trim().parse().map_err(|e| bad(&e))?)),
+                addr: addr.trim().parse().map_err(|e| bad(&e))?,
+            }),
+            None => Ok(Self { id: None, addr: s.trim().parse().map_err(|e| bad(&e))? }),
+        }
+    }
+}
+
+/// How to connect.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The nodes' client endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// The group id the cluster serves.
+    pub group: u64,
+    /// Session TTL: the cluster releases what the session owns this long after it last
+    /// heard from the client.
+    pub session_ttl: Duration,
+    /// Resend a request to another node if unanswered this long.
+    pub request_timeout: Duration,
+    /// How long `connect` tries before giving up.
+    pub connect_timeout: Duration,
+    /// Largest frame sent or accepted, bytes.
+    pub frame_bytes_max: usize,
+}
+
+impl Options {
+    /// Options for these endpoints (`HOST:PORT` or `ID=HOST:PORT`), with defaults: group
+    /// 1, a 10 s session, 1 s request timeout.
+    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(endpoints: I) -> Result<Self, Error> {
+        let endpoints = endpoints.into_iter().map(|e| e.as_ref().parse()).collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(Error::Config("at least one endpoint is needed".into()));
+        }
+        Ok(Self {
+            endpoints,
+            group: 1,
+            session_ttl: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(10),
+            frame_bytes_max: 4 << 20,
+        })
+    }
+}
+
+/// The client's session as the driver last saw it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// The open session, if any.
+    pub current: Option<SessionId>,
+    /// Sessions lost so far (each lost everything it owned).
+    pub lost: u64,
+}
+
+/// A finished command or read: the reply and the log index it took effect at (or the
+/// applied index a read saw).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Done {
+    /// The reply.
+    pub reply: Reply,
+    /// The log index.
+    pub index: LogIndex,
+}
+
+enum Cmd {
+    Submit(Op, oneshot::Sender<Result<Done, Error>>),
+    Read(QueryOp, Consistency, oneshot::Sender<Result<Done, Error>>),
+    Admin(RequestBody, oneshot::Sender<Result<Answer, Error>>),
+    Watch(WatchFilter, Option<u64>, mpsc::UnboundedSender<Result<WatchEvent, Error>>),
+    Observe(String, mpsc::UnboundedSender<Result<ElectionEvent, Error>>),
+    Signals(mpsc::UnboundedSender<SignalDelivery>),
+    Close(oneshot::Sender<()>),
+}
+
+enum Net {
+    Message(NodeId, u64, ServerMessage),
+    Closed(NodeId, u64),
+}
+
+/// A connected client. Cheap to clone; every clone shares the session.
+#[derive(Clone)]
+pub struct Concord {
+    cmds: mpsc::UnboundedSender<Cmd>,
+    session: watch::Receiver<SessionState>,
+    _driver: Arc<DriverGuard>,
+}
+
+/// Stops the driver when the last clone goes.
+struct DriverGuard(mpsc::UnboundedSender<Cmd>);
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        let (tx, _) = oneshot::channel();
+        let _ = self.0.send(Cmd::Close(tx));
+    }
+}
+
+impl Concord {
+    /// Connects: learns the nodes, opens a session, and starts the background driver.
+    pub async fn connect(opts: Options) -> Result<Self, Error> {
+        let addrs = discover(&opts).await?;
+        let nodes: Vec<NodeId> = addrs.keys().copied().collect();
+        let mut cc = ClientConfig::new(GroupId(opts.group), nodes);
+        cc.session_ttl_ms = opts.session_ttl.as_millis() as u64;
+        cc.request_timeout_us = opts.request_timeout.as_micros() as u64;
+        let epoch = std::time::Instant::now();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let core = CoreClient::new(cc, Instant::ZERO, seed ^ u64::from(std::process::id()));
+        let (cmds, cmd_rx) = mpsc::unbounded_channel();
+        let (session_tx, mut session) = watch::channel(SessionState::default());
+        let (net_tx, net_rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            core,
+            epoch,
+            addrs,
+            conns: BTreeMap::new(),
+            generation: 0,
+            net_tx,
+            frame_bytes_max: opts.frame_bytes_max,
+            once: BTreeMap::new(),
+            admin: BTreeMap::new(),
+            watches: BTreeMap::new(),
+            observers: BTreeMap::new(),
+            signals: Vec::new(),
+            session: session_tx,
+            closing: None,
+        };
+        tokio::spawn(driver.run(cmd_rx, net_rx));
+        let opened = tokio::time::timeout(opts.connect_timeout, session.wait_for(|s| s.current.is_some()))
+            .await
+            .map(|r| r.is_ok());
+        match opened {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::Closed),
+            Err(_) => {
+                return Err(Error::Unreachable("no session could be opened (is there a leader?)".into()))
+            }
+        }
+        Ok(Self { _driver: Arc::new(DriverGuard(cmds.clone())), cmds, session })
+    }
+
+    /// The session state; `changed()` on it fires when the session is lost or reopened.
+    pub fn session(&self) -> watch::Receiver<SessionState> {
+        self.session.clone()
+    }
+
+    /// Resolves once the client's session is no longer `session` (it was lost, and what
+    /// it held with it). Take `session` from [`Concord::session`] when acquiring.
+    pub fn session_changed(
+        &self,
+        session: Option<SessionId>,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let mut s = self.session.clone();
+        async move {
+            let _ = s.wait_for(|st| st.current != session).await;
+        }
+    }
+
+    /// Applies `op` in the background, ignoring the result (releases on drop).
+    fn in_background(&self, op: Op) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let client = self.clone();
+            rt.spawn(async move {
+                let _ = client.execute(op).await;
+            });
+        }
+    }
+
+    /// Applies `op` (exactly once, whatever the retries), waiting as long as it waits.
+    pub async fn execute(&self, op: Op) -> Result<Done, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Submit(op, tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Reads `query` with `consistency`.
+    pub async fn read(&self, query: QueryOp, consistency: Consistency) -> Result<Done, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Read(query, consistency, tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// An administrative request (status, membership, leadership transfer).
+    pub async fn admin(&self, body: RequestBody) -> Result<Answer, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Admin(body, tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Watches key-value changes matching `filter`, from revision `from` (or now). The
+    /// stream resumes across node changes without gaps; it ends with an error if the
+    /// history it needs was compacted.
+    pub fn watch(
+        &self,
+        filter: WatchFilter,
+        from: Option<u64>,
+    ) -> mpsc::UnboundedReceiver<Result<WatchEvent, Error>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.cmds.send(Cmd::Watch(filter, from, tx));
+        rx
+    }
+
+    /// Observes leadership changes of election `name`.
+    pub fn observe(&self, name: &str) -> mpsc::UnboundedReceiver<Result<ElectionEvent, Error>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.cmds.send(Cmd::Observe(name.into(), tx));
+        rx
+    }
+
+    /// Signals delivered to this client's subscriptions.
+    pub fn signals(&self) -> mpsc::UnboundedReceiver<SignalDelivery> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = self.cmds.send(Cmd::Signals(tx));
+        rx
+    }
+
+    /// Closes the session (releasing what it owns) and stops the driver.
+    pub async fn close(self) {
+        let _ = self.execute(Op::Session(SessionOp::Close)).await;
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Cmd::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Acquires lock `name`, waiting up to `timeout` (`None`: until granted). The guard
+    /// carries the fence; dropping it releases the lock in the background.
+    pub async fn lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockGuard, Error> {
+        let timeout_ms = timeout.map(|t| t.as_millis() as u64);
+        let done = self.execute(Op::Lock(LockOp::Lock { name: name.into(), timeout_ms })).await?;
+        match done.reply {
+            Reply::Fence(fence) => Ok(LockGuard {
+                client: self.clone(),
+                name: name.into(),
+                fence,
+                session: self.session.borrow().current,
+                released: false,
+            }),
+            other => Err(Error::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Campaigns in election `name` with `value`, waiting up to `timeout`; the guard
+    /// resigns when dropped.
+    pub async fn campaign(
+        &self,
+        name: &str,
+        value: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<Leadership, Error> {
+        let timeout_ms = timeout.map(|t| t.as_millis() as u64);
+        let done =
+            self.execute(Op::Election(ElectionOp::Campaign { name: name.into(), value, timeout_ms })).await?;
+        match done.reply {
+            Reply::Fence(fence) => {
+                Ok(Leadership { client: self.clone(), name: name.into(), fence, resigned: false })
+            }
+            other => Err(Error::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// An atomic counter.
+    pub fn counter(&self, name: &str) -> Counter<'_> {
+        Counter { client: self, name: name.into() }
+    }
+}
+
+/// A held lock. Dropping it releases the lock in the background; [`LockGuard::unlock`]
+/// releases it and reports the result.
+pub struct LockGuard {
+    client: Concord,
+    name: String,
+    fence: Fence,
+    session: Option<SessionId>,
+    released: bool,
+}
+
+impl LockGuard {
+    /// The fence of this grant: pass it to the resources the lock protects, which refuse
+    /// writes carrying an older one.
+    pub fn fence(&self) -> u64 {
+        self.fence.0
+    }
+
+    /// Whether the session that took the lock is still the client's session; once it is
+    /// not, the cluster has released the lock and another holder may have it.
+    pub fn is_held(&self) -> bool {
+        self.client.session.borrow().current == self.session && self.session.is_some()
+    }
+
+    /// Waits until the lock is lost with its session (never returns while it is held).
+    pub async fn lost(&self) {
+        self.client.session_changed(self.session).await;
+    }
+
+    /// Releases the lock.
+    pub async fn unlock(mut self) -> Result<(), Error> {
+        self.released = true;
+        self.client.execute(Op::Lock(LockOp::Unlock { name: self.name.clone() })).await.map(|_| ())
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if !self.released {
+            let name = std::mem::take(&mut self.name);
+            self.client.in_background(Op::Lock(LockOp::Unlock { name }));
+        }
+    }
+}
+
+/// Leadership won in an election; dropping it resigns in the background.
+pub struct Leadership {
+    client: Concord,
+    name: String,
+    fence: Fence,
+    resigned: bool,
+}
+
+impl Leadership {
+    /// The fence of this term of leadership.
+    pub fn fence(&self) -> u64 {
+        self.fence.0
+    }
+
+    /// Resigns.
+    pub async fn resign(mut self) -> Result<(), Error> {
+        self.resigned = true;
+        self.client.execute(Op::Election(ElectionOp::Resign { name: self.name.clone() })).await.map(|_| ())
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        if !self.resigned {
+            let name = std::mem::take(&mut self.name);
+            self.client.in_background(Op::Election(ElectionOp::Resign { name }));
+        }
+    }
+}
+
+/// An atomic counter.
+pub struct Counter<'a> {
+    client: &'a Concord,
+    name: String,
+}
+
+impl Counter<'_> {
+    async fn long(&self, op: LongOp) -> Result<i64, Error> {
+        expect_long(self.client.execute(Op::Long(op)).await?.reply)
+    }
+
+    /// The value (a linearizable read).
+    pub async fn get(&self) -> Result<i64, Error> {
+        let q = QueryOp::Long(LongQuery::Get { name: self.name.clone() });
+        expect_long(self.client.read(q, Consistency::Linearizable).await?.reply)
+    }
+
+    /// Adds one; the new value.
+    pub async fn incr(&self) -> Result<i64, Error> {
+        self.add(1).await
+    }
+
+    /// Adds `delta`; the new value.
+    pub async fn add(&self, delta: i64) -> Result<i64, Error> {
+        self.long(LongOp::AddAndGet { name: self.name.clone(), delta }).await
+    }
+
+    /// Sets the value; the previous one.
+    pub async fn set(&self, value: i64) -> Result<i64, Error> {
+        self.long(LongOp::GetAndSet { name: self.name.clone(), value }).await
+    }
+
+    /// Sets `new` if the value is `expected`; whether it did.
+    pub async fn compare_and_set(&self, expected: i64, new: i64) -> Result<bool, Error> {
+        let op = LongOp::CompareAndSet { name: self.name.clone(), expect: expected, update: new };
+        match self.client.execute(Op::Long(op)).await?.reply {
+            Reply::Bool(b) => Ok(b),
+            other => Err(Error::Unexpected(format!("{other:?}"))),
+        }
+    }
+}
+
+fn expect_long(r: Reply) -> Result<i64, Error> {
+    match r {
+        Reply::Long(v) => Ok(v),
+        other => Err(Error::Unexpected(format!("{other:?}"))),
+    }
+}
+
+/// Asks every endpoint without an id for its status, to learn the id.
+async fn discover(opts: &Options) -> Result<BTreeMap<NodeId, SocketAddr>, Error> {
+    let mut addrs = BTreeMap::new();
+    let mut last_error = String::from("no endpoint given");
+    let deadline = tokio::time::Instant::now() + opts.connect_timeout;
+    loop {
+        for e in &opts.endpoints {
+            if let Some(id) = e.id {
+                addrs.insert(id, e.addr);
+                continue;
+            }
+            if addrs.values().any(|a| *a == e.addr) {
+                continue;
+            }
+            match tokio::time::timeout(Duration::from_secs(2), ask_id(e.addr, opts)).await {
+                Ok(Ok(id)) => {
+                    addrs.insert(id, e.addr);
+                }
+                Ok(Err(err @ Error::Request(_))) => return Err(err),
+                Ok(Err(err)) => last_error = format!("{}: {err}", e.addr),
+                Err(_) => last_error = format!("{}: no answer", e.addr),
+            }
+        }
+        if !addrs.is_empty() || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if addrs.is_empty() {
+        return Err(Error::Unreachable(last_error));
+    }
+    Ok(addrs)
+}
+
+async fn ask_id(addr: SocketAddr, opts: &Options) -> Result<NodeId, Error> {
+    let mut s = TcpStream::connect(addr).await.map_err(|e| Error::Unreachable(e.to_string()))?;
+    let mut buf = Vec::new();
+    let req = ClientRequest { id: 0, group: GroupId(opts.group), body: RequestBody::Status };
+    write_frame(&mut s, &Envelope::Request(req), &mut buf, opts.frame_bytes_max)
+        .await
+        .map_err(|e| Error::Unreachable(e.to_string()))?;
+    match read_frame(&mut s, &mut buf, opts.frame_bytes_max).await {
+        Ok(Some(Envelope::Response(ServerMessage::Answer { result: Ok(Answer::Status(st)), .. }))) => {
+            Ok(st.id)
+        }
+        Ok(Some(Envelope::Response(ServerMessage::Answer { result: Err(e), .. }))) => Err(Error::Request(e)),
+        Ok(other) => Err(Error::Unexpected(format!("{other:?}"))),
+        Err(e) => Err(Error::Unreachable(e.to_string())),
+    }
+}
+
+struct Conn {
+    generation: u64,
+    tx: mpsc::UnboundedSender<ClientRequest>,
+}
+
+struct Driver {
+    core: CoreClient,
+    epoch: std::time::Instant,
+    addrs: BTreeMap<NodeId, SocketAddr>,
+    conns: BTreeMap<NodeId, Conn>,
+    generation: u64,
+    net_tx: mpsc::UnboundedSender<Net>,
+    frame_bytes_max: usize,
+    once: BTreeMap<OpId, oneshot::Sender<Result<Done, Error>>>,
+    admin: BTreeMap<OpId, oneshot::Sender<Result<Answer, Error>>>,
+    watches: BTreeMap<OpId, mpsc::UnboundedSender<Result<WatchEvent, Error>>>,
+    observers: BTreeMap<OpId, mpsc::UnboundedSender<Result<ElectionEvent, Error>>>,
+    signals: Vec<mpsc::UnboundedSender<SignalDelivery>>,
+    session: watch::Sender<SessionState>,
+    closing: Option<oneshot::Sender<()>>,
+}
+
+impl Driver {
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, mut net: mpsc::UnboundedReceiver<Net>) {
+        loop {
+            let at = self.core.poll_timeout();
+            let sleep = tokio::time::Instant::from_std(self.epoch) + Duration::from_micros(at.as_micros());
+            let sleep = sleep.min(tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                c = cmds.recv() => match c {
+                    Some(Cmd::Close(done)) => { self.closing = Some(done); break; }
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                n = net.recv() => if let Some(n) = n { self.network(n) },
+                _ = tokio::time::sleep_until(sleep) => {
+                    let now = self.now();
+                    self.core.handle_timeout(now);
+                }
+            }
+            self.drain();
+        }
+        if let Some(done) = self.closing.take() {
+            let _ = done.send(());
+        }
+    }
+
+    fn command(&mut self, c: Cmd) {
+        let now = self.now();
+        match c {
+            Cmd::Submit(op, tx) => {
+                let id = self.core.submit(now, op);
+                self.once.insert(id, tx);
+            }
+            Cmd::Read(q, consistency, tx) => {
+                let id = self.core.read(now, q, consistency);
+                self.once.insert(id, tx);
+            }
+            Cmd::Admin(body, tx) => {
+                let id = self.core.admin(now, body);
+                self.admin.insert(id, tx);
+            }
+            Cmd::Watch(filter, from, tx) => {
+                let id = self.core.watch(now, filter, from);
+                self.watches.insert(id, tx);
+            }
+            Cmd::Observe(name, tx) => {
+                let id = self.core.observe(now, name);
+                self.observers.insert(id, tx);
+            }
+            Cmd::Signals(tx) => self.signals.push(tx),
+            Cmd::Close(_) => {}
+        }
+    }
+
+    fn network(&mut self, n: Net) {
+        let now = self.now();
+        match n {
+            Net::Message(node, generation, msg) => {
+                if self.conns.get(&node).is_some_and(|c| c.generation == generation) {
+                    self.core.handle_message(now, node, msg);
+                }
+            }
+            Net::Closed(node, generation) => {
+                if self.conns.get(&node).is_some_and(|c| c.generation == generation) {
+                    self.conns.remove(&node);
+                    self.core.handle_disconnect(now, node);
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some((node, req)) = self.core.poll_transmit() {
+            let sent = self.connection(node).is_some_and(|tx| tx.send(req).is_ok());
+            if !sent {
+                self.conns.remove(&node);
+                let now = self.now();
+                self.core.handle_disconnect(now, node);
+            }
+        }
+        while let Some(e) = self.core.poll_event() {
+            self.event(e);
+        }
+    }
+
+    fn connection(&mut self, node: NodeId) -> Option<&mpsc::UnboundedSender<ClientRequest>> {
+        if !self.conns.contains_key(&node) {
+            let addr = *self.addrs.get(&node)?;
+            self.generation += 1;
+            let generation = self.generation;
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(connection(node, generation, addr, rx, self.net_tx.clone(), self.frame_bytes_max));
+            self.conns.insert(node, Conn { generation, tx });
+        }
+        self.conns.get(&node).map(|c| &c.tx)
+    }
+
+    fn event(&mut self, e: ClientEvent) {
+        match e {
+            ClientEvent::SessionOpened(id) => self.session.send_modify(|s| s.current = Some(id)),
+            ClientEvent::SessionLost(_) => self.session.send_modify(|s| {
+                s.current = None;
+                s.lost += 1;
+            }),
+            ClientEvent::Done { op, result, index, .. } => {
+                if let Some(tx) = self.once.remove(&op) {
+                    let _ = tx.send(result.map(|reply| Done { reply, index }).map_err(Error::Machine));
+                }
+            }
+            ClientEvent::Failed { op, error } => {
+                if let Some(tx) = self.once.remove(&op) {
+                    let _ = tx.send(Err(Error::Request(error.clone())));
+                }
+                if let Some(tx) = self.admin.remove(&op) {
+                    let _ = tx.send(Err(Error::Request(error.clone())));
+                }
+                if let Some(tx) = self.watches.remove(&op) {
+                    let _ = tx.send(Err(Error::Request(error.clone())));
+                }
+                if let Some(tx) = self.observers.remove(&op) {
+                    let _ = tx.send(Err(Error::Request(error)));
+                }
+            }
+            ClientEvent::Admin { op, answer } => {
+                if let Some(tx) = self.admin.remove(&op) {
+                    let _ = tx.send(Ok(answer));
+                }
+            }
+            ClientEvent::Signal(d) => self.signals.retain(|tx| tx.send(d.clone()).is_ok()),
+            ClientEvent::Watch { op, event } => {
+                if self.watches.get(&op).is_some_and(|tx| tx.send(Ok(event)).is_err()) {
+                    self.watches.remove(&op);
+                    let now = self.now();
+                    self.core.cancel(now, op);
+                }
+            }
+            ClientEvent::Election { op, event } => {
+                if self.observers.get(&op).is_some_and(|tx| tx.send(Ok(event)).is_err()) {
+                    self.observers.remove(&op);
+                    let now = self.now();
+                    self.core.cancel(now, op);
+                }
+            }
+        }
+    }
+}
+
+/// One connection to a node: requests out, server messages in; reports when it ends.
+async fn connection(
+    node: NodeId,
+    generation: u64,
+    addr: SocketAddr,
+    mut rx: mpsc::UnboundedReceiver<ClientRequest>,
+    net: mpsc::UnboundedSender<Net>,
+    frame_bytes_max: usize,
+) {
+    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await else {
+        let _ = net.send(Net::Closed(node, generation));
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut r, mut w) = stream.into_split();
+    let writer = async {
+        let mut buf = Vec::new();
+        while let Some(req) = rx.recv().await {
+            if write_frame(&mut w, &Envelope::Request(req), &mut buf, frame_bytes_max).await.is_err() {
+                return;
+            }
+        }
+    };
+    let reader = async {
+        let mut buf = Vec::new();
+        while let Ok(Some(Envelope::Response(m))) = read_frame(&mut r, &mut buf, frame_bytes_max).await {
+            if net.send(Net::Message(node, generation, m)).is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = writer => {}
+        () = reader => {}
+    }
+    let _ = net.send(Net::Closed(node, generation));
+}

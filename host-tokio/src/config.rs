@@ -1,0 +1,176 @@
+//! What one `concord serve` node runs with: read from a TOML file, then environment
+//! variables and flags (in `bin/concord.rs`), over these defaults.
+
+use concord_core::machine::Limits;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Configuration of one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// This node's id: unique in the group, never 0.
+    pub id: u64,
+    /// The Raft group id; every node and client of a cluster uses the same one.
+    pub group: u64,
+    /// Where clients connect.
+    pub client_addr: SocketAddr,
+    /// Where the other nodes connect.
+    pub peer_addr: SocketAddr,
+    /// The HTTP endpoint: `/metrics`, `/status` and the status page.
+    pub http_addr: SocketAddr,
+    /// Peer addresses of the other nodes by id. On first start, these ids and this node's
+    /// form the initial voters (unless `join` is set).
+    pub peers: BTreeMap<u64, SocketAddr>,
+    /// Start as a new member of an existing cluster (added with `concord member add`)
+    /// instead of bootstrapping one. Ignored once the data directory holds state.
+    pub join: bool,
+    /// The node's write-ahead log and snapshots.
+    pub data_dir: PathBuf,
+    /// Lower bound of the randomised election timeout, ms.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound (exclusive) of the election timeout, ms.
+    pub election_timeout_max_ms: u64,
+    /// Leader heartbeat interval, ms.
+    pub heartbeat_interval_ms: u64,
+    /// Applied entries between snapshots (after which the log is truncated).
+    pub snapshot_threshold_entries: u64,
+    /// Largest frame accepted from a client or peer, bytes.
+    pub frame_bytes_max: usize,
+    /// Client connections open at once; more are refused.
+    pub client_connections_max: usize,
+    /// Messages queued for one slow client before its connection is closed.
+    pub client_queue_max: usize,
+    /// Watches and election observers per client connection.
+    pub streams_per_connection_max: u32,
+    /// WAL segment size before rolling to a new file, bytes.
+    pub wal_segment_bytes_max: u64,
+    /// Bounds of the state machine; must be the same on every node of the group.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            id: 1,
+            group: 1,
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], 7101)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7201)),
+            peers: BTreeMap::new(),
+            join: false,
+            data_dir: PathBuf::from("concord-data"),
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            heartbeat_interval_ms: 50,
+            snapshot_threshold_entries: 10_000,
+            frame_bytes_max: 4 << 20,
+            client_connections_max: 10_000,
+            client_queue_max: 4_096,
+            streams_per_connection_max: 64,
+            wal_segment_bytes_max: 64 << 20,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ServerConfig {
+    /// Reads a TOML file; fields it leaves out keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("config file: {e}")))
+    }
+
+    /// The core's Raft configuration for this node.
+    pub fn raft(&self) -> Result<concord_core::Config, ConfigError> {
+        let mut c =
+            concord_core::Config::new(concord_core::NodeId(self.id), concord_core::GroupId(self.group));
+        c.election_timeout_min_us = self.election_timeout_min_ms * 1_000;
+        c.election_timeout_max_us = self.election_timeout_max_ms * 1_000;
+        c.heartbeat_interval_us = self.heartbeat_interval_ms * 1_000;
+        c.snapshot_threshold_entries = self.snapshot_threshold_entries;
+        // Entries and snapshot chunks travel in frames: keep them well inside one.
+        c.append_bytes_max = c.append_bytes_max.min(self.frame_bytes_max / 2);
+        c.snapshot_chunk_bytes = c.snapshot_chunk_bytes.min(self.frame_bytes_max / 2);
+        c.proposal_bytes_max = c.proposal_bytes_max.min(self.frame_bytes_max / 2);
+        c.validate().map_err(|e| ConfigError(format!("raft settings: {e}")))?;
+        Ok(c)
+    }
+
+    /// Checks what the core does not: ids, addresses, limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(ConfigError("id must not be 0".into()));
+        }
+        if self.peers.contains_key(&0) {
+            return Err(ConfigError("peer id 0 is not allowed".into()));
+        }
+        if self.frame_bytes_max < 4096 {
+            return Err(ConfigError("frame_bytes_max must be at least 4096".into()));
+        }
+        if self.client_queue_max == 0 || self.client_connections_max == 0 {
+            return Err(ConfigError("client_queue_max and client_connections_max must be at least 1".into()));
+        }
+        self.limits.validate().map_err(|e| ConfigError(format!("limits: {e}")))?;
+        self.raft()?;
+        Ok(())
+    }
+}
+
+/// Parses `ID=HOST:PORT`.
+pub fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {
+    let (id, addr) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected ID=HOST:PORT"))?;
+    let id: u64 = id.trim().parse().map_err(|_| format!("{s:?}: the id must be a number"))?;
+    let addr = addr.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Ok((id, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_toml_file_keeps_the_defaults() {
+        let c = ServerConfig::from_toml(
+            "id = 2\npeers = { 1 = \"127.0.0.1:7101\", 3 = \"127.0.0.1:7103\" }\n[limits]\nsessions_max = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.limits.sessions_max, 5);
+        assert_eq!(c.limits.list_max, Limits::default().list_max);
+        assert_eq!(c.client_addr, ServerConfig::default().client_addr);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_refused_with_a_reason() {
+        let e = ServerConfig::from_toml("idd = 2").unwrap_err();
+        assert!(e.0.contains("idd"), "{e}");
+        let c = ServerConfig { heartbeat_interval_ms: 1_000, ..ServerConfig::default() };
+        assert!(c.validate().unwrap_err().0.contains("heartbeat"));
+        let c = ServerConfig { id: 0, ..ServerConfig::default() };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn peers_parse_as_id_equals_address() {
+        assert_eq!(parse_peer("3=127.0.0.1:7103").unwrap(), (3, "127.0.0.1:7103".parse().unwrap()));
+        assert!(parse_peer("127.0.0.1:7103").is_err());
+        assert!(parse_peer("x=127.0.0.1:7103").is_err());
+    }
+}

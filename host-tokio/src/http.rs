@@ -1,0 +1,138 @@
+//! The HTTP endpoint of a node: `/metrics` (Prometheus), `/status` (JSON) and `/` (the
+//! status page). Each request asks the node loop for a fresh [`StatusReport`].
+
+use crate::metrics::StatusReport;
+use crate::server::Input;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::fmt::Write as _;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+type Inputs = mpsc::UnboundedSender<Input>;
+
+pub(crate) async fn serve(listener: TcpListener, inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(inputs);
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        tracing::warn!(error = %e, "HTTP endpoint stopped");
+    }
+}
+
+async fn report(inputs: &Inputs) -> Result<StatusReport, Response> {
+    let (tx, rx) = oneshot::channel();
+    let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "node is stopping").into_response();
+    inputs.send(Input::Status(tx)).map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+async fn status(State(inputs): State<Inputs>) -> Response {
+    match report(&inputs).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => e,
+    }
+}
+
+async fn metrics(State(inputs): State<Inputs>) -> Response {
+    match report(&inputs).await {
+        Ok(r) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], r.prometheus()).into_response(),
+        Err(e) => e,
+    }
+}
+
+async fn page(State(inputs): State<Inputs>) -> Response {
+    match report(&inputs).await {
+        Ok(r) => Html(render_page(&r)).into_response(),
+        Err(e) => e,
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The status page: the node, its view of the group, sessions and held primitives.
+fn render_page(r: &StatusReport) -> String {
+    let s = &r.raft;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+         <title>Concord node {id}</title><style>body{{font-family:sans-serif;margin:2em}}\
+         table{{border-collapse:collapse;margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}\
+         th{{background:#f3f3f3}}</style></head><body><h1>Concord node {id}</h1>",
+        id = r.id
+    );
+    let leader = s.leader.map_or("none known".to_string(), |l| l.0.to_string());
+    let _ = write!(
+        h,
+        "<table><tr><th>role</th><td>{:?}</td></tr><tr><th>term</th><td>{}</td></tr>\
+         <tr><th>leader</th><td>{leader}</td></tr><tr><th>commit / applied / last index</th><td>{} / {} / {}</td></tr>\
+         <tr><th>snapshot index</th><td>{}</td></tr><tr><th>client / peer / http</th><td>{} / {} / {}</td></tr></table>",
+        s.role, s.term, s.commit_index, s.applied_index, s.last_index, s.snapshot_index, r.client_addr,
+        r.peer_addr, r.http_addr
+    );
+    h.push_str("<h2>Nodes</h2><table><tr><th>id</th><th>kind</th><th>peer address</th></tr>");
+    for id in &s.membership.voters {
+        let addr = r.peers.iter().find(|(p, _)| *p == id.0).map_or(String::new(), |(_, a)| a.to_string());
+        let me = if id.0 == r.id { " (this node)" } else { "" };
+        let lead = if s.leader == Some(*id) { ", leader" } else { "" };
+        let _ = write!(h, "<tr><td>{}{me}</td><td>voter{lead}</td><td>{addr}</td></tr>", id.0);
+    }
+    for id in &s.membership.learners {
+        let _ = write!(h, "<tr><td>{}</td><td>learner</td><td></td></tr>", id.0);
+    }
+    h.push_str("</table>");
+    let _ = write!(
+        h,
+        "<h2>Sessions ({})</h2><table><tr><th>id</th><th>ttl ms</th><th>expires in ms</th></tr>",
+        r.sessions.len()
+    );
+    for x in &r.sessions {
+        let _ =
+            write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", x.id.0, x.ttl_ms, x.expires_in_us / 1000);
+    }
+    h.push_str("</table><h2>Held locks</h2><table><tr><th>name</th><th>holder session</th><th>fence</th><th>waiters</th></tr>");
+    for l in &r.primitives.locks {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&l.name),
+            l.holder.map_or(String::from("-"), |s| s.0.to_string()),
+            l.fence.map_or(String::from("-"), |f| f.0.to_string()),
+            l.waiters.len()
+        );
+    }
+    h.push_str(
+        "</table><h2>Read-write locks</h2><table><tr><th>name</th><th>writer</th><th>readers</th></tr>",
+    );
+    for l in &r.primitives.rwlocks {
+        let w = l.writer.map_or("-".to_string(), |(s, f)| format!("session {} (fence {})", s.0, f.0));
+        let _ = write!(h, "<tr><td>{}</td><td>{w}</td><td>{}</td></tr>", esc(&l.name), l.readers);
+    }
+    h.push_str("</table><h2>Semaphores</h2><table><tr><th>name</th><th>available</th><th>held</th></tr>");
+    for x in &r.primitives.semaphores {
+        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&x.name), x.available, x.held);
+    }
+    h.push_str(
+        "</table><h2>Elections</h2><table><tr><th>name</th><th>leader session</th><th>fence</th></tr>",
+    );
+    for (name, l) in &r.primitives.elections {
+        let (who, fence) =
+            l.as_ref().map_or(("-".into(), "-".into()), |l| (l.session.0.to_string(), l.fence.0.to_string()));
+        let _ = write!(h, "<tr><td>{}</td><td>{who}</td><td>{fence}</td></tr>", esc(name));
+    }
+    h.push_str(
+        "</table><p><a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a></p></body></html>",
+    );
+    h
+}

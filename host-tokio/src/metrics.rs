@@ -1,0 +1,236 @@
+//! What a node reports about itself: the `/status` JSON and the Prometheus `/metrics` text.
+
+use crate::config::ServerConfig;
+use crate::server::HostCounters;
+use concord_core::machine::session::SessionInfo;
+use concord_core::machine::View;
+use concord_core::{Metrics, Role, Status};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+/// Upper bounds of the latency histogram buckets, seconds.
+const LATENCY_BUCKETS_S: [f64; 14] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// A latency histogram with Prometheus' cumulative buckets.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative), the last one for +Inf.
+    pub counts: [u64; LATENCY_BUCKETS_S.len() + 1],
+    /// Sum of observations, seconds.
+    pub sum_s: f64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Records one observation, in seconds.
+    pub fn observe(&mut self, s: f64) {
+        let i = LATENCY_BUCKETS_S.iter().position(|b| s <= *b).unwrap_or(LATENCY_BUCKETS_S.len());
+        self.counts[i] += 1;
+        self.sum_s += s;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
+            cumulative += self.counts[i];
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", self.sum_s, self.count);
+    }
+}
+
+/// Counters of the host around the core.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HostReport {
+    /// WAL fsync latency.
+    pub fsync: Histogram,
+    /// Storage writes made durable.
+    pub writes_persisted: u64,
+    /// Peer messages dropped because a peer's queue was full.
+    pub peer_messages_dropped: u64,
+    /// Client frames refused (malformed, oversize, wrong kind); each closed its connection.
+    pub client_frames_refused: u64,
+    /// Client connections open.
+    pub client_connections: u64,
+    /// Client connections closed because the client did not read fast enough.
+    pub client_slow_closed: u64,
+}
+
+/// A node's state at one moment: what `/status` returns and the status page shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    /// Node id.
+    pub id: u64,
+    /// Group id.
+    pub group: u64,
+    /// Client address.
+    pub client_addr: SocketAddr,
+    /// Peer address.
+    pub peer_addr: SocketAddr,
+    /// HTTP address.
+    pub http_addr: SocketAddr,
+    /// Peer addresses configured, by id.
+    pub peers: Vec<(u64, SocketAddr)>,
+    /// Raft state.
+    pub raft: Status,
+    /// Raft counters.
+    pub metrics: Metrics,
+    /// Primitives in use: locks and their holders, semaphores, …
+    pub primitives: View,
+    /// Open sessions.
+    pub sessions: Vec<SessionInfo>,
+    /// Host counters.
+    pub host: HostReport,
+}
+
+impl StatusReport {
+    pub(crate) fn new(
+        cfg: &ServerConfig,
+        raft: Status,
+        metrics: Metrics,
+        primitives: View,
+        sessions: Vec<SessionInfo>,
+        c: &HostCounters,
+    ) -> Self {
+        let host = HostReport {
+            fsync: c.fsync.lock().map(|h| h.clone()).unwrap_or_default(),
+            writes_persisted: c.writes_persisted.load(Ordering::Relaxed),
+            peer_messages_dropped: c.peer_messages_dropped.load(Ordering::Relaxed),
+            client_frames_refused: c.client_frames_refused.load(Ordering::Relaxed),
+            client_connections: c.client_connections.load(Ordering::Relaxed),
+            client_slow_closed: c.client_slow_closed.load(Ordering::Relaxed),
+        };
+        Self {
+            id: cfg.id,
+            group: cfg.group,
+            client_addr: cfg.client_addr,
+            peer_addr: cfg.peer_addr,
+            http_addr: cfg.http_addr,
+            peers: cfg.peers.iter().map(|(id, a)| (*id, *a)).collect(),
+            raft,
+            metrics,
+            primitives,
+            sessions,
+            host,
+        }
+    }
+
+    /// The Prometheus text exposition of this report.
+    pub fn prometheus(&self) -> String {
+        let mut out = String::new();
+        let r = &self.raft;
+        let role = |x: Role| u8::from(r.role == x);
+        let gauges: [(&str, &str, u64); 9] = [
+            ("concord_raft_term", "Current Raft term.", r.term),
+            ("concord_raft_leader_id", "Known leader id (0: none).", r.leader.map_or(0, |l| l.0)),
+            ("concord_raft_commit_index", "Highest committed log index.", r.commit_index),
+            ("concord_raft_applied_index", "Highest applied log index.", r.applied_index),
+            ("concord_raft_last_index", "Last log index stored.", r.last_index),
+            ("concord_raft_snapshot_index", "Last index covered by the snapshot.", r.snapshot_index),
+            ("concord_raft_voters", "Voting members.", r.membership.voters.len() as u64),
+            ("concord_sessions", "Open sessions.", self.sessions.len() as u64),
+            ("concord_client_connections", "Client connections open.", self.host.client_connections),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP concord_raft_role 1 for the role this node has.\n# TYPE concord_raft_role gauge"
+        );
+        for (label, x) in [
+            ("follower", Role::Follower),
+            ("precandidate", Role::PreCandidate),
+            ("candidate", Role::Candidate),
+            ("leader", Role::Leader),
+        ] {
+            let _ = writeln!(out, "concord_raft_role{{role=\"{label}\"}} {}", role(x));
+        }
+        let p = &self.primitives;
+        let _ = writeln!(
+            out,
+            "# HELP concord_primitives In-use primitives by kind.\n# TYPE concord_primitives gauge"
+        );
+        for (kind, n) in [
+            ("lock_held", p.locks.len()),
+            ("rwlock", p.rwlocks.len()),
+            ("semaphore", p.semaphores.len()),
+            ("latch", p.latches.len()),
+            ("barrier", p.barriers.len()),
+            ("election", p.elections.len()),
+        ] {
+            let _ = writeln!(out, "concord_primitives{{kind=\"{kind}\"}} {n}");
+        }
+        let m = &self.metrics;
+        let counters: [(&str, u64); 14] = [
+            ("elections_started", m.elections_started),
+            ("elections_won", m.elections_won),
+            ("check_quorum_step_downs", m.check_quorum_step_downs),
+            ("appends_sent", m.appends_sent),
+            ("entries_sent", m.entries_sent),
+            ("appends_rejected", m.appends_rejected),
+            ("entries_committed_as_leader", m.entries_committed_as_leader),
+            ("entries_applied", m.entries_applied),
+            ("snapshots_taken", m.snapshots_taken),
+            ("snapshots_installed", m.snapshots_installed),
+            ("reads_read_index", m.reads_read_index),
+            ("reads_lease", m.reads_lease),
+            ("reads_stale", m.reads_stale),
+            ("transfers_started", m.transfers_started),
+        ];
+        let _ = writeln!(out, "# HELP concord_raft_events_total Raft events since the node started.\n# TYPE concord_raft_events_total counter");
+        for (event, v) in counters {
+            let _ = writeln!(out, "concord_raft_events_total{{event=\"{event}\"}} {v}");
+        }
+        let h = &self.host;
+        for (name, help, v) in [
+            ("concord_wal_writes_total", "Storage writes made durable.", h.writes_persisted),
+            (
+                "concord_peer_messages_dropped_total",
+                "Peer messages dropped on a full queue.",
+                h.peer_messages_dropped,
+            ),
+            (
+                "concord_client_frames_refused_total",
+                "Malformed or oversize client frames.",
+                h.client_frames_refused,
+            ),
+            (
+                "concord_client_slow_closed_total",
+                "Client connections closed for not reading.",
+                h.client_slow_closed,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+        h.fsync.render(&mut out, "concord_wal_fsync_seconds", "WAL fsync latency.");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_in_the_exposition() {
+        let mut h = Histogram::default();
+        h.observe(0.0002);
+        h.observe(0.003);
+        h.observe(10.0);
+        let mut out = String::new();
+        h.render(&mut out, "x", "help");
+        assert!(out.contains("x_bucket{le=\"0.00025\"} 1\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"0.005\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"2.5\"} 2\n"), "{out}");
+        assert!(out.contains("x_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("x_count 3\n"));
+    }
+}

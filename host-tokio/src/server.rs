@@ -1,0 +1,646 @@
+//! One Concord node on tokio: the core's [`Replica`] driven by a single task (the *node
+//! loop*), a storage thread that writes the WAL with group commit, TCP listeners for peers
+//! and clients, and the HTTP endpoint.
+//!
+//! The node loop owns the replica and is the only code that touches it. Everything else
+//! talks to it through one channel of [`Input`]s. After every input it drains every
+//! `poll_*` queue, as the core's contract demands: storage writes go to the storage
+//! thread, which appends each batch it finds waiting, fsyncs once, and hands the last
+//! token back (group commit); peer messages go to per-peer sender tasks; client messages
+//! to per-connection writer tasks. Nothing the core holds back until a write is durable
+//! (votes, acknowledgements) can leave early: the core only releases it after
+//! `handle_persisted`.
+
+use crate::config::{ConfigError, ServerConfig};
+use crate::frame::{read_frame, write_frame};
+use crate::metrics::{Histogram, StatusReport};
+use crate::wal::{Wal, WalError, WalOptions};
+use concord_core::machine::{Concord, Query, QueryOp, Reply};
+use concord_core::raft::WriteToken;
+use concord_core::server::{ConnId, Replica, ServeLimits};
+use concord_core::wire::{ClientRequest, Envelope, ServerMessage};
+use concord_core::{Event, Instant, Membership, Message, Node, NodeId, Persisted, Start, StorageWrite};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+/// Messages queued for one peer before new ones are dropped (Raft retransmits).
+const PEER_QUEUE_MAX: usize = 4_096;
+/// Inputs the node loop takes before it drains its outputs.
+const INPUT_BATCH_MAX: usize = 256;
+/// Reconnect backoff to a peer: first and largest delay.
+const PEER_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const PEER_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Why a node could not start or stopped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// The write-ahead log could not be opened or written.
+    Wal(WalError),
+    /// A listener could not be bound, or another I/O failure.
+    Io(String),
+    /// The core refused the stored state or the configuration.
+    Core(String),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "configuration: {e}"),
+            Self::Wal(e) => write!(f, "write-ahead log: {e}"),
+            Self::Io(e) => f.write_str(e),
+            Self::Core(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<ConfigError> for ServerError {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+impl From<WalError> for ServerError {
+    fn from(e: WalError) -> Self {
+        Self::Wal(e)
+    }
+}
+
+/// What reaches the node loop.
+pub(crate) enum Input {
+    Peer(Message),
+    /// An inbound peer connection identified itself: reply on it if no address is known.
+    PeerInbound(NodeId, mpsc::Sender<Message>),
+    ClientOpen(ConnId, mpsc::Sender<ServerMessage>),
+    Client(ConnId, ClientRequest),
+    ClientClosed(ConnId),
+    Persisted(WriteToken),
+    StorageFailed(String),
+    Status(oneshot::Sender<StatusReport>),
+}
+
+/// Counters the tasks around the node loop keep.
+#[derive(Default)]
+pub(crate) struct HostCounters {
+    pub(crate) fsync: Mutex<Histogram>,
+    pub(crate) writes_persisted: AtomicU64,
+    pub(crate) peer_messages_dropped: AtomicU64,
+    pub(crate) client_frames_refused: AtomicU64,
+    pub(crate) client_connections: AtomicU64,
+    pub(crate) client_slow_closed: AtomicU64,
+}
+
+/// A running node.
+pub struct NodeHandle {
+    /// Where clients connect (the bound address, if port 0 was asked for).
+    pub client_addr: SocketAddr,
+    /// Where peers connect.
+    pub peer_addr: SocketAddr,
+    /// The HTTP endpoint.
+    pub http_addr: SocketAddr,
+    /// This node's id.
+    pub id: u64,
+    shutdown: watch::Sender<bool>,
+    inputs: mpsc::UnboundedSender<Input>,
+    node_loop: JoinHandle<Result<(), ServerError>>,
+}
+
+impl NodeHandle {
+    /// Stops the node: no new inputs, the in-flight storage batch is finished and synced,
+    /// connections close. Returns the node loop's result.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the node stops by itself (a fatal storage error) or is shut down.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.node_loop.await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Io(format!("node loop failed: {e}"))),
+        }
+    }
+
+    /// A point-in-time report of the node (what `/status` shows).
+    pub async fn status(&self) -> Option<StatusReport> {
+        let (tx, rx) = oneshot::channel();
+        self.inputs.send(Input::Status(tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The local monotonic clock as the core's [`Instant`].
+#[derive(Clone, Copy)]
+struct Clock(std::time::Instant);
+
+impl Clock {
+    fn now(self) -> Instant {
+        Instant::from_micros(self.0.elapsed().as_micros() as u64)
+    }
+    fn tokio_at(self, at: Instant) -> tokio::time::Instant {
+        let at = tokio::time::Instant::from_std(self.0) + Duration::from_micros(at.as_micros());
+        // `Instant::MAX` means "no deadline": a day is as good as forever here.
+        at.min(tokio::time::Instant::now() + Duration::from_secs(86_400))
+    }
+}
+
+/// Starts a node: opens its WAL, binds its listeners, and spawns its tasks on the current
+/// tokio runtime.
+pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
+    cfg.validate()?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| ServerError::Io(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
+    let opts = WalOptions { segment_bytes_max: cfg.wal_segment_bytes_max, ..WalOptions::default() };
+    let (wal, persisted) = Wal::open(&cfg.data_dir, opts)?;
+    let start = start_mode(&cfg, persisted);
+    let clock = Clock(std::time::Instant::now());
+    let machine =
+        Concord::new(cfg.limits.clone()).map_err(|e| ServerError::Config(ConfigError(e.to_string())))?;
+    let node = Node::new(cfg.raft()?, machine, start, clock.now(), seed(cfg.id))
+        .map_err(|e| ServerError::Core(format!("node {} cannot start: {e}", cfg.id)))?;
+    let limits = ServeLimits { streams_per_connection_max: cfg.streams_per_connection_max };
+    let replica = Replica::new(node, limits);
+
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| ServerError::Io(format!("cannot listen for {what} on {addr}: {e}")))
+    };
+    let client_listener = bind(cfg.client_addr, "clients").await?;
+    let peer_listener = bind(cfg.peer_addr, "peers").await?;
+    let http_listener = bind(cfg.http_addr, "HTTP").await?;
+    let local = |l: &TcpListener| l.local_addr().map_err(|e| ServerError::Io(e.to_string()));
+    let (client_addr, peer_addr, http_addr) =
+        (local(&client_listener)?, local(&peer_listener)?, local(&http_listener)?);
+
+    let (inputs, input_rx) = mpsc::unbounded_channel();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let counters = Arc::new(HostCounters::default());
+    let (storage_tx, storage_thread) = spawn_storage(wal, inputs.clone(), counters.clone());
+
+    let mut peers = BTreeMap::new();
+    for (&id, &addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.id) {
+        let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
+        peers.insert(NodeId(id), tx);
+        tokio::spawn(dial_peer(cfg.id, id, addr, rx, cfg.frame_bytes_max, shutdown_rx.clone()));
+    }
+    tokio::spawn(accept_peers(peer_listener, inputs.clone(), cfg.frame_bytes_max, shutdown_rx.clone()));
+    tokio::spawn(accept_clients(
+        client_listener,
+        inputs.clone(),
+        cfg.clone(),
+        counters.clone(),
+        shutdown_rx.clone(),
+    ));
+    tokio::spawn(crate::http::serve(http_listener, inputs.clone(), shutdown_rx.clone()));
+
+    info!(id = cfg.id, %client_addr, %peer_addr, %http_addr, data_dir = %cfg.data_dir.display(), "node started");
+    let node_loop = NodeLoop {
+        replica,
+        clock,
+        peers,
+        conns: BTreeMap::new(),
+        storage: Some(storage_tx),
+        storage_thread: Some(storage_thread),
+        counters,
+        cfg: cfg.clone(),
+        unsynced: 0,
+    };
+    let node_loop = tokio::spawn(node_loop.run(input_rx, shutdown_rx));
+    Ok(NodeHandle { client_addr, peer_addr, http_addr, id: cfg.id, shutdown, inputs, node_loop })
+}
+
+fn start_mode(cfg: &ServerConfig, persisted: Persisted) -> Start {
+    let fresh = persisted.hard_state == Default::default()
+        && persisted.snapshot.is_none()
+        && persisted.entries.is_empty();
+    if !fresh {
+        return Start::Restart(persisted);
+    }
+    if cfg.join {
+        return Start::Join;
+    }
+    let mut voters: Vec<NodeId> = cfg.peers.keys().map(|id| NodeId(*id)).collect();
+    voters.push(NodeId(cfg.id));
+    voters.sort();
+    voters.dedup();
+    Start::NewCluster(Membership::with_voters(voters))
+}
+
+/// The core's randomness (election jitter) is seeded here, from the host.
+fn seed(id: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ id.rotate_left(32) ^ u64::from(std::process::id())
+}
+
+/// The storage thread: appends every write waiting, fsyncs once, confirms the last token.
+fn spawn_storage(
+    mut wal: Wal,
+    inputs: mpsc::UnboundedSender<Input>,
+    counters: Arc<HostCounters>,
+) -> (std::sync::mpsc::Sender<StorageWrite>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel::<StorageWrite>();
+    let thread = std::thread::Builder::new()
+        .name("concord-wal".into())
+        .spawn(move || {
+            // Ends when the node loop drops its sender, after the last batch is synced.
+            while let Ok(first) = rx.recv() {
+                let mut batch = vec![first];
+                batch.extend(rx.try_iter());
+                let result = batch.iter().try_for_each(|w| wal.append(w)).and_then(|()| {
+                    let started = std::time::Instant::now();
+                    let r = wal.sync();
+                    if let Ok(mut h) = counters.fsync.lock() {
+                        h.observe(started.elapsed().as_secs_f64());
+                    }
+                    r
+                });
+                match result {
+                    Ok(()) => {
+                        counters.writes_persisted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        let last = batch.last().map(|w| w.token);
+                        if let Some(token) = last {
+                            let _ = inputs.send(Input::Persisted(token));
+                        }
+                    }
+                    Err(e) => {
+                        // Nothing more can be made durable: the node must stop.
+                        let _ = inputs.send(Input::StorageFailed(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        })
+        .expect("the OS can start a thread");
+    (tx, thread)
+}
+
+struct NodeLoop {
+    replica: Replica,
+    clock: Clock,
+    peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    conns: BTreeMap<ConnId, mpsc::Sender<ServerMessage>>,
+    storage: Option<std::sync::mpsc::Sender<StorageWrite>>,
+    storage_thread: Option<std::thread::JoinHandle<()>>,
+    counters: Arc<HostCounters>,
+    cfg: ServerConfig,
+    /// Writes handed to the storage thread and not yet confirmed.
+    unsynced: u64,
+}
+
+impl NodeLoop {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::UnboundedReceiver<Input>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ServerError> {
+        let result = loop {
+            let deadline = self.clock.tokio_at(self.replica.poll_timeout());
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break Ok(()),
+                input = inputs.recv() => {
+                    let Some(input) = input else { break Ok(()) };
+                    if let Err(e) = self.handle(input) {
+                        break Err(e);
+                    }
+                    // Take what else is waiting before draining, so one drain serves many.
+                    for _ in 0..INPUT_BATCH_MAX {
+                        let Ok(input) = inputs.try_recv() else { break };
+                        if let Err(e) = self.handle(input) {
+                            return self.stop(Err(e));
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = self.clock.now();
+                    self.replica.handle_timeout(now);
+                }
+            }
+            self.drain();
+        };
+        self.stop(result)
+    }
+
+    /// Graceful stop: the storage thread finishes its batch and syncs before it exits.
+    fn stop(mut self, result: Result<(), ServerError>) -> Result<(), ServerError> {
+        self.storage.take();
+        if let Some(t) = self.storage_thread.take() {
+            let _ = t.join();
+        }
+        info!(id = self.cfg.id, unsynced = self.unsynced, "node stopped");
+        result
+    }
+
+    fn handle(&mut self, input: Input) -> Result<(), ServerError> {
+        let now = self.clock.now();
+        match input {
+            Input::Peer(m) => {
+                if let Err(e) = self.replica.handle_message(now, m) {
+                    debug!(error = %e, "peer message refused");
+                }
+            }
+            Input::PeerInbound(id, tx) => {
+                if !self.cfg.peers.contains_key(&id.0) {
+                    self.peers.insert(id, tx);
+                }
+            }
+            Input::ClientOpen(conn, tx) => {
+                self.conns.insert(conn, tx);
+            }
+            Input::Client(conn, req) => self.replica.handle_client(now, conn, req),
+            Input::ClientClosed(conn) => {
+                self.conns.remove(&conn);
+                self.replica.handle_disconnect(conn);
+            }
+            Input::Persisted(token) => {
+                self.unsynced = 0;
+                self.replica
+                    .handle_persisted(token)
+                    .map_err(|e| ServerError::Core(format!("storage confirmation refused: {e}")))?;
+            }
+            Input::StorageFailed(e) => {
+                error!(error = %e, "write-ahead log failed; stopping");
+                return Err(ServerError::Io(format!("write-ahead log failed: {e}")));
+            }
+            Input::Status(reply) => {
+                let _ = reply.send(self.report());
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) {
+        while let Some(w) = self.replica.poll_storage() {
+            self.unsynced += 1;
+            if let Some(s) = &self.storage {
+                let _ = s.send(w);
+            }
+        }
+        while let Some(m) = self.replica.poll_transmit() {
+            match self.peers.get(&m.to) {
+                Some(tx) => {
+                    if tx.try_send(m).is_err() {
+                        self.counters.peer_messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => debug!(to = m.to.0, "no address for peer; message dropped"),
+            }
+        }
+        while let Some((conn, msg)) = self.replica.poll_client() {
+            let Some(tx) = self.conns.get(&conn) else { continue };
+            if tx.try_send(msg).is_err() {
+                // A client that does not read its answers is cut off rather than
+                // buffered without bound.
+                warn!(conn = conn.0, "client too slow or gone; closing its connection");
+                self.counters.client_slow_closed.fetch_add(1, Ordering::Relaxed);
+                self.conns.remove(&conn);
+                self.replica.handle_disconnect(conn);
+            }
+        }
+        while let Some(e) = self.replica.poll_event() {
+            match e {
+                Event::StateChanged { role, term, leader } => {
+                    info!(id = self.cfg.id, ?role, term, leader = leader.map(|l| l.0), "raft state changed");
+                }
+                Event::SnapshotInstalled { index } => info!(id = self.cfg.id, index, "snapshot installed"),
+                Event::Machine(()) => {}
+            }
+        }
+    }
+
+    fn report(&self) -> StatusReport {
+        let node = self.replica.node();
+        let machine = node.machine();
+        let sessions = match machine.read(&Query { session: None, op: QueryOp::Sessions }) {
+            Ok(Reply::Sessions(s)) => s,
+            _ => Vec::new(),
+        };
+        StatusReport::new(&self.cfg, node.status(), *node.metrics(), machine.view(), sessions, &self.counters)
+    }
+}
+
+async fn dial_peer(
+    me: u64,
+    id: u64,
+    addr: SocketAddr,
+    mut rx: mpsc::Receiver<Message>,
+    frame_bytes_max: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = PEER_BACKOFF_MIN;
+    let mut buf = Vec::new();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.changed() => return,
+            s = TcpStream::connect(addr) => s,
+        };
+        let mut stream = match stream {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                debug!(me, peer = id, %addr, "connected to peer");
+                backoff = PEER_BACKOFF_MIN;
+                s
+            }
+            Err(e) => {
+                debug!(me, peer = id, %addr, error = %e, "peer unreachable; retrying");
+                // Messages queued meanwhile are stale by the time we connect: Raft resends.
+                while rx.try_recv().is_ok() {}
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(PEER_BACKOFF_MAX);
+                continue;
+            }
+        };
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.changed() => return,
+                m = rx.recv() => match m { Some(m) => m, None => return },
+            };
+            if let Err(e) = write_frame(&mut stream, &Envelope::Raft(msg), &mut buf, frame_bytes_max).await {
+                debug!(me, peer = id, error = %e, "peer connection lost");
+                break;
+            }
+        }
+    }
+}
+
+async fn accept_peers(
+    listener: TcpListener,
+    inputs: mpsc::UnboundedSender<Input>,
+    frame_bytes_max: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, from) = tokio::select! {
+            _ = shutdown.changed() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => { warn!(error = %e, "accepting a peer failed"); continue; }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_peer(stream, from, inputs.clone(), frame_bytes_max, shutdown.clone()));
+    }
+}
+
+/// Reads Raft messages from an inbound peer connection. The first message names the
+/// peer; the node loop may answer on this connection if it has no address for it.
+async fn serve_peer(
+    stream: TcpStream,
+    from: SocketAddr,
+    inputs: mpsc::UnboundedSender<Input>,
+    frame_bytes_max: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut r, w) = stream.into_split();
+    let mut writer = Some(w);
+    let mut buf = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.changed() => return,
+            f = read_frame(&mut r, &mut buf, frame_bytes_max) => f,
+        };
+        match frame {
+            Ok(Some(Envelope::Raft(m))) => {
+                if let Some(mut w) = writer.take() {
+                    let (tx, mut rx) = mpsc::channel::<Message>(PEER_QUEUE_MAX);
+                    let _ = inputs.send(Input::PeerInbound(m.from, tx));
+                    let mut sd = shutdown.clone();
+                    tokio::spawn(async move {
+                        let mut wbuf = Vec::new();
+                        loop {
+                            let m = tokio::select! {
+                                _ = sd.changed() => return,
+                                m = rx.recv() => match m { Some(m) => m, None => return },
+                            };
+                            if write_frame(&mut w, &Envelope::Raft(m), &mut wbuf, frame_bytes_max)
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    });
+                }
+                if inputs.send(Input::Peer(m)).is_err() {
+                    return;
+                }
+            }
+            Ok(Some(_)) => {
+                warn!(%from, "a client message on the peer port; closing that connection");
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => {
+                warn!(%from, error = %e, "bad frame from a peer; closing that connection");
+                return;
+            }
+        }
+    }
+}
+
+async fn accept_clients(
+    listener: TcpListener,
+    inputs: mpsc::UnboundedSender<Input>,
+    cfg: ServerConfig,
+    counters: Arc<HostCounters>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let next = AtomicU64::new(1);
+    loop {
+        let (stream, from) = tokio::select! {
+            _ = shutdown.changed() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => { warn!(error = %e, "accepting a client failed"); continue; }
+            },
+        };
+        if counters.client_connections.load(Ordering::Relaxed) >= cfg.client_connections_max as u64 {
+            warn!(%from, limit = cfg.client_connections_max, "too many client connections; refusing one");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let conn = ConnId(next.fetch_add(1, Ordering::Relaxed));
+        counters.client_connections.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(serve_client(
+            stream,
+            from,
+            conn,
+            inputs.clone(),
+            cfg.clone(),
+            counters.clone(),
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// One client connection: frames in become requests; the node loop's messages go out.
+/// A malformed or oversize frame closes this connection only.
+async fn serve_client(
+    stream: TcpStream,
+    from: SocketAddr,
+    conn: ConnId,
+    inputs: mpsc::UnboundedSender<Input>,
+    cfg: ServerConfig,
+    counters: Arc<HostCounters>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (mut r, mut w) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<ServerMessage>(cfg.client_queue_max);
+    let _ = inputs.send(Input::ClientOpen(conn, tx));
+    let frame_bytes_max = cfg.frame_bytes_max;
+    let writer = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Some(m) = rx.recv().await {
+            if write_frame(&mut w, &Envelope::Response(m), &mut buf, frame_bytes_max).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.changed() => break,
+            f = read_frame(&mut r, &mut buf, frame_bytes_max) => f,
+        };
+        match frame {
+            Ok(Some(Envelope::Request(req))) => {
+                if inputs.send(Input::Client(conn, req)).is_err() {
+                    break;
+                }
+            }
+            Ok(Some(_)) => {
+                counters.client_frames_refused.fetch_add(1, Ordering::Relaxed);
+                warn!(%from, "not a client request; closing that connection");
+                break;
+            }
+            Ok(None) => break,
+            Err(e) => {
+                counters.client_frames_refused.fetch_add(1, Ordering::Relaxed);
+                warn!(%from, error = %e, "bad frame from a client; closing that connection");
+                break;
+            }
+        }
+    }
+    let _ = inputs.send(Input::ClientClosed(conn));
+    counters.client_connections.fetch_sub(1, Ordering::Relaxed);
+    writer.abort();
+}

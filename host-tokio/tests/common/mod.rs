@@ -1,0 +1,229 @@
+//! A cluster of real `concord serve` processes on 127.0.0.1 for integration tests. Every
+//! process is killed when the cluster is dropped, so a failing test leaves none behind.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `concord` binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_concord")
+}
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+/// One node: its addresses, data directory and process (if running).
+pub struct NodeProc {
+    pub id: u64,
+    pub client: SocketAddr,
+    pub peer: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+/// A 3-node cluster of `concord serve` processes.
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` nodes and waits until one leads.
+    pub fn start(n: u64) -> Self {
+        let dir = tempfile::Builder::new().prefix("concord-it-").tempdir().expect("temp dir");
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let nodes = (1..=n)
+            .map(|id| NodeProc {
+                id,
+                client: addr(free_port()),
+                peer: addr(free_port()),
+                http: addr(free_port()),
+                data_dir: dir.path().join(format!("node-{id}")),
+                child: None,
+            })
+            .collect();
+        let mut c = Self { nodes, dir };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c.wait_leader(Duration::from_secs(20));
+        c
+    }
+
+    fn node(&self, id: u64) -> &NodeProc {
+        &self.nodes[id as usize - 1]
+    }
+
+    /// Starts (or restarts) node `id`.
+    pub fn spawn(&mut self, id: u64) {
+        let peers: Vec<String> = self.nodes.iter().map(|n| format!("{}={}", n.id, n.peer)).collect();
+        let n = &mut self.nodes[id as usize - 1];
+        assert!(n.child.is_none(), "node {id} is running");
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{id}.log"))).expect("log file");
+        let child = Command::new(bin())
+            .args(["serve", "--id", &id.to_string()])
+            .args(["--client-addr", &n.client.to_string()])
+            .args(["--peer-addr", &n.peer.to_string()])
+            .args(["--http-addr", &n.http.to_string()])
+            .args(["--data-dir", &n.data_dir.display().to_string()])
+            .args(["--peer", &peers.join(",")])
+            .args(["--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600"])
+            // Small, so snapshots, log truncation and snapshot installs happen in tests.
+            .args(["--snapshot-threshold-entries", "200"])
+            .env("CONCORD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("concord serve starts");
+        n.child = Some(child);
+    }
+
+    /// SIGKILLs node `id`.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes[id as usize - 1].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERMs node `id` and waits for it to exit; its exit status.
+    pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
+        let mut c = self.nodes[id as usize - 1].child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("node {id} did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The client endpoints, `ID=ADDR,…`.
+    pub fn endpoints(&self) -> String {
+        self.nodes.iter().map(|n| format!("{}={}", n.id, n.client)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs the CLI against this cluster (with a 30 s bound).
+    pub fn concord(&self, args: &[&str]) -> Output {
+        run_bounded(&mut self.command(args), Duration::from_secs(30))
+    }
+
+    /// The CLI command for `args` against this cluster (endpoints go right after the
+    /// subcommand, before any `-- CMD`).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin());
+        let endpoints = self.endpoints();
+        cmd.args(&args[..1]).args(["--endpoints", &endpoints]).args(&args[1..]);
+        cmd
+    }
+
+    /// `/status` of node `id` as JSON, if it answers.
+    pub fn status(&self, id: u64) -> Option<serde_json::Value> {
+        let body = http_get(self.node(id).http, "/status")?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// The node that leads, as seen by a running node that reports itself leader.
+    pub fn leader(&self) -> Option<u64> {
+        self.nodes.iter().filter(|n| n.child.is_some()).find_map(|n| {
+            let s = self.status(n.id)?;
+            (s["raft"]["role"] == "Leader").then_some(n.id)
+        })
+    }
+
+    /// Waits until some node leads; panics after `bound`.
+    pub fn wait_leader(&self, bound: Duration) -> u64 {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader within {bound:?}; logs in {}",
+                self.dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Path of node `id`'s data directory.
+    pub fn data_dir(&self, id: u64) -> &Path {
+        &self.node(id).data_dir
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            // Keep the logs of a failed test where its message can point.
+            let path = self.dir.path().to_path_buf();
+            for n in &self.nodes {
+                let log = path.join(format!("node-{}.log", n.id));
+                if let Ok(text) = std::fs::read_to_string(&log) {
+                    let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                    eprintln!("--- node {} log tail ---", n.id);
+                    for l in tail.iter().rev() {
+                        eprintln!("{l}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `cmd`, killing it if it outlives `bound`.
+pub fn run_bounded(cmd: &mut Command, bound: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("command starts");
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "command outlived {bound:?}: {cmd:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A plain HTTP/1.0 GET; the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.split_whitespace().nth(1).is_some_and(|code| code == "200").then(|| body.to_string())
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
