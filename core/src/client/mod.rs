@@ -307,13 +307,18 @@ impl Client {
         self.flush();
     }
 
-    /// The connection to `node` broke: whatever it was serving moves elsewhere.
+    /// The connection to `node` broke (or could not be made): whatever it was serving
+    /// moves to the next node after `retry_backoff_us`, so a node that refuses every
+    /// connection is neither retried forever nor hammered.
     pub fn handle_disconnect(&mut self, now: Instant, node: NodeId) {
         self.now = self.now.max(now);
         if self.leader == Some(node) {
             self.leader = None;
         }
-        let at = self.now;
+        if self.leader.is_none() && self.cfg.nodes.get(self.cursor) == Some(&node) {
+            self.rotate();
+        }
+        let at = self.now.add_us(self.cfg.retry_backoff_us);
         for p in self.ops.values_mut() {
             match p.phase {
                 Phase::Sent { node: n, .. } | Phase::Pending { node: n } | Phase::Streaming { node: n }

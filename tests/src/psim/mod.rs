@@ -33,6 +33,9 @@ use std::collections::{BTreeSet, BinaryHeap};
 use std::fmt;
 use workload::Workload;
 
+/// Events one run may take before it is declared livelocked (runs take 5–50 thousand).
+const EVENTS_MAX: u64 = 2_000_000;
+
 /// Everything that defines one run.
 #[derive(Clone, Debug)]
 pub struct PsimConfig {
@@ -386,6 +389,12 @@ impl Psim {
             if s.at > deadline {
                 break;
             }
+            if self.report.steps > EVENTS_MAX {
+                // Runs take tens of thousands of events; a storm of them is a livelock
+                // (say, a client retrying a refused connection as fast as it is refused).
+                let detail = format!("more than {EVENTS_MAX} events: something retries without pause");
+                return Err(self.violation("livelock", detail));
+            }
             self.now = s.at;
             self.report.steps += 1;
             self.handle(s.event);
@@ -536,7 +545,13 @@ impl Psim {
             return;
         }
         let local = self.nodes[node].clock.local(self.now);
-        let Some(r) = self.nodes[node].replica.as_mut() else { return };
+        let Some(r) = self.nodes[node].replica.as_mut() else {
+            // The process is down: the client's connection is refused, and it notices.
+            let now = Instant::from_micros(self.now);
+            self.clients[client].client.handle_disconnect(now, NodeId(node as u64 + 1));
+            self.drain_client(client);
+            return;
+        };
         r.handle_client(local, ConnId(client as u64), req);
         self.drain_node(node);
     }
