@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -35,6 +36,13 @@ use tracing::{debug, error, info, warn};
 const PEER_QUEUE_MAX: usize = 4_096;
 /// Inputs the node loop takes before it drains its outputs.
 const INPUT_BATCH_MAX: usize = 256;
+/// Opens every peer connection: magic, then the dialling node's id and group (u64 LE).
+/// The accepting node can then answer on this connection at once, which is how a node
+/// that joined later (and whose address the others were never given) is reached.
+const PEER_HELLO_MAGIC: [u8; 8] = *b"CNCDPEER";
+const PEER_HELLO_BYTES: usize = 24;
+/// How long an accepted peer connection may take to say who it is.
+const PEER_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reconnect backoff to a peer: first and largest delay.
 const PEER_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const PEER_BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -194,9 +202,11 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
     for (&id, &addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.id) {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
         peers.insert(NodeId(id), tx);
-        tokio::spawn(dial_peer(cfg.id, id, addr, rx, cfg.frame_bytes_max, shutdown_rx.clone()));
+        let hello = peer_hello(cfg.id, cfg.group);
+        let dial = Dial { hello, id, addr, frame_bytes_max: cfg.frame_bytes_max, inputs: inputs.clone() };
+        tokio::spawn(dial_peer(dial, rx, shutdown_rx.clone()));
     }
-    tokio::spawn(accept_peers(peer_listener, inputs.clone(), cfg.frame_bytes_max, shutdown_rx.clone()));
+    tokio::spawn(accept_peers(peer_listener, inputs.clone(), cfg.clone(), shutdown_rx.clone()));
     tokio::spawn(accept_clients(
         client_listener,
         inputs.clone(),
@@ -435,30 +445,49 @@ impl NodeLoop {
     }
 }
 
-async fn dial_peer(
-    me: u64,
+fn peer_hello(id: u64, group: u64) -> [u8; PEER_HELLO_BYTES] {
+    let mut h = [0u8; PEER_HELLO_BYTES];
+    h[..8].copy_from_slice(&PEER_HELLO_MAGIC);
+    h[8..16].copy_from_slice(&id.to_le_bytes());
+    h[16..].copy_from_slice(&group.to_le_bytes());
+    h
+}
+
+/// Where and how to dial one peer.
+struct Dial {
+    hello: [u8; PEER_HELLO_BYTES],
     id: u64,
     addr: SocketAddr,
-    mut rx: mpsc::Receiver<Message>,
     frame_bytes_max: usize,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    inputs: mpsc::UnboundedSender<Input>,
+}
+
+/// Keeps a connection to one peer: sends what the node loop queues for it, and takes in
+/// what the peer answers on the same connection (a peer that does not know this node's
+/// address answers that way).
+async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: watch::Receiver<bool>) {
+    let Dial { hello, id, addr, frame_bytes_max, inputs } = dial;
     let mut backoff = PEER_BACKOFF_MIN;
     let mut buf = Vec::new();
     loop {
+        let connected = async {
+            let mut s = TcpStream::connect(addr).await?;
+            s.write_all(&hello).await?;
+            Ok::<_, std::io::Error>(s)
+        };
         let stream = tokio::select! {
             _ = shutdown.changed() => return,
-            s = TcpStream::connect(addr) => s,
+            s = connected => s,
         };
-        let mut stream = match stream {
+        let stream = match stream {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
-                debug!(me, peer = id, %addr, "connected to peer");
+                debug!(peer = id, %addr, "connected to peer");
                 backoff = PEER_BACKOFF_MIN;
                 s
             }
-            Err(e) => {
-                debug!(me, peer = id, %addr, error = %e, "peer unreachable; retrying");
+            Err(error) => {
+                debug!(peer = id, %addr, %error, "peer unreachable; retrying");
                 // Messages queued meanwhile are stale by the time we connect: Raft resends.
                 while rx.try_recv().is_ok() {}
                 tokio::select! {
@@ -469,15 +498,37 @@ async fn dial_peer(
                 continue;
             }
         };
-        loop {
-            let msg = tokio::select! {
-                _ = shutdown.changed() => return,
-                m = rx.recv() => match m { Some(m) => m, None => return },
-            };
-            if let Err(e) = write_frame(&mut stream, &Envelope::Raft(msg), &mut buf, frame_bytes_max).await {
-                debug!(me, peer = id, error = %e, "peer connection lost");
-                break;
+        let (mut r, mut w) = stream.into_split();
+        let reader = async {
+            let mut rbuf = Vec::new();
+            loop {
+                match read_frame(&mut r, &mut rbuf, frame_bytes_max).await {
+                    Ok(Some(Envelope::Raft(m))) if m.from.0 == id => {
+                        if inputs.send(Input::Peer(m)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Ok(Some(_)) | Err(_) => {
+                        warn!(peer = id, %addr, "bad frame from a peer; reconnecting");
+                        return;
+                    }
+                }
             }
+        };
+        let writer = async {
+            loop {
+                let Some(msg) = rx.recv().await else { return true };
+                if let Err(e) = write_frame(&mut w, &Envelope::Raft(msg), &mut buf, frame_bytes_max).await {
+                    debug!(peer = id, error = %e, "peer connection lost");
+                    return false;
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = reader => {}
+            closed = writer => if closed { return },
         }
     }
 }
@@ -485,7 +536,7 @@ async fn dial_peer(
 async fn accept_peers(
     listener: TcpListener,
     inputs: mpsc::UnboundedSender<Input>,
-    frame_bytes_max: usize,
+    cfg: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -497,21 +548,57 @@ async fn accept_peers(
             },
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_peer(stream, from, inputs.clone(), frame_bytes_max, shutdown.clone()));
+        tokio::spawn(serve_peer(
+            stream,
+            from,
+            inputs.clone(),
+            cfg.group,
+            cfg.frame_bytes_max,
+            shutdown.clone(),
+        ));
     }
 }
 
-/// Reads Raft messages from an inbound peer connection. The first message names the
-/// peer; the node loop may answer on this connection if it has no address for it.
+/// An inbound peer connection: after the hello, Raft messages in; the node loop may
+/// answer on it when it has no address of its own for that peer.
 async fn serve_peer(
     stream: TcpStream,
     from: SocketAddr,
     inputs: mpsc::UnboundedSender<Input>,
+    group: u64,
     frame_bytes_max: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (mut r, w) = stream.into_split();
-    let mut writer = Some(w);
+    let (mut r, mut w) = stream.into_split();
+    let mut hello = [0u8; PEER_HELLO_BYTES];
+    match tokio::time::timeout(PEER_HELLO_TIMEOUT, r.read_exact(&mut hello)).await {
+        Ok(Ok(_)) if hello[..8] == PEER_HELLO_MAGIC => {}
+        _ => {
+            warn!(%from, "not a Concord peer (no hello); closing that connection");
+            return;
+        }
+    }
+    let word = |i: usize| u64::from_le_bytes(hello[i..i + 8].try_into().unwrap_or_default());
+    let (peer, peer_group) = (NodeId(word(8)), word(16));
+    if peer_group != group {
+        warn!(%from, peer = peer.0, peer_group, group, "a peer of another group; closing that connection");
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel::<Message>(PEER_QUEUE_MAX);
+    let _ = inputs.send(Input::PeerInbound(peer, tx));
+    let mut sd = shutdown.clone();
+    tokio::spawn(async move {
+        let mut wbuf = Vec::new();
+        loop {
+            let m = tokio::select! {
+                _ = sd.changed() => return,
+                m = rx.recv() => match m { Some(m) => m, None => return },
+            };
+            if write_frame(&mut w, &Envelope::Raft(m), &mut wbuf, frame_bytes_max).await.is_err() {
+                return;
+            }
+        }
+    });
     let mut buf = Vec::new();
     loop {
         let frame = tokio::select! {
@@ -519,33 +606,13 @@ async fn serve_peer(
             f = read_frame(&mut r, &mut buf, frame_bytes_max) => f,
         };
         match frame {
-            Ok(Some(Envelope::Raft(m))) => {
-                if let Some(mut w) = writer.take() {
-                    let (tx, mut rx) = mpsc::channel::<Message>(PEER_QUEUE_MAX);
-                    let _ = inputs.send(Input::PeerInbound(m.from, tx));
-                    let mut sd = shutdown.clone();
-                    tokio::spawn(async move {
-                        let mut wbuf = Vec::new();
-                        loop {
-                            let m = tokio::select! {
-                                _ = sd.changed() => return,
-                                m = rx.recv() => match m { Some(m) => m, None => return },
-                            };
-                            if write_frame(&mut w, &Envelope::Raft(m), &mut wbuf, frame_bytes_max)
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                    });
-                }
+            Ok(Some(Envelope::Raft(m))) if m.from == peer => {
                 if inputs.send(Input::Peer(m)).is_err() {
                     return;
                 }
             }
             Ok(Some(_)) => {
-                warn!(%from, "a client message on the peer port; closing that connection");
+                warn!(%from, peer = peer.0, "not a Raft message from that peer; closing the connection");
                 return;
             }
             Ok(None) => return,

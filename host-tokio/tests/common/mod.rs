@@ -62,8 +62,30 @@ impl Cluster {
         &self.nodes[id as usize - 1]
     }
 
+    /// Adds node `n + 1` to the cluster: `concord member add`, then `serve --join`.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let o = self.concord(&["member", "add", &id.to_string()]);
+        assert!(o.status.success(), "member add: {}", String::from_utf8_lossy(&o.stderr));
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        self.nodes.push(NodeProc {
+            id,
+            client: addr(free_port()),
+            peer: addr(free_port()),
+            http: addr(free_port()),
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            child: None,
+        });
+        self.spawn_as(id, true);
+        id
+    }
+
     /// Starts (or restarts) node `id`.
     pub fn spawn(&mut self, id: u64) {
+        self.spawn_as(id, false);
+    }
+
+    fn spawn_as(&mut self, id: u64, join: bool) {
         let peers: Vec<String> = self.nodes.iter().map(|n| format!("{}={}", n.id, n.peer)).collect();
         let n = &mut self.nodes[id as usize - 1];
         assert!(n.child.is_none(), "node {id} is running");
@@ -78,6 +100,7 @@ impl Cluster {
             .args(["--election-timeout-min-ms", "300", "--election-timeout-max-ms", "600"])
             // Small, so snapshots, log truncation and snapshot installs happen in tests.
             .args(["--snapshot-threshold-entries", "200"])
+            .args(if join { &["--join"][..] } else { &[][..] })
             .env("CONCORD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
