@@ -389,6 +389,8 @@ impl Replica {
                     }
                 }
             }
+            // For the host's metrics only (see `record_machine_events`).
+            MachineEvent::Lock(_) => {}
             MachineEvent::Election(event) => {
                 for ((conn, id), name) in &self.observers {
                     if *name == event.name {

@@ -1,5 +1,6 @@
-//! The HTTP endpoint of a node: `/metrics` (Prometheus), `/status` (JSON) and `/` (the
-//! status page). Each request asks the node loop for a fresh [`StatusReport`].
+//! The HTTP endpoint of a node: `/metrics` (Prometheus), `/status` (JSON), `/` (the
+//! status page) and `/snapshot` (the latest snapshot, postcard-encoded, for `concord
+//! snapshot save`). Each report asks the node loop for a fresh [`StatusReport`].
 
 use crate::metrics::StatusReport;
 use crate::server::Input;
@@ -9,17 +10,24 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 type Inputs = mpsc::UnboundedSender<Input>;
 
-pub(crate) async fn serve(listener: TcpListener, inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    inputs: Inputs,
+    data_dir: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let app = Router::new()
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(inputs);
+        .with_state(inputs)
+        .route("/snapshot", get(move || snapshot(data_dir.clone())));
     let stop = async move {
         let _ = shutdown.changed().await;
     };
@@ -33,6 +41,20 @@ async fn report(inputs: &Inputs) -> Result<StatusReport, Response> {
     let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "node is stopping").into_response();
     inputs.send(Input::Status(tx)).map_err(|_| unavailable())?;
     rx.await.map_err(|_| unavailable())
+}
+
+/// The stored snapshot as the WAL keeps it (read off disk, not through the node loop).
+async fn snapshot(data_dir: PathBuf) -> Response {
+    let read = tokio::task::spawn_blocking(move || crate::wal::Wal::read_snapshot(&data_dir)).await;
+    match read {
+        Ok(Ok(Some(snap))) => match postcard::to_allocvec(&snap) {
+            Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no snapshot yet").into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn status(State(inputs): State<Inputs>) -> Response {

@@ -10,15 +10,20 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-/// Upper bounds of the latency histogram buckets, seconds.
-const LATENCY_BUCKETS_S: [f64; 14] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+/// Bucket bounds, seconds, for I/O latencies (fsync).
+pub const LATENCY_BUCKETS_S: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+/// Bucket bounds, seconds, for how long locks are held or waited for.
+pub const LOCK_BUCKETS_S: &[f64] =
+    &[0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0];
 
-/// A latency histogram with Prometheus' cumulative buckets.
-#[derive(Clone, Debug, Default, Serialize)]
+/// A histogram with Prometheus' cumulative buckets.
+#[derive(Clone, Debug, Serialize)]
 pub struct Histogram {
+    /// Upper bounds of the buckets, seconds.
+    pub bounds_s: &'static [f64],
     /// Observations per bucket (not cumulative), the last one for +Inf.
-    pub counts: [u64; LATENCY_BUCKETS_S.len() + 1],
+    pub counts: Vec<u64>,
     /// Sum of observations, seconds.
     pub sum_s: f64,
     /// Observations.
@@ -26,9 +31,14 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// An empty histogram with these bucket bounds.
+    pub fn new(bounds_s: &'static [f64]) -> Self {
+        Self { bounds_s, counts: vec![0; bounds_s.len() + 1], sum_s: 0.0, count: 0 }
+    }
+
     /// Records one observation, in seconds.
     pub fn observe(&mut self, s: f64) {
-        let i = LATENCY_BUCKETS_S.iter().position(|b| s <= *b).unwrap_or(LATENCY_BUCKETS_S.len());
+        let i = self.bounds_s.iter().position(|b| s <= *b).unwrap_or(self.bounds_s.len());
         self.counts[i] += 1;
         self.sum_s += s;
         self.count += 1;
@@ -37,7 +47,7 @@ impl Histogram {
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         let mut cumulative = 0;
-        for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
+        for (i, b) in self.bounds_s.iter().enumerate() {
             cumulative += self.counts[i];
             let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
         }
@@ -47,10 +57,14 @@ impl Histogram {
 }
 
 /// Counters of the host around the core.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct HostReport {
     /// WAL fsync latency.
     pub fsync: Histogram,
+    /// How long fenced locks were held (log time, as this node applied the releases).
+    pub lock_hold: Histogram,
+    /// How long granted lock requests had waited in the queue (0 for immediate grants).
+    pub lock_wait: Histogram,
     /// Storage writes made durable.
     pub writes_persisted: u64,
     /// Peer messages dropped because a peer's queue was full.
@@ -99,8 +113,13 @@ impl StatusReport {
         sessions: Vec<SessionInfo>,
         c: &HostCounters,
     ) -> Self {
+        let snapshot = |h: &std::sync::Mutex<Histogram>, bounds| {
+            h.lock().map_or_else(|_| Histogram::new(bounds), |h| h.clone())
+        };
         let host = HostReport {
-            fsync: c.fsync.lock().map(|h| h.clone()).unwrap_or_default(),
+            fsync: snapshot(&c.fsync, LATENCY_BUCKETS_S),
+            lock_hold: snapshot(&c.lock_hold, LOCK_BUCKETS_S),
+            lock_wait: snapshot(&c.lock_wait, LOCK_BUCKETS_S),
             writes_persisted: c.writes_persisted.load(Ordering::Relaxed),
             peer_messages_dropped: c.peer_messages_dropped.load(Ordering::Relaxed),
             client_frames_refused: c.client_frames_refused.load(Ordering::Relaxed),
@@ -211,6 +230,8 @@ impl StatusReport {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
         }
         h.fsync.render(&mut out, "concord_wal_fsync_seconds", "WAL fsync latency.");
+        h.lock_hold.render(&mut out, "concord_lock_hold_seconds", "How long fenced locks were held.");
+        h.lock_wait.render(&mut out, "concord_lock_wait_seconds", "How long granted lock requests waited.");
         out
     }
 }
@@ -221,7 +242,7 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative_in_the_exposition() {
-        let mut h = Histogram::default();
+        let mut h = Histogram::new(LATENCY_BUCKETS_S);
         h.observe(0.0002);
         h.observe(0.003);
         h.observe(10.0);

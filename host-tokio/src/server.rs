@@ -13,9 +13,10 @@
 
 use crate::config::{ConfigError, ServerConfig};
 use crate::frame::{read_frame, write_frame};
-use crate::metrics::{Histogram, StatusReport};
+use crate::metrics::{Histogram, StatusReport, LATENCY_BUCKETS_S, LOCK_BUCKETS_S};
 use crate::wal::{Wal, WalError, WalOptions};
-use concord_core::machine::{Concord, Query, QueryOp, Reply};
+use concord_core::machine::lock::LockEvent;
+use concord_core::machine::{Concord, Event as MachineEvent, Query, QueryOp, Reply};
 use concord_core::raft::WriteToken;
 use concord_core::server::{ConnId, Replica, ServeLimits};
 use concord_core::wire::{ClientRequest, Envelope, ServerMessage};
@@ -100,14 +101,30 @@ pub(crate) enum Input {
 }
 
 /// Counters the tasks around the node loop keep.
-#[derive(Default)]
 pub(crate) struct HostCounters {
     pub(crate) fsync: Mutex<Histogram>,
+    pub(crate) lock_hold: Mutex<Histogram>,
+    pub(crate) lock_wait: Mutex<Histogram>,
     pub(crate) writes_persisted: AtomicU64,
     pub(crate) peer_messages_dropped: AtomicU64,
     pub(crate) client_frames_refused: AtomicU64,
     pub(crate) client_connections: AtomicU64,
     pub(crate) client_slow_closed: AtomicU64,
+}
+
+impl Default for HostCounters {
+    fn default() -> Self {
+        Self {
+            fsync: Mutex::new(Histogram::new(LATENCY_BUCKETS_S)),
+            lock_hold: Mutex::new(Histogram::new(LOCK_BUCKETS_S)),
+            lock_wait: Mutex::new(Histogram::new(LOCK_BUCKETS_S)),
+            writes_persisted: AtomicU64::new(0),
+            peer_messages_dropped: AtomicU64::new(0),
+            client_frames_refused: AtomicU64::new(0),
+            client_connections: AtomicU64::new(0),
+            client_slow_closed: AtomicU64::new(0),
+        }
+    }
 }
 
 /// A running node.
@@ -179,7 +196,9 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
     let node = Node::new(cfg.raft()?, machine, start, clock.now(), seed(cfg.id))
         .map_err(|e| ServerError::Core(format!("node {} cannot start: {e}", cfg.id)))?;
     let limits = ServeLimits { streams_per_connection_max: cfg.streams_per_connection_max };
-    let replica = Replica::new(node, limits);
+    let mut replica = Replica::new(node, limits);
+    // Lock hand-overs feed the hold and wait time metrics.
+    replica.record_machine_events();
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr)
@@ -214,7 +233,12 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         counters.clone(),
         shutdown_rx.clone(),
     ));
-    tokio::spawn(crate::http::serve(http_listener, inputs.clone(), shutdown_rx.clone()));
+    tokio::spawn(crate::http::serve(
+        http_listener,
+        inputs.clone(),
+        cfg.data_dir.clone(),
+        shutdown_rx.clone(),
+    ));
 
     info!(id = cfg.id, %client_addr, %peer_addr, %http_addr, data_dir = %cfg.data_dir.display(), "node started");
     let node_loop = NodeLoop {
@@ -421,6 +445,20 @@ impl NodeLoop {
                 self.counters.client_slow_closed.fetch_add(1, Ordering::Relaxed);
                 self.conns.remove(&conn);
                 self.replica.handle_disconnect(conn);
+            }
+        }
+        while let Some(e) = self.replica.poll_machine_event() {
+            let (h, us) = match e {
+                MachineEvent::Lock(LockEvent::Granted { waited_us, .. }) => {
+                    (&self.counters.lock_wait, waited_us)
+                }
+                MachineEvent::Lock(LockEvent::Released { held_us, .. }) => {
+                    (&self.counters.lock_hold, held_us)
+                }
+                _ => continue,
+            };
+            if let Ok(mut h) = h.lock() {
+                h.observe(us as f64 / 1e6);
             }
         }
         while let Some(e) = self.replica.poll_event() {

@@ -165,15 +165,10 @@ fn every_subcommand_works_end_to_end() {
     }
     let out = c.dir.path().join("snap.bin");
     let mut saved = None;
+    let http = c.nodes[target as usize - 1].http.to_string();
     for _ in 0..50 {
         let o = run_bounded(
-            Command::new(bin()).args([
-                "snapshot",
-                "save",
-                "--data-dir",
-                &c.data_dir(target).display().to_string(),
-                &out.display().to_string(),
-            ]),
+            Command::new(bin()).args(["snapshot", "save", &out.display().to_string(), "--from", &http]),
             Duration::from_secs(10),
         );
         if o.status.success() {
@@ -185,4 +180,16 @@ fn every_subcommand_works_end_to_end() {
     let saved = saved.expect("a snapshot was taken and saved");
     assert!(saved.starts_with("saved the snapshot at index"), "{saved}");
     assert!(std::fs::metadata(&out).unwrap().len() > 0);
+    // The same from the data directory.
+    let o = run_bounded(
+        Command::new(bin()).args([
+            "snapshot",
+            "save",
+            &c.dir.path().join("snap2.bin").display().to_string(),
+            "--data-dir",
+            &c.data_dir(target).display().to_string(),
+        ]),
+        Duration::from_secs(10),
+    );
+    assert!(ok(&o).starts_with("saved the snapshot at index"));
 }

@@ -161,6 +161,15 @@ fn a_killed_leader_is_replaced_under_load_and_nothing_acknowledged_is_lost() {
     let missing = rt.block_on(kv_present(&client, &s.kv_acked));
     assert!(missing.is_empty(), "acknowledged puts lost: {missing:?}");
     assert!(s.increments.len() > 20 && s.fences.len() > 5, "the load made progress");
+    // Every node counted the lock cycles it applied in its hold and wait histograms.
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let metrics = http_get(c.nodes[leader as usize - 1].http, "/metrics").expect("metrics");
+    let count = |name: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    assert!(count("concord_lock_hold_seconds_count ") > 0, "{metrics}");
+    assert!(count("concord_lock_wait_seconds_count ") > 0, "{metrics}");
+    assert!(count("concord_wal_fsync_seconds_count ") > 0, "{metrics}");
 }
 
 #[test]
@@ -311,4 +320,24 @@ fn garbage_and_oversize_frames_close_only_their_connection() {
     let _ = s.write_all(&[0xff; 64]);
     drop(s);
     assert_eq!(rt.block_on(client.counter("g").incr()).unwrap(), 3);
+}
+
+#[test]
+fn sigterm_stops_a_node_gracefully_and_it_restarts_from_its_log() {
+    let mut c = Cluster::start(3);
+    for _ in 0..5 {
+        assert!(c.concord(&["counter", "incr", "t"]).status.success());
+    }
+    for id in 1..=3 {
+        let status = c.terminate(id);
+        assert!(status.success(), "node {id} exited with {status} after SIGTERM");
+        let log = std::fs::read_to_string(c.dir.path().join(format!("node-{id}.log"))).unwrap();
+        assert!(log.contains("shutting down") && log.contains("node stopped"), "node {id}: {log}");
+    }
+    for id in 1..=3 {
+        c.spawn(id);
+    }
+    c.wait_leader(Duration::from_secs(20));
+    assert_eq!(stdout(&c.concord(&["counter", "get", "t"])), "5");
+    assert_eq!(stdout(&c.concord(&["counter", "incr", "t"])), "6");
 }

@@ -7,7 +7,7 @@ use super::election::{ElectionError, ElectionEvent, ElectionOp, ElectionQuery, L
 use super::kv::{KvEntry, KvError, KvOp, KvQuery, WatchEvent};
 use super::latch::{LatchError, LatchOp, LatchQuery};
 use super::limits::Limit;
-use super::lock::{LockError, LockInfo, LockOp, LockQuery};
+use super::lock::{LockError, LockEvent, LockInfo, LockOp, LockQuery};
 use super::long::{LongOp, LongQuery};
 use super::reference::{RefOp, RefQuery};
 use super::rwlock::{RwLockError, RwLockOp, RwLockQuery};
@@ -359,6 +359,8 @@ pub enum Event {
     Election(ElectionEvent),
     /// A signal for one subscriber.
     Signal(SignalDelivery),
+    /// A fenced lock changed hands (for metrics: hold and wait times in log time).
+    Lock(LockEvent),
 }
 
 /// Checks a name against the limits: non-empty and at most `name_bytes_max` bytes.

@@ -14,9 +14,10 @@
 //!   by log position, so two multi-lock waiters cannot deadlock.
 //! - When the owning session ends, its holds and places are released.
 
-use super::api::{check_name, limit, Error, Fence, Reply, SessionId};
+use super::api::{check_name, limit, Error, Event, Fence, Reply, SessionId};
 use super::fx::{check_objects, check_waiters, Caller, Fx, Kind, Step};
 use super::limits::Limit;
+use crate::time::Instant;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec;
@@ -155,6 +156,8 @@ struct Hold {
     session: SessionId,
     fence: Fence,
     count: u32,
+    /// Log time of the grant.
+    since: Instant,
 }
 
 /// A place in one or more queues.
@@ -167,6 +170,64 @@ struct Ticket {
     pending: Option<u64>,
     /// Taken by `Enqueue`: survives its awaits' timeouts.
     enqueued: bool,
+    /// Log time the place was taken.
+    since: Instant,
+}
+
+/// A lock changing hands, with durations in leader-stamped log time: what hosts turn
+/// into hold- and wait-time metrics.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockEvent {
+    /// `session` was granted `name`, after waiting `waited_us` in its queue (0: at once).
+    Granted {
+        /// The lock.
+        name: String,
+        /// The new holder.
+        session: SessionId,
+        /// The grant's fence.
+        fence: Fence,
+        /// Time spent queued, µs.
+        waited_us: u64,
+    },
+    /// `session` stopped holding `name` (unlock, force-unlock or session end) after
+    /// `held_us`.
+    Released {
+        /// The lock.
+        name: String,
+        /// The former holder.
+        session: SessionId,
+        /// The grant's fence.
+        fence: Fence,
+        /// Time held, µs.
+        held_us: u64,
+    },
+}
+
+/// Grants `name` to `session` at `fx`'s entry, recording the event.
+fn grant(
+    fx: &mut Fx<'_>,
+    name: &str,
+    state: &mut LockState,
+    session: SessionId,
+    fence: Fence,
+    queued_at: Instant,
+) {
+    state.holder = Some(Hold { session, fence, count: 1, since: fx.time });
+    let waited_us = fx.time.saturating_since_us(queued_at);
+    fx.events.push(Event::Lock(LockEvent::Granted { name: name.into(), session, fence, waited_us }));
+}
+
+/// Takes the holder off `name`, recording the event.
+fn release(fx: &mut Fx<'_>, name: &str, state: &mut LockState) -> Option<Hold> {
+    let h = state.holder.take()?;
+    let held_us = fx.time.saturating_since_us(h.since);
+    fx.events.push(Event::Lock(LockEvent::Released {
+        name: name.into(),
+        session: h.session,
+        fence: h.fence,
+        held_us,
+    }));
+    Some(h)
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,15 +323,23 @@ impl Locks {
         }
         if free {
             let fence = fx.fence();
+            let now = fx.time;
             for n in names {
-                self.locks.entry(n).or_default().holder = Some(Hold { session, fence, count: 1 });
+                let state = self.locks.entry(n.clone()).or_default();
+                grant(fx, &n, state, session, fence, now);
             }
             return Ok(Step::Done(Ok(Reply::Fence(fence))));
         }
         if timeout_ms == Some(0) {
             return Err(Error::Timeout);
         }
-        let ticket = Ticket { session, names: names.clone(), pending: Some(caller.seq), enqueued: false };
+        let ticket = Ticket {
+            session,
+            names: names.clone(),
+            pending: Some(caller.seq),
+            enqueued: false,
+            since: fx.time,
+        };
         let name = names[0].clone();
         for n in names {
             self.locks.entry(n).or_default().queue.push_back(ticket.clone());
@@ -291,7 +360,8 @@ impl Locks {
         }
         if state.holder.is_none() && state.queue.is_empty() {
             let fence = fx.fence();
-            state.holder = Some(Hold { session, fence, count: 1 });
+            let now = fx.time;
+            grant(fx, &name, state, session, fence, now);
             return Ok(Step::Done(Ok(Reply::Fence(fence))));
         }
         if let Err(e) = check_waiters(fx.limits, state.queue.len()) {
@@ -299,7 +369,13 @@ impl Locks {
             return Err(e);
         }
         let position = state.queue.len() as u32;
-        state.queue.push_back(Ticket { session, names: vec![name], pending: None, enqueued: true });
+        state.queue.push_back(Ticket {
+            session,
+            names: vec![name],
+            pending: None,
+            enqueued: true,
+            since: fx.time,
+        });
         Ok(Step::Done(Ok(Reply::Queued { position })))
     }
 
@@ -332,7 +408,7 @@ impl Locks {
             h.count -= 1;
             let left = h.count;
             if left == 0 {
-                state.holder = None;
+                release(fx, name, state);
                 self.pump(fx, &[name]);
             }
             return Ok(Step::Done(Ok(Reply::Count(u64::from(left)))));
@@ -350,7 +426,7 @@ impl Locks {
 
     fn force_unlock(&mut self, fx: &mut Fx<'_>, name: &str) -> Result<Step, Error> {
         let state = self.locks.get_mut(name).ok_or(LockError::NotLocked)?;
-        if state.holder.take().is_none() {
+        if release(fx, name, state).is_none() {
             return Err(LockError::NotLocked.into());
         }
         self.pump(fx, &[name]);
@@ -385,7 +461,7 @@ impl Locks {
             let before = state.queue.len();
             state.queue.retain(|t| t.session != session);
             if state.holder.as_ref().is_some_and(|h| h.session == session) {
-                state.holder = None;
+                release(fx, name, state);
                 touched.push(name.clone());
             } else if state.queue.len() != before {
                 touched.push(name.clone());
@@ -430,7 +506,7 @@ impl Locks {
             for n in &ticket.names {
                 if let Some(s) = self.locks.get_mut(n) {
                     s.queue.pop_front();
-                    s.holder = Some(Hold { session: ticket.session, fence, count: 1 });
+                    grant(fx, n, s, ticket.session, fence, ticket.since);
                 }
             }
             if let Some(seq) = ticket.pending {

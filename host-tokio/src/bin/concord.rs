@@ -507,13 +507,18 @@ struct SnapshotArgs {
 
 #[derive(Subcommand)]
 enum SnapshotAction {
-    /// Copy the latest snapshot of the node whose data directory is DATA_DIR to FILE.
+    /// Save a node's latest snapshot to FILE: fetched from its HTTP endpoint (--from), or
+    /// read from its data directory (--data-dir). The snapshot is decoded before it is
+    /// written, so a saved file is a valid one.
     Save {
-        /// The node's data directory.
-        #[arg(long)]
-        data_dir: PathBuf,
         /// Where to write it.
         file: PathBuf,
+        /// The node's HTTP address (HOST:PORT).
+        #[arg(long, required_unless_present = "data_dir", conflicts_with = "data_dir")]
+        from: Option<SocketAddr>,
+        /// The node's data directory (when the node runs on this machine, or is stopped).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -591,7 +596,7 @@ async fn run(command: Command) -> Result<Outcome, CliError> {
     match command {
         Command::Serve(a) => serve(*a).await,
         Command::Dev(a) => dev(a).await,
-        Command::Snapshot(a) => snapshot(a),
+        Command::Snapshot(a) => snapshot(a).await,
         Command::Lock(c) => with_client(c, lock).await,
         Command::Semaphore(c) => with_client(c, semaphore).await,
         Command::Rwlock(c) => with_client(c, rwlock).await,
@@ -1107,11 +1112,18 @@ async fn transfer(ctx: Ctx, a: TransferArgs) -> Result<Outcome, CliError> {
     Ok(Outcome::Ok)
 }
 
-fn snapshot(a: SnapshotArgs) -> Result<Outcome, CliError> {
-    let SnapshotAction::Save { data_dir, file } = a.action;
-    let snap = concord_tokio::wal::Wal::read_snapshot(&data_dir)
-        .map_err(|e| format!("{}: {e}", data_dir.display()))?
-        .ok_or_else(|| format!("{}: no snapshot yet", data_dir.display()))?;
+async fn snapshot(a: SnapshotArgs) -> Result<Outcome, CliError> {
+    let SnapshotAction::Save { file, from, data_dir } = a.action;
+    let snap: concord_core::Snapshot = match (from, data_dir) {
+        (Some(addr), _) => {
+            let bytes = http_get(addr, "/snapshot").await?;
+            postcard::from_bytes(&bytes).map_err(|e| format!("{addr}: not a snapshot: {e}"))?
+        }
+        (None, Some(dir)) => concord_tokio::wal::Wal::read_snapshot(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .ok_or_else(|| format!("{}: no snapshot yet", dir.display()))?,
+        (None, None) => return Err(CliError::Other("give --from HOST:PORT or --data-dir DIR".into())),
+    };
     let bytes = postcard::to_allocvec(&snap).map_err(|e| e.to_string())?;
     std::fs::write(&file, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     println!(
@@ -1121,6 +1133,26 @@ fn snapshot(a: SnapshotArgs) -> Result<Outcome, CliError> {
         file.display()
     );
     Ok(Outcome::Ok)
+}
+
+/// A bare HTTP/1.0 GET against a node's own endpoint; the body of a 200 answer.
+async fn http_get(addr: SocketAddr, path: &str) -> Result<Vec<u8>, CliError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fail = |e: &dyn std::fmt::Display| CliError::Other(format!("{addr}{path}: {e}"));
+    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| fail(&e))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| fail(&e))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.map_err(|e| fail(&e))?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| fail(&"no HTTP answer"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = raw.split_off(split + 4);
+    if head.split_whitespace().nth(1) != Some("200") {
+        let status = head.lines().next().unwrap_or_default().to_string();
+        return Err(fail(&format!("{status}: {}", String::from_utf8_lossy(&body))));
+    }
+    Ok(body)
 }
 
 async fn serve(a: ServeArgs) -> Result<Outcome, CliError> {

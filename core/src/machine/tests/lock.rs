@@ -780,3 +780,30 @@ fn holds_and_waiters_survive_a_snapshot_and_complete_after_restore() {
         Outcome::Replayed { result: Ok(fence(k)), index: k, queued: true }
     );
 }
+
+#[test]
+fn grants_and_releases_report_wait_and_hold_times_in_log_time() {
+    use crate::machine::lock::LockEvent;
+    let mut t = T::new();
+    let (a, b) = (t.open(60_000), t.open(60_000));
+    let f1 = acquire(&mut t, a, "x");
+    wait(&mut t, b, lock("x"));
+    t.advance_ms(250);
+    ok(t.run(a, unlock("x")));
+    let ev = t.lock_events();
+    let granted_b = Fence(f1 + 2);
+    assert_eq!(
+        ev,
+        vec![
+            LockEvent::Granted { name: "x".into(), session: a, fence: Fence(f1), waited_us: 0 },
+            LockEvent::Released { name: "x".into(), session: a, fence: Fence(f1), held_us: 250_000 },
+            LockEvent::Granted { name: "x".into(), session: b, fence: granted_b, waited_us: 250_000 },
+        ]
+    );
+    t.advance_ms(40);
+    ok(t.run(a, force_unlock("x")));
+    assert_eq!(
+        t.lock_events(),
+        vec![LockEvent::Released { name: "x".into(), session: b, fence: granted_b, held_us: 40_000 }]
+    );
+}

@@ -114,9 +114,20 @@ impl T {
         }
     }
 
-    /// Drains the events produced so far.
+    /// Drains the events produced so far, but for the lock statistics (see
+    /// [`T::lock_events`]).
     pub(super) fn events(&mut self) -> Vec<Event> {
-        core::iter::from_fn(|| self.m.poll_event()).collect()
+        core::iter::from_fn(|| self.m.poll_event()).filter(|e| !matches!(e, Event::Lock(_))).collect()
+    }
+
+    /// Drains the events produced so far and keeps the lock statistics.
+    pub(super) fn lock_events(&mut self) -> Vec<crate::machine::lock::LockEvent> {
+        core::iter::from_fn(|| self.m.poll_event())
+            .filter_map(|e| match e {
+                Event::Lock(l) => Some(l),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Drains the events and keeps the completions: (session, seq, result).
