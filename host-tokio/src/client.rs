@@ -26,7 +26,6 @@ use concord_core::machine::election::{ElectionEvent, ElectionOp};
 use concord_core::machine::kv::{WatchEvent, WatchFilter};
 use concord_core::machine::lock::LockOp;
 use concord_core::machine::long::{LongOp, LongQuery};
-use concord_core::machine::session::SessionOp;
 use concord_core::machine::signal::SignalDelivery;
 use concord_core::machine::{Error as MachineError, Fence, Op, QueryOp, Reply, SessionId};
 use concord_core::wire::{Answer, ClientError, ClientRequest, Envelope, RequestBody, ServerMessage};
@@ -38,6 +37,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+
+/// How long [`Concord::close`] tries to close the session.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +167,7 @@ enum Cmd {
     Watch(WatchFilter, Option<u64>, mpsc::UnboundedSender<Result<WatchEvent, Error>>),
     Observe(String, mpsc::UnboundedSender<Result<ElectionEvent, Error>>),
     Signals(mpsc::UnboundedSender<SignalDelivery>),
+    CloseSession(oneshot::Sender<Result<Done, Error>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -306,16 +309,21 @@ impl Concord {
         rx
     }
 
-    /// Signals delivered to this client's subscriptions.
+    /// Signals delivered to this client's subscriptions. The stream ends when the session
+    /// is lost, since its subscriptions end with it.
     pub fn signals(&self) -> mpsc::UnboundedReceiver<SignalDelivery> {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = self.cmds.send(Cmd::Signals(tx));
         rx
     }
 
-    /// Closes the session (releasing what it owns) and stops the driver.
+    /// Closes the session (releasing what it owns) and stops the driver. Bounded: if no
+    /// node answers within [`CLOSE_TIMEOUT`], the session is left to expire after its TTL.
     pub async fn close(self) {
-        let _ = self.execute(Op::Session(SessionOp::Close)).await;
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Cmd::CloseSession(tx)).is_ok() {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, rx).await;
+        }
         let (tx, rx) = oneshot::channel();
         if self.cmds.send(Cmd::Close(tx)).is_ok() {
             let _ = rx.await;
@@ -352,7 +360,8 @@ impl Concord {
             self.execute(Op::Election(ElectionOp::Campaign { name: name.into(), value, timeout_ms })).await?;
         match done.reply {
             Reply::Fence(fence) => {
-                Ok(Leadership { client: self.clone(), name: name.into(), fence, resigned: false })
+                let session = self.session.borrow().current;
+                Ok(Leadership { client: self.clone(), name: name.into(), fence, session, resigned: false })
             }
             other => Err(Error::Unexpected(format!("{other:?}"))),
         }
@@ -392,16 +401,21 @@ impl LockGuard {
         self.client.session_changed(self.session).await;
     }
 
-    /// Releases the lock.
+    /// Releases the lock. If its session was lost meanwhile, the cluster released it
+    /// already: that is `SessionLost`, and nothing is sent (a newer hold of the same lock
+    /// in the client's new session is left alone).
     pub async fn unlock(mut self) -> Result<(), Error> {
         self.released = true;
+        if let (false, Some(s)) = (self.is_held(), self.session) {
+            return Err(Error::Machine(MachineError::SessionLost(s)));
+        }
         self.client.execute(Op::Lock(LockOp::Unlock { name: self.name.clone() })).await.map(|_| ())
     }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if !self.released {
+        if !self.released && self.is_held() {
             let name = std::mem::take(&mut self.name);
             self.client.in_background(Op::Lock(LockOp::Unlock { name }));
         }
@@ -413,6 +427,7 @@ pub struct Leadership {
     client: Concord,
     name: String,
     fence: Fence,
+    session: Option<SessionId>,
     resigned: bool,
 }
 
@@ -422,16 +437,24 @@ impl Leadership {
         self.fence.0
     }
 
-    /// Resigns.
+    /// Whether the session that won is still the client's session.
+    pub fn is_held(&self) -> bool {
+        self.session.is_some() && self.client.session.borrow().current == self.session
+    }
+
+    /// Resigns (nothing is sent if the session, and the leadership with it, was lost).
     pub async fn resign(mut self) -> Result<(), Error> {
         self.resigned = true;
+        if let (false, Some(s)) = (self.is_held(), self.session) {
+            return Err(Error::Machine(MachineError::SessionLost(s)));
+        }
         self.client.execute(Op::Election(ElectionOp::Resign { name: self.name.clone() })).await.map(|_| ())
     }
 }
 
 impl Drop for Leadership {
     fn drop(&mut self) {
-        if !self.resigned {
+        if !self.resigned && self.is_held() {
             let name = std::mem::take(&mut self.name);
             self.client.in_background(Op::Election(ElectionOp::Resign { name }));
         }
@@ -613,6 +636,10 @@ impl Driver {
                 self.observers.insert(id, tx);
             }
             Cmd::Signals(tx) => self.signals.push(tx),
+            Cmd::CloseSession(tx) => {
+                let id = self.core.close(now);
+                self.once.insert(id, tx);
+            }
             Cmd::Close(_) => {}
         }
     }
@@ -663,10 +690,14 @@ impl Driver {
     fn event(&mut self, e: ClientEvent) {
         match e {
             ClientEvent::SessionOpened(id) => self.session.send_modify(|s| s.current = Some(id)),
-            ClientEvent::SessionLost(_) => self.session.send_modify(|s| {
-                s.current = None;
-                s.lost += 1;
-            }),
+            ClientEvent::SessionLost(_) => {
+                self.session.send_modify(|s| {
+                    s.current = None;
+                    s.lost += 1;
+                });
+                // Subscriptions ended with the session: their streams end too.
+                self.signals.clear();
+            }
             ClientEvent::Done { op, result, index, .. } => {
                 if let Some(tx) = self.once.remove(&op) {
                     let _ = tx.send(result.map(|reply| Done { reply, index }).map_err(Error::Machine));

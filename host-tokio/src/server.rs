@@ -44,6 +44,14 @@ const PEER_HELLO_MAGIC: [u8; 8] = *b"CNCDPEER";
 const PEER_HELLO_BYTES: usize = 24;
 /// How long an accepted peer connection may take to say who it is.
 const PEER_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A write to a client that takes longer than this closes the connection.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connecting to a peer gives up after this long (and retries after the backoff).
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A peer connection that lasted this long resets the reconnect backoff.
+const PEER_STABLE: Duration = Duration::from_secs(5);
+/// Pause after a failed accept (out of file descriptors, say) before the next.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// Reconnect backoff to a peer: first and largest delay.
 const PEER_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const PEER_BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -137,7 +145,7 @@ pub struct NodeHandle {
     pub http_addr: SocketAddr,
     /// This node's id.
     pub id: u64,
-    shutdown: watch::Sender<bool>,
+    shutdown: Arc<watch::Sender<bool>>,
     inputs: mpsc::UnboundedSender<Input>,
     node_loop: JoinHandle<Result<(), ServerError>>,
 }
@@ -151,8 +159,15 @@ impl NodeHandle {
     }
 
     /// Waits until the node stops by itself (a fatal storage error) or is shut down.
-    pub async fn wait(self) -> Result<(), ServerError> {
-        match self.node_loop.await {
+    pub async fn wait(mut self) -> Result<(), ServerError> {
+        self.finished().await
+    }
+
+    /// Resolves when the node has stopped — by itself after a fatal error (every task of
+    /// the node is stopped then too), or after [`NodeHandle::shutdown`]. Cancel-safe: use
+    /// it in a `select!` beside a signal.
+    pub async fn finished(&mut self) -> Result<(), ServerError> {
+        match (&mut self.node_loop).await {
             Ok(r) => r,
             Err(e) => Err(ServerError::Io(format!("node loop failed: {e}"))),
         }
@@ -214,6 +229,7 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
 
     let (inputs, input_rx) = mpsc::unbounded_channel();
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = Arc::new(shutdown);
     let counters = Arc::new(HostCounters::default());
     let (storage_tx, storage_thread) = spawn_storage(wal, inputs.clone(), counters.clone());
 
@@ -251,6 +267,7 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         counters,
         cfg: cfg.clone(),
         unsynced: 0,
+        shutdown: shutdown.clone(),
     };
     let node_loop = tokio::spawn(node_loop.run(input_rx, shutdown_rx));
     Ok(NodeHandle { client_addr, peer_addr, http_addr, id: cfg.id, shutdown, inputs, node_loop })
@@ -335,6 +352,8 @@ struct NodeLoop {
     cfg: ServerConfig,
     /// Writes handed to the storage thread and not yet confirmed.
     unsynced: u64,
+    /// Stops every task of the node when the loop ends, for whatever reason.
+    shutdown: Arc<watch::Sender<bool>>,
 }
 
 impl NodeLoop {
@@ -360,6 +379,11 @@ impl NodeLoop {
                             return self.stop(Err(e));
                         }
                     }
+                    // Timers are due even while inputs keep coming (heartbeats, elections).
+                    let now = self.clock.now();
+                    if self.replica.poll_timeout() <= now {
+                        self.replica.handle_timeout(now);
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = self.clock.now();
@@ -377,6 +401,9 @@ impl NodeLoop {
         if let Some(t) = self.storage_thread.take() {
             let _ = t.join();
         }
+        // Listeners, peer links and the HTTP endpoint go with the loop: a node that cannot
+        // write its log must not linger half alive.
+        let _ = self.shutdown.send(true);
         info!(id = self.cfg.id, unsynced = self.unsynced, "node stopped");
         result
     }
@@ -509,7 +536,9 @@ async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: wa
     let mut buf = Vec::new();
     loop {
         let connected = async {
-            let mut s = TcpStream::connect(addr).await?;
+            let mut s = tokio::time::timeout(PEER_CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
             s.write_all(&hello).await?;
             Ok::<_, std::io::Error>(s)
         };
@@ -521,7 +550,6 @@ async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: wa
             Ok(s) => {
                 let _ = s.set_nodelay(true);
                 debug!(peer = id, %addr, "connected to peer");
-                backoff = PEER_BACKOFF_MIN;
                 s
             }
             Err(error) => {
@@ -536,6 +564,7 @@ async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: wa
                 continue;
             }
         };
+        let up_since = std::time::Instant::now();
         let (mut r, mut w) = stream.into_split();
         let reader = async {
             let mut rbuf = Vec::new();
@@ -546,7 +575,9 @@ async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: wa
                             return;
                         }
                     }
-                    Ok(None) => return,
+                    // The peer answers on its own connection when it knows our address,
+                    // and then closes its side of this one: keep sending on ours.
+                    Ok(None) => std::future::pending::<()>().await,
                     Ok(Some(_)) | Err(_) => {
                         warn!(peer = id, %addr, "bad frame from a peer; reconnecting");
                         return;
@@ -568,6 +599,16 @@ async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: wa
             () = reader => {}
             closed = writer => if closed { return },
         }
+        // A peer that accepts and then drops us (another group, a node stopping) is
+        // retried with the same backoff as one that refuses.
+        if up_since.elapsed() >= PEER_STABLE {
+            backoff = PEER_BACKOFF_MIN;
+        }
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(PEER_BACKOFF_MAX);
     }
 }
 
@@ -582,7 +623,11 @@ async fn accept_peers(
             _ = shutdown.changed() => return,
             a = listener.accept() => match a {
                 Ok(a) => a,
-                Err(e) => { warn!(error = %e, "accepting a peer failed"); continue; }
+                Err(e) => {
+                    warn!(error = %e, "accepting a peer failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
             },
         };
         let _ = stream.set_nodelay(true);
@@ -675,7 +720,11 @@ async fn accept_clients(
             _ = shutdown.changed() => return,
             a = listener.accept() => match a {
                 Ok(a) => a,
-                Err(e) => { warn!(error = %e, "accepting a client failed"); continue; }
+                Err(e) => {
+                    warn!(error = %e, "accepting a client failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
             },
         };
         if counters.client_connections.load(Ordering::Relaxed) >= cfg.client_connections_max as u64 {
@@ -712,40 +761,54 @@ async fn serve_client(
     let (tx, mut rx) = mpsc::channel::<ServerMessage>(cfg.client_queue_max);
     let _ = inputs.send(Input::ClientOpen(conn, tx));
     let frame_bytes_max = cfg.frame_bytes_max;
-    let writer = tokio::spawn(async move {
+    // Ends when the node loop lets go of the connection (a client too slow to read its
+    // answers), or a write fails or stalls.
+    let writer = async move {
         let mut buf = Vec::new();
         while let Some(m) = rx.recv().await {
-            if write_frame(&mut w, &Envelope::Response(m), &mut buf, frame_bytes_max).await.is_err() {
-                return;
-            }
-        }
-    });
-    let mut buf = Vec::new();
-    loop {
-        let frame = tokio::select! {
-            _ = shutdown.changed() => break,
-            f = read_frame(&mut r, &mut buf, frame_bytes_max) => f,
-        };
-        match frame {
-            Ok(Some(Envelope::Request(req))) => {
-                if inputs.send(Input::Client(conn, req)).is_err() {
-                    break;
+            let envelope = Envelope::Response(m);
+            let write = write_frame(&mut w, &envelope, &mut buf, frame_bytes_max);
+            match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!(%from, error = %e, "writing to a client failed");
+                    return;
+                }
+                Err(_) => {
+                    warn!(%from, "a client stopped reading; closing its connection");
+                    return;
                 }
             }
-            Ok(Some(_)) => {
-                counters.client_frames_refused.fetch_add(1, Ordering::Relaxed);
-                warn!(%from, "not a client request; closing that connection");
-                break;
-            }
-            Ok(None) => break,
-            Err(e) => {
-                counters.client_frames_refused.fetch_add(1, Ordering::Relaxed);
-                warn!(%from, error = %e, "bad frame from a client; closing that connection");
-                break;
+        }
+    };
+    let reader = async {
+        let mut buf = Vec::new();
+        loop {
+            match read_frame(&mut r, &mut buf, frame_bytes_max).await {
+                Ok(Some(Envelope::Request(req))) => {
+                    if inputs.send(Input::Client(conn, req)).is_err() {
+                        return;
+                    }
+                }
+                Ok(Some(_)) => {
+                    counters.client_frames_refused.fetch_add(1, Ordering::Relaxed);
+                    warn!(%from, "not a client request; closing that connection");
+                    return;
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    counters.client_frames_refused.fetch_add(1, Ordering::Relaxed);
+                    warn!(%from, error = %e, "bad frame from a client; closing that connection");
+                    return;
+                }
             }
         }
+    };
+    tokio::select! {
+        _ = shutdown.changed() => {}
+        () = reader => {}
+        () = writer => {}
     }
     let _ = inputs.send(Input::ClientClosed(conn));
     counters.client_connections.fetch_sub(1, Ordering::Relaxed);
-    writer.abort();
 }

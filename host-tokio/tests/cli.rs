@@ -85,9 +85,18 @@ fn every_subcommand_works_end_to_end() {
     let o = c.concord(&["lock", "L", "--", "sh", "-c", "echo $CONCORD_FENCE; exit 7"]);
     assert_eq!(code(&o), 7);
     let fence1: u64 = stdout(&o).parse().expect("the fence is exported");
-    let holder = background(&c, &["lock", "L", "--", "sleep", "3"]);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(code(&c.concord(&["lock", "L", "--timeout-ms", "0", "--", "true"])), 3);
+    let holder = background(&c, &["lock", "L", "--", "sleep", "6"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        // Until the holder has it, a try-lock gets it (exit 0); then it must exit 3.
+        let code = code(&c.concord(&["lock", "L", "--timeout-ms", "0", "--", "true"]));
+        if code == 3 {
+            break;
+        }
+        assert_eq!(code, 0);
+        assert!(std::time::Instant::now() < deadline, "the background holder never took the lock");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(finish(holder).status.success());
     let o = c.concord(&["lock", "L", "--", "sh", "-c", "echo $CONCORD_FENCE"]);
     let fence2: u64 = ok(&o).parse().unwrap();
@@ -119,30 +128,36 @@ fn every_subcommand_works_end_to_end() {
     assert_eq!(code(&c.concord(&["latch", "await", "E", "--timeout-ms", "300"])), 4, "a timeout exits 4");
 
     // barrier: two parties.
+    // (Either may arrive first.)
     let first = background(&c, &["barrier", "B", "--parties", "2", "--timeout-ms", "20000"]);
-    std::thread::sleep(Duration::from_millis(500));
     let second = ok(&c.concord(&["barrier", "B", "--parties", "2", "--timeout-ms", "20000"]));
     let first = stdout(&finish(first));
     assert!(first.starts_with("tripped: generation 0"), "{first}");
     assert!(second.starts_with("tripped: generation 0"), "{second}");
 
     // election: observe sees the leader a campaign installs.
+    let before = c.sessions();
     let observer = background(&c, &["elect", "E", "--observe", "--count", "2"]);
-    std::thread::sleep(Duration::from_millis(800));
+    c.wait_sessions(before + 1);
     let o = c.concord(&["elect", "E", "node-a", "--", "sh", "-c", "echo $CONCORD_FENCE"]);
     let out = ok(&o);
     assert!(out.starts_with("elected: E"), "{out}");
     let seen = stdout(&finish(observer));
     assert!(seen.contains("E: no leader") && seen.contains("E: node-a"), "{seen}");
 
-    // watch and signals.
-    let watcher = background(&c, &["watch", "w/", "--prefix", "--count", "2"]);
+    // watch (from a known revision, so however late it starts it misses nothing) and
+    // signals (published until the subscriber is there).
+    let mark = ok(&c.concord(&["kv", "put", "mark", "-"]));
+    let from: u64 = mark.strip_prefix("etag ").unwrap().parse::<u64>().unwrap() + 1;
+    let watcher = background(&c, &["watch", "w/", "--prefix", "--count", "2", "--from", &from.to_string()]);
     let subscriber = background(&c, &["signal", "subscribe", "news.*", "--count", "1"]);
-    std::thread::sleep(Duration::from_millis(1000));
     ok(&c.concord(&["kv", "put", "w/1", "x"]));
     ok(&c.concord(&["kv", "delete", "w/1"]));
-    let published = ok(&c.concord(&["signal", "publish", "news.today", "hello"]));
-    assert_eq!(published, "1 received");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while ok(&c.concord(&["signal", "publish", "news.today", "hello"])) != "1 received" {
+        assert!(std::time::Instant::now() < deadline, "the subscriber never received");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let watched = stdout(&finish(watcher));
     let lines: Vec<&str> = watched.lines().collect();
     assert_eq!(lines.len(), 2, "{watched}");

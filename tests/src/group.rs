@@ -310,6 +310,14 @@ impl Group {
         id
     }
 
+    /// Client `c` closes its session.
+    pub fn close(&mut self, c: usize) -> OpId {
+        let now = Instant::from_micros(self.now);
+        let id = self.clients[c].close(now);
+        self.drain_client(c);
+        id
+    }
+
     /// Issues a read from client `c`.
     pub fn read(
         &mut self,

@@ -197,6 +197,8 @@ pub struct Client {
     signals_seen: BTreeMap<u64, LogIndex>,
     out: VecDeque<(NodeId, ClientRequest)>,
     events: VecDeque<ClientEvent>,
+    /// [`Client::close`] was called: a lost session is not replaced.
+    closing: bool,
 }
 
 const SESSION_OP: OpId = OpId(0);
@@ -222,6 +224,7 @@ impl Client {
             signals_seen: BTreeMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            closing: false,
         };
         client.ops.insert(
             SESSION_OP,
@@ -244,6 +247,13 @@ impl Client {
     /// Operations submitted and not finished (streams included).
     pub fn in_flight(&self) -> usize {
         self.ops.keys().filter(|id| **id != SESSION_OP && **id != KEEP_ALIVE_OP).count()
+    }
+
+    /// Closes the session: everything it owns is released at once rather than when its
+    /// TTL runs out. No new session is opened afterwards, whatever happens to this one.
+    pub fn close(&mut self, now: Instant) -> OpId {
+        self.closing = true;
+        self.submit(now, Op::Session(SessionOp::Close))
     }
 
     /// Submits a command; it is sent once the session is open.
@@ -743,6 +753,9 @@ impl Client {
         }
         self.seqs.clear();
         self.signals_seen.clear();
+        if self.closing {
+            return;
+        }
         let at = self.now;
         self.ops.insert(
             SESSION_OP,

@@ -959,7 +959,13 @@ async fn kv(ctx: Ctx, a: KvArgs) -> Result<Outcome, CliError> {
         }
         KvAction::Delete { key, if_match } => {
             let op = KvOp::Delete { key: key.clone(), if_match: if_match.map(Etag) };
-            let r = ctx.exec(Op::Kv(op)).await?;
+            let r = match ctx.client.execute(Op::Kv(op)).await {
+                Ok(d) => d.reply,
+                Err(Error::Machine(e @ MachineError::Kv(KvError::EtagMismatch { .. }))) => {
+                    return Ok(Outcome::NotAcquired(format!("{key}: {e}")));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let Reply::Bool(deleted) = r else { return Err(unexpected(r)) };
             ctx.print(if deleted { "deleted" } else { "not found" }, json!({"key": key, "deleted": deleted}));
         }
@@ -1035,15 +1041,16 @@ async fn signal(ctx: Ctx, a: SignalArgs) -> Result<Outcome, CliError> {
             let mut signals = ctx.client.signals();
             ctx.exec(Op::Signal(SignalOp::Subscribe { pattern, group })).await?;
             let mut seen = 0;
-            while let Some(d) = signals.recv().await {
+            while count.is_none_or(|c| seen < c) {
+                let Some(d) = signals.recv().await else {
+                    eprintln!("concord: the session was lost, and the subscription with it");
+                    return Ok(Outcome::Exit(EXIT_SESSION_LOST));
+                };
                 ctx.print(
                     format!("{} {}", d.subject, String::from_utf8_lossy(&d.payload)),
                     json!({"subject": d.subject, "payload": String::from_utf8_lossy(&d.payload), "index": d.index}),
                 );
                 seen += 1;
-                if count.is_some_and(|c| seen >= c) {
-                    break;
-                }
             }
         }
     }
@@ -1181,11 +1188,34 @@ async fn serve(a: ServeArgs) -> Result<Outcome, CliError> {
         cfg.peers = a.peers.iter().copied().collect();
     }
     cfg.join |= a.join;
-    let node = concord_tokio::server::start(cfg).await.map_err(|e| e.to_string())?;
-    let stopped = wait_for_signal().await;
-    tracing::info!(signal = stopped, "shutting down");
-    node.shutdown().await.map_err(|e| e.to_string())?;
+    let mut node = concord_tokio::server::start(cfg).await.map_err(|e| e.to_string())?;
+    tokio::select! {
+        stopped = wait_for_signal() => {
+            tracing::info!(signal = stopped, "shutting down");
+            node.shutdown().await.map_err(|e| e.to_string())?;
+        }
+        // The node stopped by itself: a fatal error, reported and turned into exit 1.
+        r = node.finished() => r.map_err(|e| e.to_string())?,
+    }
     Ok(Outcome::Ok)
+}
+
+/// Resolves when the first of `nodes` stops by itself.
+async fn first_stopped(
+    nodes: &mut [concord_tokio::server::NodeHandle],
+) -> Result<(), concord_tokio::server::ServerError> {
+    use std::future::Future;
+    use std::task::Poll;
+    let mut waits: Vec<_> = nodes.iter_mut().map(|n| Box::pin(n.finished())).collect();
+    std::future::poll_fn(|cx| {
+        for w in &mut waits {
+            if let Poll::Ready(r) = w.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Waits for Ctrl-C or SIGTERM; names the one that came.
@@ -1244,8 +1274,11 @@ async fn dev(a: DevArgs) -> Result<Outcome, CliError> {
     }
     println!("Try:  concord counter incr visits --endpoints {}", endpoints.join(","));
     println!("      (the default endpoints already point here)   Ctrl-C stops the cluster.");
-    let stopped = wait_for_signal().await;
-    tracing::info!(signal = stopped, "stopping the dev cluster");
+    let any_stopped = first_stopped(&mut nodes);
+    tokio::select! {
+        stopped = wait_for_signal() => tracing::info!(signal = stopped, "stopping the dev cluster"),
+        r = any_stopped => tracing::error!(error = ?r.err().map(|e| e.to_string()), "a node stopped; stopping the dev cluster"),
+    }
     for n in nodes {
         n.shutdown().await.map_err(|e| e.to_string())?;
     }
