@@ -12,14 +12,14 @@
 //! `handle_persisted`.
 
 use crate::config::{ConfigError, ServerConfig};
-use crate::frame::{read_frame, write_frame};
+use crate::frame::{read_frame, write_frame, FrameError};
 use crate::metrics::{Histogram, StatusReport, LATENCY_BUCKETS_S, LOCK_BUCKETS_S};
 use crate::wal::{Wal, WalError, WalOptions};
 use concord_core::machine::lock::LockEvent;
 use concord_core::machine::{Concord, Event as MachineEvent, Query, QueryOp, Reply};
 use concord_core::raft::WriteToken;
 use concord_core::server::{ConnId, Replica, ServeLimits};
-use concord_core::wire::{ClientRequest, Envelope, ServerMessage};
+use concord_core::wire::{ClientError, ClientRequest, Envelope, ServerMessage};
 use concord_core::{Event, Instant, Membership, Message, Node, NodeId, Persisted, Start, StorageWrite};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -766,8 +766,24 @@ async fn serve_client(
     let writer = async move {
         let mut buf = Vec::new();
         while let Some(m) = rx.recv().await {
-            let envelope = Envelope::Response(m);
-            let write = write_frame(&mut w, &envelope, &mut buf, frame_bytes_max);
+            let id = match &m {
+                ServerMessage::Answer { id, .. } => Some(*id),
+                ServerMessage::Push(_) => None,
+            };
+            let write = async {
+                let sent = write_frame(&mut w, &Envelope::Response(m), &mut buf, frame_bytes_max).await;
+                match (sent, id) {
+                    // An answer too large for a frame (nothing of it was written) becomes
+                    // an error answer: the client fails that request instead of retrying
+                    // it forever elsewhere.
+                    (Err(FrameError::TooLarge { size, max }), Some(id)) => {
+                        let error = ClientError::AnswerTooLarge { size: size as u64, max: max as u64 };
+                        let answer = Envelope::Response(ServerMessage::Answer { id, result: Err(error) });
+                        write_frame(&mut w, &answer, &mut buf, frame_bytes_max).await
+                    }
+                    (sent, _) => sent,
+                }
+            };
             match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

@@ -283,7 +283,7 @@ fn a_torn_last_wal_record_is_cut_off_and_corruption_in_the_middle_is_refused() {
 }
 
 #[test]
-fn garbage_and_oversize_frames_close_only_their_connection() {
+fn garbage_and_oversize_frames_close_only_their_connection_and_oversize_answers_fail_cleanly() {
     let c = Cluster::start(3);
     let leader = c.wait_leader(Duration::from_secs(10));
     let node = &c.nodes[leader as usize - 1];
@@ -314,12 +314,38 @@ fn garbage_and_oversize_frames_close_only_their_connection() {
         .and_then(|v| v.parse().ok())
         .expect("the refusal counter");
     assert!(refused >= 3, "{refused} frames refused");
+    // An answer larger than a frame (a listing of 70 values of 60 KiB, over the 4 MiB
+    // limit) fails that request with a clear error instead of being retried forever.
+    for i in 0..70 {
+        let op = KvOp::Put {
+            key: format!("big/{i:02}"),
+            value: vec![7u8; 60 << 10],
+            mode: PutMode::Always,
+            ttl_ms: None,
+        };
+        rt.block_on(client.execute(Op::Kv(op))).expect("a put");
+    }
+    let list = KvQuery::List { prefix: "big/".into(), after: None, keys_only: false };
+    let r = rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            client.read(QueryOp::Kv(list), Consistency::Linearizable),
+        )
+        .await
+    });
+    match r {
+        Ok(Err(concord_tokio::client::Error::Request(e))) => {
+            assert!(e.to_string().contains("frame limit"), "{e}")
+        }
+        other => panic!("expected an answer-too-large error, got {other:?}"),
+    }
+    assert_eq!(rt.block_on(client.counter("g").incr()).unwrap(), 3, "and the client carries on");
     // Garbage on the peer port does not disturb the group either.
     let peer = node.peer;
     let mut s = TcpStream::connect(peer).unwrap();
     let _ = s.write_all(&[0xff; 64]);
     drop(s);
-    assert_eq!(rt.block_on(client.counter("g").incr()).unwrap(), 3);
+    assert_eq!(rt.block_on(client.counter("g").incr()).unwrap(), 4);
 }
 
 #[test]

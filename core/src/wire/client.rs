@@ -144,6 +144,14 @@ pub enum ClientError {
         /// The configured limit.
         max: u32,
     },
+    /// The answer would not fit in one frame (a list of many large values, say): ask
+    /// for less.
+    AnswerTooLarge {
+        /// Encoded size of the answer, bytes.
+        size: u64,
+        /// The frame limit, bytes.
+        max: u64,
+    },
 }
 
 impl core::fmt::Display for ClientError {
@@ -153,6 +161,9 @@ impl core::fmt::Display for ClientError {
             Self::WrongGroup { serves } => write!(f, "this node serves group {}", serves.0),
             Self::Watch(e) => write!(f, "cannot watch: {e}"),
             Self::TooManyStreams { max } => write!(f, "more than {max} streams on one connection"),
+            Self::AnswerTooLarge { size, max } => {
+                write!(f, "the answer ({size} bytes) exceeds the frame limit of {max} bytes; ask for less")
+            }
         }
     }
 }
