@@ -187,7 +187,8 @@ pub struct Client {
     next_request: u64,
     ops: BTreeMap<OpId, Pending>,
     /// Request ids in flight → operation.
-    requests: BTreeMap<u64, OpId>,
+    /// Requests sent and unanswered: the operation and when the request left.
+    requests: BTreeMap<u64, (OpId, Instant)>,
     /// Sequence → operation, for completions pushed by nodes.
     seqs: BTreeMap<u64, OpId>,
     leader: Option<NodeId>,
@@ -199,6 +200,10 @@ pub struct Client {
     events: VecDeque<ClientEvent>,
     /// [`Client::close`] was called: a lost session is not replaced.
     closing: bool,
+    /// When the request that last proved the session alive left. The cluster keeps the
+    /// session at least a TTL after applying it; past [`Client::lease_deadline`] the
+    /// client can no longer be sure, and reports the session lost.
+    confirmed: Instant,
 }
 
 const SESSION_OP: OpId = OpId(0);
@@ -225,6 +230,7 @@ impl Client {
             out: VecDeque::new(),
             events: VecDeque::new(),
             closing: false,
+            confirmed: now,
         };
         client.ops.insert(
             SESSION_OP,
@@ -288,7 +294,7 @@ impl Client {
         if let Some(p) = self.ops.remove(&op) {
             if let Phase::Streaming { node } | Phase::Sent { node, .. } = p.phase {
                 let ids: Vec<u64> =
-                    self.requests.iter().filter(|(_, o)| **o == op).map(|(r, _)| *r).collect();
+                    self.requests.iter().filter(|(_, (o, _))| *o == op).map(|(r, _)| *r).collect();
                 for id in ids {
                     self.requests.remove(&id);
                     let body = RequestBody::Cancel { id };
@@ -342,9 +348,27 @@ impl Client {
         self.flush();
     }
 
-    /// Time passed: resend what timed out, keep the session alive.
+    /// Until when the client can be sure its session lives: a TTL, less a tenth for the
+    /// clocks' differing rates, after the last request that proved it alive left. The
+    /// cluster keeps the session at least a TTL after applying that request, and new
+    /// leaders only extend it, so the cluster cannot have expired it before this.
+    pub fn lease_deadline(&self) -> Option<Instant> {
+        self.session?;
+        let ttl_us = self.cfg.session_ttl_ms * 1000;
+        Some(self.confirmed.add_us(ttl_us - ttl_us / 10))
+    }
+
+    /// Time passed: resend what timed out, keep the session alive, and give the session
+    /// up once it can no longer be known to live (during a partition, say): everything it
+    /// held must be presumed released, so [`ClientEvent::SessionLost`] is reported before
+    /// the cluster can have handed any of it to someone else.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        if let (Some(s), Some(deadline)) = (self.session, self.lease_deadline()) {
+            if self.now >= deadline {
+                self.session_lost(s);
+            }
+        }
         let mut moved = false;
         for p in self.ops.values_mut() {
             if let Phase::Sent { node, deadline } = p.phase {
@@ -402,6 +426,9 @@ impl Client {
         }
         if self.session.is_some() && !self.ops.contains_key(&KEEP_ALIVE_OP) {
             next = next.min(self.last_sent.add_us(self.cfg.session_ttl_ms * 1000 / 3));
+        }
+        if let Some(deadline) = self.lease_deadline() {
+            next = next.min(deadline);
         }
         next
     }
@@ -519,7 +546,7 @@ impl Client {
             self.last_sent = self.now;
         }
         let rid = self.send_raw(node, body);
-        self.requests.insert(rid, id);
+        self.requests.insert(rid, (id, self.now));
         let deadline = self.now.add_us(self.cfg.request_timeout_us);
         if let Some(p) = self.ops.get_mut(&id) {
             p.phase = Phase::Sent { node, deadline };
@@ -536,7 +563,7 @@ impl Client {
     // ----- receiving ----------------------------------------------------------------
 
     fn on_answer(&mut self, from: NodeId, rid: u64, result: Result<Answer, ClientError>) {
-        let Some(&id) = self.requests.get(&rid) else { return };
+        let Some(&(id, sent)) = self.requests.get(&rid) else { return };
         let Some(p) = self.ops.get(&id) else {
             self.requests.remove(&rid);
             return;
@@ -544,6 +571,17 @@ impl Client {
         let streaming = matches!(p.kind, Kind::Watch { .. } | Kind::Observe { .. });
         if !streaming || result.is_err() {
             self.requests.remove(&rid);
+        }
+        // An applied command proves the session lived (and its lease was renewed) at least
+        // until the request left: the local expiry clock restarts from then.
+        if let Ok(Answer::Applied { .. }) = &result {
+            match p.kind {
+                Kind::OpenSession => self.confirmed = sent,
+                _ if p.session.is_some() && p.session == self.session => {
+                    self.confirmed = self.confirmed.max(sent);
+                }
+                _ => {}
+            }
         }
         match result {
             Ok(answer) => self.on_success(from, id, answer),
@@ -625,7 +663,7 @@ impl Client {
             if let Kind::Command { seq, .. } = p.kind {
                 self.seqs.remove(&seq);
             }
-            self.requests.retain(|_, o| *o != id);
+            self.requests.retain(|_, (o, _)| *o != id);
             self.events.push_back(ClientEvent::Done { op: id, result, index, queued });
         }
     }
@@ -635,7 +673,7 @@ impl Client {
             if let Kind::Command { seq, .. } = p.kind {
                 self.seqs.remove(&seq);
             }
-            self.requests.retain(|_, o| *o != id);
+            self.requests.retain(|_, (o, _)| *o != id);
             match p.kind {
                 Kind::OpenSession => {
                     // The session must open for anything to work: keep trying.
@@ -706,7 +744,7 @@ impl Client {
                 }
             }
             Push::Watch { watch, event } => {
-                let Some(&id) = self.requests.get(&watch) else { return };
+                let Some(&(id, _)) = self.requests.get(&watch) else { return };
                 if let Some(Pending { kind: Kind::Watch { next, .. }, .. }) = self.ops.get_mut(&id) {
                     // Nodes serve each watch gap-free in log order; after a move, skip
                     // what was already delivered.
@@ -718,12 +756,12 @@ impl Client {
                 }
             }
             Push::StreamEnded { id, error } => {
-                if let Some(&op) = self.requests.get(&id) {
+                if let Some(&(op, _)) = self.requests.get(&id) {
                     self.fail(op, error);
                 }
             }
             Push::Election { observer, event } => {
-                if let Some(&id) = self.requests.get(&observer) {
+                if let Some(&(id, _)) = self.requests.get(&observer) {
                     self.events.push_back(ClientEvent::Election { op: id, event });
                 }
             }
