@@ -146,38 +146,30 @@ pub struct NodeHandle {
     /// This node's id.
     pub id: u64,
     shutdown: Arc<watch::Sender<bool>>,
-    inputs: mpsc::UnboundedSender<Input>,
-    node_loop: JoinHandle<Result<(), ServerError>>,
+    /// `None` once the loop's end was reported.
+    node_loop: Option<JoinHandle<Result<(), ServerError>>>,
 }
 
 impl NodeHandle {
     /// Stops the node: no new inputs, the in-flight storage batch is finished and synced,
     /// connections close. Returns the node loop's result.
-    pub async fn shutdown(self) -> Result<(), ServerError> {
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
         let _ = self.shutdown.send(true);
-        self.wait().await
-    }
-
-    /// Waits until the node stops by itself (a fatal storage error) or is shut down.
-    pub async fn wait(mut self) -> Result<(), ServerError> {
         self.finished().await
     }
 
     /// Resolves when the node has stopped — by itself after a fatal error (every task of
-    /// the node is stopped then too), or after [`NodeHandle::shutdown`]. Cancel-safe: use
-    /// it in a `select!` beside a signal.
+    /// the node is stopped then too), or after [`NodeHandle::shutdown`] — with the loop's
+    /// result; `Ok` once that was reported. Cancel-safe: use it in a `select!` beside a
+    /// signal.
     pub async fn finished(&mut self) -> Result<(), ServerError> {
-        match (&mut self.node_loop).await {
+        let Some(handle) = self.node_loop.as_mut() else { return Ok(()) };
+        let result = match handle.await {
             Ok(r) => r,
             Err(e) => Err(ServerError::Io(format!("node loop failed: {e}"))),
-        }
-    }
-
-    /// A point-in-time report of the node (what `/status` shows).
-    pub async fn status(&self) -> Option<StatusReport> {
-        let (tx, rx) = oneshot::channel();
-        self.inputs.send(Input::Status(tx)).ok()?;
-        rx.await.ok()
+        };
+        self.node_loop = None;
+        result
     }
 }
 
@@ -231,7 +223,8 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let shutdown = Arc::new(shutdown);
     let counters = Arc::new(HostCounters::default());
-    let (storage_tx, storage_thread) = spawn_storage(wal, inputs.clone(), counters.clone());
+    let (storage_tx, storage_thread) = spawn_storage(wal, inputs.clone(), counters.clone())
+        .map_err(|e| ServerError::Io(format!("cannot start the storage thread: {e}")))?;
 
     let mut peers = BTreeMap::new();
     for (&id, &addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.id) {
@@ -270,7 +263,7 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         shutdown: shutdown.clone(),
     };
     let node_loop = tokio::spawn(node_loop.run(input_rx, shutdown_rx));
-    Ok(NodeHandle { client_addr, peer_addr, http_addr, id: cfg.id, shutdown, inputs, node_loop })
+    Ok(NodeHandle { client_addr, peer_addr, http_addr, id: cfg.id, shutdown, node_loop: Some(node_loop) })
 }
 
 fn start_mode(cfg: &ServerConfig, persisted: Persisted) -> Start {
@@ -304,41 +297,38 @@ fn spawn_storage(
     mut wal: Wal,
     inputs: mpsc::UnboundedSender<Input>,
     counters: Arc<HostCounters>,
-) -> (std::sync::mpsc::Sender<StorageWrite>, std::thread::JoinHandle<()>) {
+) -> std::io::Result<(std::sync::mpsc::Sender<StorageWrite>, std::thread::JoinHandle<()>)> {
     let (tx, rx) = std::sync::mpsc::channel::<StorageWrite>();
-    let thread = std::thread::Builder::new()
-        .name("concord-wal".into())
-        .spawn(move || {
-            // Ends when the node loop drops its sender, after the last batch is synced.
-            while let Ok(first) = rx.recv() {
-                let mut batch = vec![first];
-                batch.extend(rx.try_iter());
-                let result = batch.iter().try_for_each(|w| wal.append(w)).and_then(|()| {
-                    let started = std::time::Instant::now();
-                    let r = wal.sync();
-                    if let Ok(mut h) = counters.fsync.lock() {
-                        h.observe(started.elapsed().as_secs_f64());
-                    }
-                    r
-                });
-                match result {
-                    Ok(()) => {
-                        counters.writes_persisted.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                        let last = batch.last().map(|w| w.token);
-                        if let Some(token) = last {
-                            let _ = inputs.send(Input::Persisted(token));
-                        }
-                    }
-                    Err(e) => {
-                        // Nothing more can be made durable: the node must stop.
-                        let _ = inputs.send(Input::StorageFailed(e.to_string()));
-                        return;
+    let thread = std::thread::Builder::new().name("concord-wal".into()).spawn(move || {
+        // Ends when the node loop drops its sender, after the last batch is synced.
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            batch.extend(rx.try_iter());
+            let result = batch.iter().try_for_each(|w| wal.append(w)).and_then(|()| {
+                let started = std::time::Instant::now();
+                let r = wal.sync();
+                if let Ok(mut h) = counters.fsync.lock() {
+                    h.observe(started.elapsed().as_secs_f64());
+                }
+                r
+            });
+            match result {
+                Ok(()) => {
+                    counters.writes_persisted.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    let last = batch.last().map(|w| w.token);
+                    if let Some(token) = last {
+                        let _ = inputs.send(Input::Persisted(token));
                     }
                 }
+                Err(e) => {
+                    // Nothing more can be made durable: the node must stop.
+                    let _ = inputs.send(Input::StorageFailed(e.to_string()));
+                    return;
+                }
             }
-        })
-        .expect("the OS can start a thread");
-    (tx, thread)
+        }
+    })?;
+    Ok((tx, thread))
 }
 
 struct NodeLoop {
@@ -585,15 +575,7 @@ async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: wa
                 }
             }
         };
-        let writer = async {
-            loop {
-                let Some(msg) = rx.recv().await else { return true };
-                if let Err(e) = write_frame(&mut w, &Envelope::Raft(msg), &mut buf, frame_bytes_max).await {
-                    debug!(peer = id, error = %e, "peer connection lost");
-                    return false;
-                }
-            }
-        };
+        let writer = forward_to_peer(&mut w, &mut rx, &mut buf, frame_bytes_max);
         tokio::select! {
             _ = shutdown.changed() => return,
             () = reader => {}
@@ -610,6 +592,23 @@ async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: wa
         }
         backoff = (backoff * 2).min(PEER_BACKOFF_MAX);
     }
+}
+
+/// Writes what the node loop queues for a peer: `true` when the queue closed, `false`
+/// when a write failed (the connection is gone).
+async fn forward_to_peer(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    rx: &mut mpsc::Receiver<Message>,
+    buf: &mut Vec<u8>,
+    frame_bytes_max: usize,
+) -> bool {
+    while let Some(m) = rx.recv().await {
+        if let Err(e) = write_frame(w, &Envelope::Raft(m), buf, frame_bytes_max).await {
+            debug!(error = %e, "peer connection lost");
+            return false;
+        }
+    }
+    true
 }
 
 async fn accept_peers(
@@ -672,14 +671,9 @@ async fn serve_peer(
     let mut sd = shutdown.clone();
     tokio::spawn(async move {
         let mut wbuf = Vec::new();
-        loop {
-            let m = tokio::select! {
-                _ = sd.changed() => return,
-                m = rx.recv() => match m { Some(m) => m, None => return },
-            };
-            if write_frame(&mut w, &Envelope::Raft(m), &mut wbuf, frame_bytes_max).await.is_err() {
-                return;
-            }
+        tokio::select! {
+            _ = sd.changed() => {}
+            _ = forward_to_peer(&mut w, &mut rx, &mut wbuf, frame_bytes_max) => {}
         }
     });
     let mut buf = Vec::new();

@@ -662,12 +662,13 @@ fn text(v: &Option<Vec<u8>>) -> String {
     v.as_deref().map_or_else(|| "(none)".into(), |b| String::from_utf8_lossy(b).into_owned())
 }
 
-/// Runs `cmd` with `env`, ending it if `lost` fires first. The exit code to report.
+/// Runs `cmd` with `env`, ending it if `lost` fires first: its exit code, or `None` when
+/// the session (and what it held) was lost.
 async fn run_while(
     cmd: &[String],
     env: &[(&str, String)],
     lost: impl std::future::Future<Output = ()>,
-) -> Result<u8, CliError> {
+) -> Result<Option<u8>, CliError> {
     let (program, args) = cmd.split_first().ok_or_else(|| "no command given".to_string())?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
@@ -678,34 +679,48 @@ async fn run_while(
     tokio::select! {
         status = child.wait() => {
             let status = status.map_err(|e| format!("{program}: {e}"))?;
-            Ok(status.code().map_or(EXIT_ERROR, |c| c.clamp(0, 255) as u8))
+            Ok(Some(status.code().map_or(EXIT_ERROR, |c| c.clamp(0, 255) as u8)))
         }
         () = lost => {
             let _ = child.kill().await;
             eprintln!("concord: the session was lost, and with it what it held; {program} was stopped");
-            Ok(EXIT_SESSION_LOST)
+            Ok(None)
         }
+    }
+}
+
+/// After a command ran under a hold: release it and pass the command's exit code on, or
+/// exit 5 if the session was lost (the cluster released everything already).
+async fn release_after(
+    ran: Option<u8>,
+    release: impl std::future::Future<Output = Result<(), Error>>,
+) -> Result<Outcome, CliError> {
+    let Some(code) = ran else { return Ok(Outcome::Exit(EXIT_SESSION_LOST)) };
+    release.await?;
+    Ok(Outcome::Exit(code))
+}
+
+/// A try (`--timeout-ms 0`) that found the primitive taken is "not acquired"; any other
+/// failure is an error.
+fn not_acquired(e: Error, tried: bool, what: String) -> Result<Outcome, CliError> {
+    match e {
+        Error::Machine(MachineError::Timeout) if tried => Ok(Outcome::NotAcquired(what)),
+        e => Err(e.into()),
     }
 }
 
 async fn lock(ctx: Ctx, a: LockArgs) -> Result<Outcome, CliError> {
     let guard = match ctx.client.lock(&a.name, a.timeout_ms.map(Duration::from_millis)).await {
         Ok(g) => g,
-        Err(Error::Machine(MachineError::Timeout)) if a.timeout_ms == Some(0) => {
-            return Ok(Outcome::NotAcquired(format!("lock {} is held", a.name)));
-        }
-        Err(e) => return Err(e.into()),
+        Err(e) => return not_acquired(e, a.timeout_ms == Some(0), format!("lock {} is held", a.name)),
     };
     let fence = guard.fence();
     if ctx.output == Output::Json {
         eprintln!("{}", json!({"lock": a.name, "fence": fence}));
     }
     let env = [("CONCORD_LOCK", a.name.clone()), ("CONCORD_FENCE", fence.to_string())];
-    let code = run_while(&a.cmd, &env, guard.lost()).await?;
-    if code != EXIT_SESSION_LOST {
-        guard.unlock().await?;
-    }
-    Ok(Outcome::Exit(code))
+    let ran = run_while(&a.cmd, &env, guard.lost()).await?;
+    release_after(ran, guard.unlock()).await
 }
 
 async fn semaphore(ctx: Ctx, a: SemaphoreArgs) -> Result<Outcome, CliError> {
@@ -726,20 +741,16 @@ async fn semaphore(ctx: Ctx, a: SemaphoreArgs) -> Result<Outcome, CliError> {
             let op = SemaphoreOp::Acquire { name: name.clone(), permits, timeout_ms };
             match ctx.client.execute(Op::Semaphore(op)).await {
                 Ok(_) => {}
-                Err(Error::Machine(MachineError::Timeout)) if timeout_ms == Some(0) => {
-                    return Ok(Outcome::NotAcquired(format!(
-                        "semaphore {name} has no {permits} permits free"
-                    )));
+                Err(e) => {
+                    let what = format!("semaphore {name} has no {permits} permits free");
+                    return not_acquired(e, timeout_ms == Some(0), what);
                 }
-                Err(e) => return Err(e.into()),
             }
             let lost = ctx.client.session_changed(ctx.client.session().borrow().current);
             let env = [("CONCORD_SEMAPHORE", name.clone()), ("CONCORD_PERMITS", permits.to_string())];
-            let code = run_while(&cmd, &env, lost).await?;
-            if code != EXIT_SESSION_LOST {
-                ctx.exec(Op::Semaphore(SemaphoreOp::Release { name, permits })).await?;
-            }
-            Ok(Outcome::Exit(code))
+            let ran = run_while(&cmd, &env, lost).await?;
+            let release = ctx.client.execute(Op::Semaphore(SemaphoreOp::Release { name, permits }));
+            release_after(ran, async { release.await.map(|_| ()) }).await
         }
     }
 }
@@ -752,18 +763,16 @@ async fn rwlock(ctx: Ctx, a: RwLockArgs) -> Result<Outcome, CliError> {
             Reply::Fence(f) => f.0,
             r => return Err(unexpected(r)),
         },
-        Err(Error::Machine(MachineError::Timeout)) if a.timeout_ms == Some(0) => {
-            return Ok(Outcome::NotAcquired(format!("read-write lock {} is not available", a.name)));
+        Err(e) => {
+            let what = format!("read-write lock {} is not available", a.name);
+            return not_acquired(e, a.timeout_ms == Some(0), what);
         }
-        Err(e) => return Err(e.into()),
     };
     let lost = ctx.client.session_changed(ctx.client.session().borrow().current);
     let env = [("CONCORD_RWLOCK", a.name.clone()), ("CONCORD_FENCE", fence.to_string())];
-    let code = run_while(&a.cmd, &env, lost).await?;
-    if code != EXIT_SESSION_LOST {
-        ctx.exec(Op::RwLock(RwLockOp::Unlock { name: a.name })).await?;
-    }
-    Ok(Outcome::Exit(code))
+    let ran = run_while(&a.cmd, &env, lost).await?;
+    let release = ctx.client.execute(Op::RwLock(RwLockOp::Unlock { name: a.name }));
+    release_after(ran, async { release.await.map(|_| ()) }).await
 }
 
 async fn counter(ctx: Ctx, a: CounterArgs) -> Result<Outcome, CliError> {
@@ -885,27 +894,23 @@ async fn elect(ctx: Ctx, a: ElectArgs) -> Result<Outcome, CliError> {
     let leadership = match ctx.client.campaign(&a.name, value, a.timeout_ms.map(Duration::from_millis)).await
     {
         Ok(l) => l,
-        Err(Error::Machine(MachineError::Timeout)) if a.timeout_ms == Some(0) => {
-            return Ok(Outcome::NotAcquired(format!("election {} has a leader", a.name)));
+        Err(e) => {
+            return not_acquired(e, a.timeout_ms == Some(0), format!("election {} has a leader", a.name))
         }
-        Err(e) => return Err(e.into()),
     };
     let fence = leadership.fence();
     ctx.print(format!("elected: {} (fence {fence})", a.name), json!({"election": a.name, "fence": fence}));
     let lost = ctx.client.session_changed(ctx.client.session().borrow().current);
-    let code = if a.cmd.is_empty() {
+    let ran = if a.cmd.is_empty() {
         tokio::select! {
-            () = lost => EXIT_SESSION_LOST,
-            _ = tokio::signal::ctrl_c() => 0,
+            () = lost => None,
+            _ = tokio::signal::ctrl_c() => Some(0),
         }
     } else {
         let env = [("CONCORD_ELECTION", a.name.clone()), ("CONCORD_FENCE", fence.to_string())];
         run_while(&a.cmd, &env, lost).await?
     };
-    if code != EXIT_SESSION_LOST {
-        leadership.resign().await?;
-    }
-    Ok(Outcome::Exit(code))
+    release_after(ran, leadership.resign()).await
 }
 
 fn print_leader(ctx: &Ctx, name: &str, l: Option<(u64, u64, &Vec<u8>)>) {
