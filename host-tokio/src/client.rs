@@ -22,12 +22,10 @@
 
 use crate::frame::{read_frame, write_frame};
 use concord_core::client::{Client as CoreClient, ClientConfig, ClientEvent, OpId};
-use concord_core::machine::election::{ElectionEvent, ElectionOp};
+use concord_core::machine::election::ElectionEvent;
 use concord_core::machine::kv::{WatchEvent, WatchFilter};
-use concord_core::machine::lock::LockOp;
-use concord_core::machine::long::{LongOp, LongQuery};
 use concord_core::machine::signal::SignalDelivery;
-use concord_core::machine::{Error as MachineError, Fence, Op, QueryOp, Reply, SessionId};
+use concord_core::machine::{Error as MachineError, Op, QueryOp, Reply, SessionId};
 use concord_core::wire::{Answer, ClientError, ClientRequest, Envelope, RequestBody, ServerMessage};
 use concord_core::{Consistency, GroupId, Instant, LogIndex, NodeId};
 use std::collections::BTreeMap;
@@ -37,6 +35,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+
+mod primitives;
+pub use primitives::{
+    Barrier, Counter, Fresh, Kv, Latch, Leadership, LockGuard, Permits, Reference, RwGuard, RwLock,
+    Semaphore, Subscription, Tripped,
+};
 
 /// How long [`Concord::close`] tries to close the session.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -120,6 +124,9 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Largest frame sent or accepted, bytes.
     pub frame_bytes_max: usize,
+    /// How the typed handles read: `Linearizable` (the default) confirms leadership with
+    /// a quorum, `Lease` trusts the leader's lease, `Stale` takes any node's state.
+    pub read_consistency: Consistency,
 }
 
 impl Options {
@@ -137,6 +144,7 @@ impl Options {
             request_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(10),
             frame_bytes_max: 4 << 20,
+            read_consistency: Consistency::Linearizable,
         })
     }
 }
@@ -158,10 +166,12 @@ pub struct Done {
     pub reply: Reply,
     /// The log index.
     pub index: LogIndex,
+    /// The session a command ran in (`None` for reads); what it granted is lost with it.
+    pub session: Option<SessionId>,
 }
 
 enum Cmd {
-    Submit(Op, oneshot::Sender<Result<Done, Error>>),
+    Submit(Op, Option<SessionId>, oneshot::Sender<Result<Done, Error>>),
     Read(QueryOp, Consistency, oneshot::Sender<Result<Done, Error>>),
     Admin(RequestBody, oneshot::Sender<Result<Answer, Error>>),
     Watch(WatchFilter, Option<u64>, mpsc::UnboundedSender<Result<WatchEvent, Error>>),
@@ -181,6 +191,7 @@ enum Net {
 pub struct Concord {
     cmds: mpsc::UnboundedSender<Cmd>,
     session: watch::Receiver<SessionState>,
+    reads: Consistency,
     _driver: Arc<DriverGuard>,
 }
 
@@ -238,7 +249,7 @@ impl Concord {
                 return Err(Error::Unreachable("no session could be opened (is there a leader?)".into()))
             }
         }
-        Ok(Self { _driver: Arc::new(DriverGuard(cmds.clone())), cmds, session })
+        Ok(Self { _driver: Arc::new(DriverGuard(cmds.clone())), cmds, session, reads: opts.read_consistency })
     }
 
     /// The session state; `changed()` on it fires when the session is lost or reopened.
@@ -258,21 +269,31 @@ impl Concord {
         }
     }
 
-    /// Applies `op` in the background, ignoring the result (releases on drop).
-    fn in_background(&self, op: Op) {
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let client = self.clone();
-            rt.spawn(async move {
-                let _ = client.execute(op).await;
-            });
-        }
+    /// Applies `op` in `session` in the background, ignoring the result (releases on
+    /// drop). The driver takes it even if no runtime is current.
+    fn in_background(&self, op: Op, session: SessionId) {
+        let (tx, _) = oneshot::channel();
+        let _ = self.cmds.send(Cmd::Submit(op, Some(session), tx));
     }
 
     /// Applies `op` (exactly once, whatever the retries), waiting as long as it waits.
     pub async fn execute(&self, op: Op) -> Result<Done, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Submit(op, tx)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Submit(op, None, tx)).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Applies `op` only in `session`: if that session was lost, it fails with
+    /// `SessionLost` and is not applied in the client's next session.
+    pub async fn execute_in(&self, op: Op, session: SessionId) -> Result<Done, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Submit(op, Some(session), tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Reads `query` with the client's [`Options::read_consistency`]; the reply.
+    pub async fn query(&self, query: QueryOp) -> Result<Reply, Error> {
+        Ok(self.read(query, self.reads).await?.reply)
     }
 
     /// Reads `query` with `consistency`.
@@ -328,185 +349,6 @@ impl Concord {
         if self.cmds.send(Cmd::Close(tx)).is_ok() {
             let _ = rx.await;
         }
-    }
-
-    /// Acquires lock `name`, waiting up to `timeout` (`None`: until granted). The guard
-    /// carries the fence; dropping it releases the lock in the background.
-    pub async fn lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockGuard, Error> {
-        let timeout_ms = timeout.map(|t| t.as_millis() as u64);
-        let done = self.execute(Op::Lock(LockOp::Lock { name: name.into(), timeout_ms })).await?;
-        match done.reply {
-            Reply::Fence(fence) => Ok(LockGuard {
-                client: self.clone(),
-                name: name.into(),
-                fence,
-                session: self.session.borrow().current,
-                released: false,
-            }),
-            other => Err(Error::Unexpected(format!("{other:?}"))),
-        }
-    }
-
-    /// Campaigns in election `name` with `value`, waiting up to `timeout`; the guard
-    /// resigns when dropped.
-    pub async fn campaign(
-        &self,
-        name: &str,
-        value: Vec<u8>,
-        timeout: Option<Duration>,
-    ) -> Result<Leadership, Error> {
-        let timeout_ms = timeout.map(|t| t.as_millis() as u64);
-        let done =
-            self.execute(Op::Election(ElectionOp::Campaign { name: name.into(), value, timeout_ms })).await?;
-        match done.reply {
-            Reply::Fence(fence) => {
-                let session = self.session.borrow().current;
-                Ok(Leadership { client: self.clone(), name: name.into(), fence, session, resigned: false })
-            }
-            other => Err(Error::Unexpected(format!("{other:?}"))),
-        }
-    }
-
-    /// An atomic counter.
-    pub fn counter(&self, name: &str) -> Counter<'_> {
-        Counter { client: self, name: name.into() }
-    }
-}
-
-/// A held lock. Dropping it releases the lock in the background; [`LockGuard::unlock`]
-/// releases it and reports the result.
-pub struct LockGuard {
-    client: Concord,
-    name: String,
-    fence: Fence,
-    session: Option<SessionId>,
-    released: bool,
-}
-
-impl LockGuard {
-    /// The fence of this grant: pass it to the resources the lock protects, which refuse
-    /// writes carrying an older one.
-    pub fn fence(&self) -> u64 {
-        self.fence.0
-    }
-
-    /// Whether the session that took the lock is still the client's session; once it is
-    /// not, the cluster has released the lock and another holder may have it.
-    pub fn is_held(&self) -> bool {
-        self.client.session.borrow().current == self.session && self.session.is_some()
-    }
-
-    /// Waits until the lock is lost with its session (never returns while it is held).
-    pub async fn lost(&self) {
-        self.client.session_changed(self.session).await;
-    }
-
-    /// Releases the lock. If its session was lost meanwhile, the cluster released it
-    /// already: that is `SessionLost`, and nothing is sent (a newer hold of the same lock
-    /// in the client's new session is left alone).
-    pub async fn unlock(mut self) -> Result<(), Error> {
-        self.released = true;
-        if let (false, Some(s)) = (self.is_held(), self.session) {
-            return Err(Error::Machine(MachineError::SessionLost(s)));
-        }
-        self.client.execute(Op::Lock(LockOp::Unlock { name: self.name.clone() })).await.map(|_| ())
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        if !self.released && self.is_held() {
-            let name = std::mem::take(&mut self.name);
-            self.client.in_background(Op::Lock(LockOp::Unlock { name }));
-        }
-    }
-}
-
-/// Leadership won in an election; dropping it resigns in the background.
-pub struct Leadership {
-    client: Concord,
-    name: String,
-    fence: Fence,
-    session: Option<SessionId>,
-    resigned: bool,
-}
-
-impl Leadership {
-    /// The fence of this term of leadership.
-    pub fn fence(&self) -> u64 {
-        self.fence.0
-    }
-
-    /// Whether the session that won is still the client's session.
-    pub fn is_held(&self) -> bool {
-        self.session.is_some() && self.client.session.borrow().current == self.session
-    }
-
-    /// Resigns (nothing is sent if the session, and the leadership with it, was lost).
-    pub async fn resign(mut self) -> Result<(), Error> {
-        self.resigned = true;
-        if let (false, Some(s)) = (self.is_held(), self.session) {
-            return Err(Error::Machine(MachineError::SessionLost(s)));
-        }
-        self.client.execute(Op::Election(ElectionOp::Resign { name: self.name.clone() })).await.map(|_| ())
-    }
-}
-
-impl Drop for Leadership {
-    fn drop(&mut self) {
-        if !self.resigned && self.is_held() {
-            let name = std::mem::take(&mut self.name);
-            self.client.in_background(Op::Election(ElectionOp::Resign { name }));
-        }
-    }
-}
-
-/// An atomic counter.
-pub struct Counter<'a> {
-    client: &'a Concord,
-    name: String,
-}
-
-impl Counter<'_> {
-    async fn long(&self, op: LongOp) -> Result<i64, Error> {
-        expect_long(self.client.execute(Op::Long(op)).await?.reply)
-    }
-
-    /// The value (a linearizable read).
-    pub async fn get(&self) -> Result<i64, Error> {
-        let q = QueryOp::Long(LongQuery::Get { name: self.name.clone() });
-        expect_long(self.client.read(q, Consistency::Linearizable).await?.reply)
-    }
-
-    /// Adds one; the new value.
-    pub async fn incr(&self) -> Result<i64, Error> {
-        self.add(1).await
-    }
-
-    /// Adds `delta`; the new value.
-    pub async fn add(&self, delta: i64) -> Result<i64, Error> {
-        self.long(LongOp::AddAndGet { name: self.name.clone(), delta }).await
-    }
-
-    /// Sets the value; the previous one.
-    pub async fn set(&self, value: i64) -> Result<i64, Error> {
-        self.long(LongOp::GetAndSet { name: self.name.clone(), value }).await
-    }
-
-    /// Sets `new` if the value is `expected`; whether it did.
-    pub async fn compare_and_set(&self, expected: i64, new: i64) -> Result<bool, Error> {
-        let op = LongOp::CompareAndSet { name: self.name.clone(), expect: expected, update: new };
-        match self.client.execute(Op::Long(op)).await?.reply {
-            Reply::Bool(b) => Ok(b),
-            other => Err(Error::Unexpected(format!("{other:?}"))),
-        }
-    }
-}
-
-fn expect_long(r: Reply) -> Result<i64, Error> {
-    match r {
-        Reply::Long(v) => Ok(v),
-        other => Err(Error::Unexpected(format!("{other:?}"))),
     }
 }
 
@@ -615,8 +457,11 @@ impl Driver {
     fn command(&mut self, c: Cmd) {
         let now = self.now();
         match c {
-            Cmd::Submit(op, tx) => {
-                let id = self.core.submit(now, op);
+            Cmd::Submit(op, pin, tx) => {
+                let id = match pin {
+                    Some(session) => self.core.submit_in(now, op, session),
+                    None => self.core.submit(now, op),
+                };
                 self.once.insert(id, tx);
             }
             Cmd::Read(q, consistency, tx) => {
@@ -698,9 +543,10 @@ impl Driver {
                 // Subscriptions ended with the session: their streams end too.
                 self.signals.clear();
             }
-            ClientEvent::Done { op, result, index, .. } => {
+            ClientEvent::Done { op, result, index, session, .. } => {
                 if let Some(tx) = self.once.remove(&op) {
-                    let _ = tx.send(result.map(|reply| Done { reply, index }).map_err(Error::Machine));
+                    let _ =
+                        tx.send(result.map(|reply| Done { reply, index, session }).map_err(Error::Machine));
                 }
             }
             ClientEvent::Failed { op, error } => {

@@ -3,7 +3,7 @@
 //! and clients, and the HTTP endpoint.
 //!
 //! The node loop owns the replica and is the only code that touches it. Everything else
-//! talks to it through one channel of [`Input`]s. After every input it drains every
+//! talks to it through one channel of `Input`s. After every input it drains every
 //! `poll_*` queue, as the core's contract demands: storage writes go to the storage
 //! thread, which appends each batch it finds waiting, fsyncs once, and hands the last
 //! token back (group commit); peer messages go to per-peer sender tasks; client messages
@@ -171,6 +171,32 @@ impl NodeHandle {
         self.node_loop = None;
         result
     }
+}
+
+/// Idle time before TCP keepalive probes start on a peer or client connection.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+/// Time between keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// Unanswered probes before the kernel declares the connection dead.
+const KEEPALIVE_RETRIES: u32 = 3;
+/// How long sent data may stay unacknowledged before the kernel drops the connection
+/// (Linux `TCP_USER_TIMEOUT`): a peer that vanished without closing is noticed in
+/// seconds, and the link is redialled, instead of writes piling up behind it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const UNACKED_MAX: Duration = Duration::from_secs(10);
+
+/// No Nagle delay (Raft and client messages are small and latency-bound), and dead
+/// connections detected by keepalive probes. Failures only lose the tuning.
+fn tune(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(stream);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    let _ = sock.set_tcp_keepalive(&keepalive);
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = sock.set_tcp_user_timeout(Some(UNACKED_MAX));
 }
 
 /// The local monotonic clock as the core's [`Instant`].
@@ -538,7 +564,7 @@ async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: wa
         };
         let stream = match stream {
             Ok(s) => {
-                let _ = s.set_nodelay(true);
+                tune(&s);
                 debug!(peer = id, %addr, "connected to peer");
                 s
             }
@@ -629,7 +655,7 @@ async fn accept_peers(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
+        tune(&stream);
         tokio::spawn(serve_peer(
             stream,
             from,
@@ -725,7 +751,7 @@ async fn accept_clients(
             warn!(%from, limit = cfg.client_connections_max, "too many client connections; refusing one");
             continue;
         }
-        let _ = stream.set_nodelay(true);
+        tune(&stream);
         let conn = ConnId(next.fetch_add(1, Ordering::Relaxed));
         counters.client_connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(serve_client(
@@ -821,4 +847,24 @@ async fn serve_client(
     }
     let _ = inputs.send(Input::ClientClosed(conn));
     counters.client_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_are_tuned_for_latency_and_dead_peer_detection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        tune(&stream);
+        assert!(stream.nodelay().unwrap());
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), KEEPALIVE_RETRIES);
+        #[cfg(target_os = "linux")]
+        assert_eq!(sock.tcp_user_timeout().unwrap(), Some(UNACKED_MAX));
+    }
 }

@@ -310,6 +310,19 @@ impl Group {
         id
     }
 
+    /// Submits `op` from client `c`, to run only in `session`.
+    pub fn submit_in(
+        &mut self,
+        c: usize,
+        op: concord_core::machine::Op,
+        session: concord_core::machine::SessionId,
+    ) -> OpId {
+        let now = Instant::from_micros(self.now);
+        let id = self.clients[c].submit_in(now, op, session);
+        self.drain_client(c);
+        id
+    }
+
     /// Client `c` closes its session.
     pub fn close(&mut self, c: usize) -> OpId {
         let now = Instant::from_micros(self.now);

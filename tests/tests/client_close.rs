@@ -2,7 +2,9 @@
 
 use concord_core::client::ClientEvent;
 use concord_core::machine::lock::LockOp;
-use concord_core::machine::{MachineBugs, Op, Reply};
+use concord_core::machine::lock::LockQuery;
+use concord_core::machine::{Error, MachineBugs, Op, QueryOp, Reply};
+use concord_core::Consistency;
 use concord_tests::group::Group;
 
 #[test]
@@ -47,4 +49,49 @@ fn a_cut_off_client_reports_its_session_lost_before_the_cluster_expires_it() {
         "the cluster expires client 0's session"
     );
     assert!(g.now > lost_at, "the grant came after client 0 had given the lock up");
+}
+
+/// A release pinned to a lost session fails with `SessionLost` and leaves alone the
+/// client's newer hold of the same lock; the same release without the pin takes it.
+#[test]
+fn a_release_pinned_to_a_lost_session_never_reaches_the_new_one() {
+    let mut g = Group::new(3, 1, 2_000, MachineBugs::default());
+    assert!(g.run_until(10_000_000, |g| g.leader().is_some() && g.has_session(0)));
+    let old = g.clients[0].session().expect("a session");
+    let held = g.submit(0, Op::Lock(LockOp::Lock { name: "L".into(), timeout_ms: None }));
+    assert!(g.run_until(5_000_000, |g| g.result(0, held).is_some()));
+    // Cut client 0 off until it gives its session up, then let it open a new one.
+    g.request_fate = Box::new(|_, _, _| vec![]);
+    assert!(g.run_until(5_000_000, |g| g.events[0].iter().any(|e| matches!(e, ClientEvent::SessionLost(_)))));
+    g.request_fate = Box::new(|_, _, _| vec![500]);
+    assert!(g.run_until(10_000_000, |g| g.has_session(0)));
+    let new = g.clients[0].session().expect("a new session");
+    assert_ne!(new, old);
+    let again = g.submit(0, Op::Lock(LockOp::Lock { name: "L".into(), timeout_ms: None }));
+    assert!(g.run_until(5_000_000, |g| g.result(0, again).is_some()));
+    assert!(
+        matches!(g.result(0, again), Some(ClientEvent::Done { result: Ok(Reply::Fence(_)), session: Some(s), .. }) if *s == new)
+    );
+
+    let stale = g.submit_in(0, Op::Lock(LockOp::Unlock { name: "L".into() }), old);
+    assert!(g.run_until(1_000_000, |g| g.result(0, stale).is_some()));
+    assert!(
+        matches!(g.result(0, stale), Some(ClientEvent::Done { result: Err(Error::SessionLost(s)), .. }) if *s == old),
+        "{:?}",
+        g.result(0, stale)
+    );
+    let count = |g: &mut Group| {
+        let q =
+            g.read(0, QueryOp::Lock(LockQuery::LockCount { name: "L".into() }), Consistency::Linearizable);
+        assert!(g.run_until(5_000_000, |g| g.result(0, q).is_some()));
+        match g.result(0, q) {
+            Some(ClientEvent::Done { result: Ok(Reply::Count(n)), .. }) => *n,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(count(&mut g), 1, "the new session's hold is intact");
+    // Unpinned, the same release reaches the new session: that is what the pin prevents.
+    let unpinned = g.submit(0, Op::Lock(LockOp::Unlock { name: "L".into() }));
+    assert!(g.run_until(5_000_000, |g| g.result(0, unpinned).is_some()));
+    assert_eq!(count(&mut g), 0);
 }

@@ -96,6 +96,10 @@ pub enum ClientEvent {
         result: Result<Reply, Error>,
         /// Where in the log.
         index: LogIndex,
+        /// The session the command ran in (`None` for a read or a sessionless command).
+        /// What the reply grants (a lock, permits, leadership) belongs to this session
+        /// and is lost with it.
+        session: Option<SessionId>,
         /// The machine queued it (a lock wait, …) and a later entry, at `index`, completed
         /// it; `false` when it completed in the entry that applied it.
         queued: bool,
@@ -265,6 +269,20 @@ impl Client {
     /// Submits a command; it is sent once the session is open.
     pub fn submit(&mut self, now: Instant, op: Op) -> OpId {
         self.start(now, Kind::Command { op, seq: 0 })
+    }
+
+    /// Submits a command that may only run in `session`: if the client's session is
+    /// another one by the time the command would be sent (`session` was lost), it fails
+    /// with [`Error::SessionLost`] instead. Releasing what a session owns goes this way, so
+    /// that a release can never reach a newer session's hold of the same thing.
+    pub fn submit_in(&mut self, now: Instant, op: Op, session: SessionId) -> OpId {
+        self.now = self.now.max(now);
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        let phase = Phase::Waiting { at: self.now };
+        self.ops.insert(id, Pending { kind: Kind::Command { op, seq: 0 }, phase, session: Some(session) });
+        self.flush();
+        id
     }
 
     /// Submits a read.
@@ -492,6 +510,10 @@ impl Client {
                 continue;
             }
             if let Kind::Command { seq: 0, .. } = p.kind {
+                if let Some(pinned) = p.session.filter(|s| Some(*s) != self.session) {
+                    self.finish(id, Err(Error::SessionLost(pinned)), 0, false);
+                    continue;
+                }
                 if self.commands_unanswered() >= self.cfg.commands_in_flight_max {
                     continue;
                 }
@@ -664,7 +686,8 @@ impl Client {
                 self.seqs.remove(&seq);
             }
             self.requests.retain(|_, (o, _)| *o != id);
-            self.events.push_back(ClientEvent::Done { op: id, result, index, queued });
+            let session = p.session;
+            self.events.push_back(ClientEvent::Done { op: id, result, index, session, queued });
         }
     }
 
@@ -778,7 +801,8 @@ impl Client {
             .ops
             .iter()
             .filter(|(_, p)| {
-                matches!(p.kind, Kind::Command { seq, .. } if seq > 0) || matches!(p.kind, Kind::KeepAlive)
+                matches!(p.kind, Kind::Command { seq, .. } if seq > 0 || p.session == Some(lost))
+                    || matches!(p.kind, Kind::KeepAlive)
             })
             .map(|(id, _)| *id)
             .collect();

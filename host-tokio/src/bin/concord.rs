@@ -3,22 +3,19 @@
 //! Exit codes: 0 success; 1 error; 2 bad usage; 3 not acquired or condition not met (a
 //! try-lock that found the lock held, a compare-and-set that did not match, a conditional
 //! write refused); 4 timeout; 5 the session (and what it held) was lost while a command
-//! ran under a lock.
+//! ran under a lock. A command run under a lock, semaphore or election (`lock NAME --
+//! CMD`) exits with CMD's own code once it ran, so a script that must tell CMD's codes
+//! from Concord's should keep CMD's codes off 2–5 or use `--output json`, which reports
+//! the grant on stderr before CMD starts (`lock`, `semaphore run`, `rwlock`; `elect`
+//! prints it on stdout).
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use concord_core::machine::barrier::BarrierOp;
-use concord_core::machine::election::ElectionQuery;
-use concord_core::machine::kv::{KvError, KvOp, KvQuery, PutMode, WatchFilter};
-use concord_core::machine::latch::{LatchOp, LatchQuery};
-use concord_core::machine::reference::{RefOp, RefQuery};
-use concord_core::machine::rwlock::{Mode, RwLockOp};
-use concord_core::machine::semaphore::{SemaphoreOp, SemaphoreQuery};
-use concord_core::machine::signal::SignalOp;
-use concord_core::machine::{Error as MachineError, Etag, Op, QueryOp, Reply};
+use concord_core::machine::kv::{KvError, PutMode, WatchFilter};
+use concord_core::machine::{Error as MachineError, Etag};
 use concord_core::raft::MembershipChange;
 use concord_core::wire::{Answer, RequestBody};
 use concord_core::{Consistency, NodeId};
-use concord_tokio::client::{Concord, Error, Options};
+use concord_tokio::client::{Concord, Error, Fresh, Options, Tripped};
 use concord_tokio::config::{parse_peer, ServerConfig};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -153,6 +150,11 @@ struct ClientArgs<T: Args> {
     /// Session TTL, ms: what this command holds is released this long after it dies.
     #[arg(long, default_value_t = 10_000, global = true)]
     session_ttl_ms: u64,
+    /// How reads are served: `linearizable` (the leader confirms it still leads with a
+    /// quorum), `lease` (the leader trusts its lease, no round trip), or `stale` (any
+    /// node answers from what it has applied).
+    #[arg(long, value_enum, default_value_t = Reads::Linearizable, global = true)]
+    consistency: Reads,
     #[command(flatten)]
     args: T,
 }
@@ -161,6 +163,23 @@ struct ClientArgs<T: Args> {
 enum Output {
     Human,
     Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Reads {
+    Linearizable,
+    Lease,
+    Stale,
+}
+
+impl From<Reads> for Consistency {
+    fn from(r: Reads) -> Self {
+        match r {
+            Reads::Linearizable => Self::Linearizable,
+            Reads::Lease => Self::Lease,
+            Reads::Stale => Self::Stale,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -530,6 +549,8 @@ enum Outcome {
 }
 
 const EXIT_ERROR: u8 = 1;
+/// Bad usage: what clap reports as usage errors, and endpoints that do not parse.
+const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_ACQUIRED: u8 = 3;
 const EXIT_TIMEOUT: u8 = 4;
 const EXIT_SESSION_LOST: u8 = 5;
@@ -558,8 +579,11 @@ fn main() -> ExitCode {
         Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("concord: {e}");
-            let timeout = matches!(e, CliError::Client(Error::Machine(MachineError::Timeout)));
-            ExitCode::from(if timeout { EXIT_TIMEOUT } else { EXIT_ERROR })
+            ExitCode::from(match e {
+                CliError::Client(Error::Machine(MachineError::Timeout)) => EXIT_TIMEOUT,
+                CliError::Client(Error::Config(_)) => EXIT_USAGE,
+                _ => EXIT_ERROR,
+            })
         }
     }
 }
@@ -628,14 +652,6 @@ impl Ctx {
             Output::Json => println!("{value}"),
         }
     }
-
-    async fn exec(&self, op: Op) -> Result<Reply, CliError> {
-        Ok(self.client.execute(op).await?.reply)
-    }
-
-    async fn query(&self, q: QueryOp) -> Result<Reply, CliError> {
-        Ok(self.client.read(q, Consistency::Linearizable).await?.reply)
-    }
 }
 
 async fn with_client<T: Args, F, Fut>(c: ClientArgs<T>, f: F) -> Result<Outcome, CliError>
@@ -646,16 +662,13 @@ where
     let mut opts = Options::new(&c.endpoints)?;
     opts.group = c.group;
     opts.session_ttl = Duration::from_millis(c.session_ttl_ms);
+    opts.read_consistency = c.consistency.into();
     let client = Concord::connect(opts).await?;
     let ctx = Ctx { client: client.clone(), output: c.output };
     let result = f(ctx, c.args).await;
     // Closing the session releases anything still held at once.
     client.close().await;
     result
-}
-
-fn unexpected(r: Reply) -> CliError {
-    CliError::Client(Error::Unexpected(format!("{r:?}")))
 }
 
 fn text(v: &Option<Vec<u8>>) -> String {
@@ -726,53 +739,55 @@ async fn lock(ctx: Ctx, a: LockArgs) -> Result<Outcome, CliError> {
 async fn semaphore(ctx: Ctx, a: SemaphoreArgs) -> Result<Outcome, CliError> {
     match a.action {
         SemaphoreAction::Init { name, permits } => {
-            let r = ctx.exec(Op::Semaphore(SemaphoreOp::Init { name, permits, sessionless: false })).await?;
-            let Reply::Bool(created) = r else { return Err(unexpected(r)) };
+            let created = ctx.client.semaphore(&name).init(permits).await?;
             ctx.print(if created { "created" } else { "exists" }, json!({"created": created}));
             Ok(Outcome::Ok)
         }
         SemaphoreAction::Available { name } => {
-            let r = ctx.query(QueryOp::Semaphore(SemaphoreQuery::Available { name })).await?;
-            let Reply::Long(n) = r else { return Err(unexpected(r)) };
+            let n = ctx.client.semaphore(&name).available().await?;
             ctx.print(n, json!({"available": n}));
             Ok(Outcome::Ok)
         }
         SemaphoreAction::Run { name, permits, timeout_ms, cmd } => {
-            let op = SemaphoreOp::Acquire { name: name.clone(), permits, timeout_ms };
-            match ctx.client.execute(Op::Semaphore(op)).await {
-                Ok(_) => {}
+            let held = match ctx
+                .client
+                .semaphore(&name)
+                .acquire(permits, timeout_ms.map(Duration::from_millis))
+                .await
+            {
+                Ok(p) => p,
                 Err(e) => {
                     let what = format!("semaphore {name} has no {permits} permits free");
                     return not_acquired(e, timeout_ms == Some(0), what);
                 }
+            };
+            if ctx.output == Output::Json {
+                eprintln!("{}", json!({"semaphore": name, "permits": permits}));
             }
-            let lost = ctx.client.session_changed(ctx.client.session().borrow().current);
-            let env = [("CONCORD_SEMAPHORE", name.clone()), ("CONCORD_PERMITS", permits.to_string())];
-            let ran = run_while(&cmd, &env, lost).await?;
-            let release = ctx.client.execute(Op::Semaphore(SemaphoreOp::Release { name, permits }));
-            release_after(ran, async { release.await.map(|_| ()) }).await
+            let env = [("CONCORD_SEMAPHORE", name), ("CONCORD_PERMITS", permits.to_string())];
+            let ran = run_while(&cmd, &env, held.lost()).await?;
+            release_after(ran, held.release()).await
         }
     }
 }
 
 async fn rwlock(ctx: Ctx, a: RwLockArgs) -> Result<Outcome, CliError> {
-    let mode = if a.write { Mode::Write } else { Mode::Read };
-    let op = RwLockOp::Lock { name: a.name.clone(), mode, timeout_ms: a.timeout_ms };
-    let fence = match ctx.client.execute(Op::RwLock(op)).await {
-        Ok(d) => match d.reply {
-            Reply::Fence(f) => f.0,
-            r => return Err(unexpected(r)),
-        },
+    let lock = ctx.client.rwlock(&a.name);
+    let timeout = a.timeout_ms.map(Duration::from_millis);
+    let taken = if a.write { lock.write(timeout).await } else { lock.read(timeout).await };
+    let guard = match taken {
+        Ok(g) => g,
         Err(e) => {
             let what = format!("read-write lock {} is not available", a.name);
             return not_acquired(e, a.timeout_ms == Some(0), what);
         }
     };
-    let lost = ctx.client.session_changed(ctx.client.session().borrow().current);
-    let env = [("CONCORD_RWLOCK", a.name.clone()), ("CONCORD_FENCE", fence.to_string())];
-    let ran = run_while(&a.cmd, &env, lost).await?;
-    let release = ctx.client.execute(Op::RwLock(RwLockOp::Unlock { name: a.name }));
-    release_after(ran, async { release.await.map(|_| ()) }).await
+    if ctx.output == Output::Json {
+        eprintln!("{}", json!({"rwlock": a.name, "write": a.write, "fence": guard.fence()}));
+    }
+    let env = [("CONCORD_RWLOCK", a.name.clone()), ("CONCORD_FENCE", guard.fence().to_string())];
+    let ran = run_while(&a.cmd, &env, guard.lost()).await?;
+    release_after(ran, guard.unlock()).await
 }
 
 async fn counter(ctx: Ctx, a: CounterArgs) -> Result<Outcome, CliError> {
@@ -782,7 +797,7 @@ async fn counter(ctx: Ctx, a: CounterArgs) -> Result<Outcome, CliError> {
             (name, v)
         }
         CounterAction::Set { name, value } => {
-            let v = ctx.client.counter(&name).set(value).await?;
+            let v = ctx.client.counter(&name).get_and_set(value).await?;
             (name, v)
         }
         CounterAction::Incr { name } => {
@@ -810,22 +825,16 @@ async fn counter(ctx: Ctx, a: CounterArgs) -> Result<Outcome, CliError> {
 async fn reference(ctx: Ctx, a: RefArgs) -> Result<Outcome, CliError> {
     match a.action {
         RefAction::Get { name } => {
-            let r = ctx.query(QueryOp::Ref(RefQuery::Get { name: name.clone() })).await?;
-            let Reply::Value(v) = r else { return Err(unexpected(r)) };
+            let v = ctx.client.reference(&name).get().await?;
             ctx.print(text(&v), json!({"ref": name, "value": v.as_deref().map(String::from_utf8_lossy)}));
         }
         RefAction::Set { name, value } => {
-            ctx.exec(Op::Ref(RefOp::Set { name: name.clone(), value: Some(value.into_bytes()) })).await?;
+            ctx.client.reference(&name).set(Some(value.into_bytes())).await?;
             ctx.print("OK", json!({"ref": name, "set": true}));
         }
         RefAction::Cas { name, expected, new } => {
-            let op = RefOp::CompareAndSet {
-                name: name.clone(),
-                expect: Some(expected.clone().into_bytes()),
-                update: Some(new.into_bytes()),
-            };
-            let r = ctx.exec(Op::Ref(op)).await?;
-            let Reply::Bool(done) = r else { return Err(unexpected(r)) };
+            let r = ctx.client.reference(&name);
+            let done = r.compare_and_set(Some(expected.clone().into_bytes()), Some(new.into_bytes())).await?;
             ctx.print(done, json!({"ref": name, "swapped": done}));
             if !done {
                 return Ok(Outcome::NotAcquired(format!("{name} is not {expected:?}")));
@@ -838,25 +847,24 @@ async fn reference(ctx: Ctx, a: RefArgs) -> Result<Outcome, CliError> {
 async fn latch(ctx: Ctx, a: LatchArgs) -> Result<Outcome, CliError> {
     match a.action {
         LatchAction::Set { name, count } => {
-            let r = ctx.exec(Op::Latch(LatchOp::TrySetCount { name: name.clone(), count })).await?;
-            let Reply::Bool(set) = r else { return Err(unexpected(r)) };
+            let set = ctx.client.latch(&name).try_set_count(count).await?;
             ctx.print(set, json!({"latch": name, "set": set}));
             if !set {
                 return Ok(Outcome::NotAcquired(format!("latch {name} is still counting down")));
             }
         }
         LatchAction::CountDown { name } => {
-            let r = ctx.exec(Op::Latch(LatchOp::CountDown { name: name.clone() })).await?;
-            let Reply::Count(left) = r else { return Err(unexpected(r)) };
+            let left = ctx.client.latch(&name).count_down().await?;
             ctx.print(left, json!({"latch": name, "count": left}));
         }
         LatchAction::Await { name, timeout_ms } => {
-            ctx.exec(Op::Latch(LatchOp::Await { name: name.clone(), timeout_ms })).await?;
+            if !ctx.client.latch(&name).wait(timeout_ms.map(Duration::from_millis)).await? {
+                return Err(Error::Machine(MachineError::Timeout).into());
+            }
             ctx.print("open", json!({"latch": name, "open": true}));
         }
         LatchAction::Count { name } => {
-            let r = ctx.query(QueryOp::Latch(LatchQuery::Count { name: name.clone() })).await?;
-            let Reply::Count(n) = r else { return Err(unexpected(r)) };
+            let n = ctx.client.latch(&name).count().await?;
             ctx.print(n, json!({"latch": name, "count": n}));
         }
     }
@@ -864,9 +872,8 @@ async fn latch(ctx: Ctx, a: LatchArgs) -> Result<Outcome, CliError> {
 }
 
 async fn barrier(ctx: Ctx, a: BarrierArgs) -> Result<Outcome, CliError> {
-    let op = BarrierOp::Wait { name: a.name.clone(), parties: a.parties, timeout_ms: a.timeout_ms };
-    let r = ctx.exec(Op::Barrier(op)).await?;
-    let Reply::Barrier { generation, arrival } = r else { return Err(unexpected(r)) };
+    let barrier = ctx.client.barrier(&a.name, a.parties);
+    let Tripped { generation, arrival } = barrier.wait(a.timeout_ms.map(Duration::from_millis)).await?;
     ctx.print(
         format!("tripped: generation {generation}, arrived {arrival} of {}", a.parties),
         json!({"barrier": a.name, "generation": generation, "arrival": arrival}),
@@ -876,10 +883,8 @@ async fn barrier(ctx: Ctx, a: BarrierArgs) -> Result<Outcome, CliError> {
 
 async fn elect(ctx: Ctx, a: ElectArgs) -> Result<Outcome, CliError> {
     if a.observe {
-        let r = ctx.query(QueryOp::Election(ElectionQuery::Leader { name: a.name.clone() })).await?;
-        if let Reply::Leader(l) = r {
-            print_leader(&ctx, &a.name, l.as_ref().map(|l| (l.session.0, l.fence.0, &l.value)));
-        }
+        let l = ctx.client.leader(&a.name).await?;
+        print_leader(&ctx, &a.name, l.as_ref().map(|l| (l.session.0, l.fence.0, &l.value)));
         let mut seen = 1;
         let mut events = ctx.client.observe(&a.name);
         while a.count.is_none_or(|c| seen < c) {
@@ -900,15 +905,14 @@ async fn elect(ctx: Ctx, a: ElectArgs) -> Result<Outcome, CliError> {
     };
     let fence = leadership.fence();
     ctx.print(format!("elected: {} (fence {fence})", a.name), json!({"election": a.name, "fence": fence}));
-    let lost = ctx.client.session_changed(ctx.client.session().borrow().current);
     let ran = if a.cmd.is_empty() {
         tokio::select! {
-            () = lost => None,
+            () = leadership.lost() => None,
             _ = tokio::signal::ctrl_c() => Some(0),
         }
     } else {
         let env = [("CONCORD_ELECTION", a.name.clone()), ("CONCORD_FENCE", fence.to_string())];
-        run_while(&a.cmd, &env, lost).await?
+        run_while(&a.cmd, &env, leadership.lost()).await?
     };
     release_after(ran, leadership.resign()).await
 }
@@ -923,70 +927,52 @@ fn print_leader(ctx: &Ctx, name: &str, l: Option<(u64, u64, &Vec<u8>)>) {
     }
 }
 
-async fn kv(ctx: Ctx, a: KvArgs) -> Result<Outcome, CliError> {
-    match a.action {
-        KvAction::Get { key, if_none_match } => {
-            let q = KvQuery::Get { key: key.clone(), if_none_match: if_none_match.map(Etag) };
-            match ctx.query(QueryOp::Kv(q)).await? {
-                Reply::KvEntry(Some(e)) => ctx.print(
-                    text(&e.value),
-                    json!({"key": e.key, "value": e.value.as_deref().map(String::from_utf8_lossy), "etag": e.etag.0, "version": e.version}),
-                ),
-                Reply::KvEntry(None) => return Ok(Outcome::NotAcquired(format!("{key}: not found"))),
-                Reply::NotModified { etag } => {
-                    ctx.print("not modified", json!({"key": key, "etag": etag.0, "modified": false}));
-                    return Ok(Outcome::NotAcquired(format!("{key}: not modified")));
-                }
-                r => return Err(unexpected(r)),
-            }
+/// A conditional write that found its condition false is "not acquired".
+fn condition_failed<T>(r: Result<T, Error>, key: &str) -> Result<Result<T, Outcome>, CliError> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(Error::Machine(e @ MachineError::Kv(KvError::Exists { .. } | KvError::EtagMismatch { .. }))) => {
+            Ok(Err(Outcome::NotAcquired(format!("{key}: {e}"))))
         }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn kv(ctx: Ctx, a: KvArgs) -> Result<Outcome, CliError> {
+    let kv = ctx.client.kv();
+    match a.action {
+        KvAction::Get { key, if_none_match } => match kv.get_if_none_match(&key, if_none_match.map(Etag)).await? {
+            Fresh::Changed(Some(e)) => ctx.print(
+                text(&e.value),
+                json!({"key": e.key, "value": e.value.as_deref().map(String::from_utf8_lossy), "etag": e.etag.0, "version": e.version}),
+            ),
+            Fresh::Changed(None) => return Ok(Outcome::NotAcquired(format!("{key}: not found"))),
+            Fresh::NotModified(etag) => {
+                ctx.print("not modified", json!({"key": key, "etag": etag.0, "modified": false}));
+                return Ok(Outcome::NotAcquired(format!("{key}: not modified")));
+            }
+        },
         KvAction::Put { key, value, create_only, if_match, ttl_ms } => {
             let mode = match (create_only, if_match) {
                 (true, _) => PutMode::IfAbsent,
                 (false, Some(e)) => PutMode::IfMatch(Etag(e)),
                 (false, None) => PutMode::Always,
             };
-            let op = KvOp::Put { key: key.clone(), value: value.into_bytes(), mode, ttl_ms };
-            match ctx.client.execute(Op::Kv(op)).await {
-                Ok(d) => match d.reply {
-                    Reply::KvWritten { etag } => {
-                        ctx.print(format!("etag {}", etag.0), json!({"key": key, "etag": etag.0}))
-                    }
-                    r => return Err(unexpected(r)),
-                },
-                Err(Error::Machine(
-                    e @ MachineError::Kv(KvError::Exists { .. } | KvError::EtagMismatch { .. }),
-                )) => {
-                    return Ok(Outcome::NotAcquired(format!("{key}: {e}")));
-                }
-                Err(e) => return Err(e.into()),
+            let put = kv.put_with(&key, value.into_bytes(), mode, ttl_ms.map(Duration::from_millis)).await;
+            match condition_failed(put, &key)? {
+                Ok(etag) => ctx.print(format!("etag {}", etag.0), json!({"key": key, "etag": etag.0})),
+                Err(refused) => return Ok(refused),
             }
         }
         KvAction::Delete { key, if_match } => {
-            let op = KvOp::Delete { key: key.clone(), if_match: if_match.map(Etag) };
-            let r = match ctx.client.execute(Op::Kv(op)).await {
-                Ok(d) => d.reply,
-                Err(Error::Machine(e @ MachineError::Kv(KvError::EtagMismatch { .. }))) => {
-                    return Ok(Outcome::NotAcquired(format!("{key}: {e}")));
-                }
-                Err(e) => return Err(e.into()),
+            let deleted = match condition_failed(kv.delete(&key, if_match.map(Etag)).await, &key)? {
+                Ok(d) => d,
+                Err(refused) => return Ok(refused),
             };
-            let Reply::Bool(deleted) = r else { return Err(unexpected(r)) };
             ctx.print(if deleted { "deleted" } else { "not found" }, json!({"key": key, "deleted": deleted}));
         }
         KvAction::List { prefix } => {
-            let mut after = None;
-            let mut all = Vec::new();
-            loop {
-                let q = KvQuery::List { prefix: prefix.clone(), after: after.clone(), keys_only: false };
-                let r = ctx.query(QueryOp::Kv(q)).await?;
-                let Reply::KvList { entries, more } = r else { return Err(unexpected(r)) };
-                after = entries.last().map(|e| e.key.clone());
-                all.extend(entries);
-                if !more || after.is_none() {
-                    break;
-                }
-            }
+            let all = kv.list(&prefix, false).await?;
             match ctx.output {
                 Output::Human => {
                     for e in &all {
@@ -1033,21 +1019,14 @@ async fn watch(ctx: Ctx, a: WatchArgs) -> Result<Outcome, CliError> {
 async fn signal(ctx: Ctx, a: SignalArgs) -> Result<Outcome, CliError> {
     match a.action {
         SignalAction::Publish { subject, payload } => {
-            let r = ctx
-                .exec(Op::Signal(SignalOp::Publish {
-                    subject: subject.clone(),
-                    payload: payload.into_bytes(),
-                }))
-                .await?;
-            let Reply::Count(n) = r else { return Err(unexpected(r)) };
+            let n = ctx.client.publish(&subject, payload.into_bytes()).await?;
             ctx.print(format!("{n} received"), json!({"subject": subject, "receivers": n}));
         }
-        SignalAction::Subscribe { pattern, queue_group: group, count } => {
-            let mut signals = ctx.client.signals();
-            ctx.exec(Op::Signal(SignalOp::Subscribe { pattern, group })).await?;
+        SignalAction::Subscribe { pattern, queue_group, count } => {
+            let mut sub = ctx.client.subscribe(&pattern, queue_group.as_deref()).await?;
             let mut seen = 0;
             while count.is_none_or(|c| seen < c) {
-                let Some(d) = signals.recv().await else {
+                let Some(d) = sub.next().await else {
                     eprintln!("concord: the session was lost, and the subscription with it");
                     return Ok(Outcome::Exit(EXIT_SESSION_LOST));
                 };
@@ -1168,6 +1147,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<Vec<u8>, CliError> {
 }
 
 async fn serve(a: ServeArgs) -> Result<Outcome, CliError> {
+    let mut signals = Signals::catch();
     let mut cfg = match &a.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -1195,7 +1175,7 @@ async fn serve(a: ServeArgs) -> Result<Outcome, CliError> {
     cfg.join |= a.join;
     let mut node = concord_tokio::server::start(cfg).await.map_err(|e| e.to_string())?;
     tokio::select! {
-        stopped = wait_for_signal() => {
+        stopped = signals.recv() => {
             tracing::info!(signal = stopped, "shutting down");
             node.shutdown().await.map_err(|e| e.to_string())?;
         }
@@ -1223,27 +1203,58 @@ async fn first_stopped(
     .await
 }
 
-/// Waits for Ctrl-C or SIGTERM; names the one that came.
-async fn wait_for_signal() -> &'static str {
+/// Ctrl-C and SIGTERM, caught from the moment this is made: a signal that arrives while
+/// a node is still starting is kept, and stops it once started, instead of killing the
+/// process on the spot.
+struct Signals {
     #[cfg(unix)]
-    {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return "interrupt";
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "interrupt",
-            _ = term.recv() => "terminate",
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn catch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "interrupt"
+
+    /// Waits for the next signal; names it.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            if self.term.is_none() && self.int.is_none() {
+                let _ = tokio::signal::ctrl_c().await;
+                return "interrupt";
+            }
+            tokio::select! {
+                () = next(&mut self.int) => "interrupt",
+                () = next(&mut self.term) => "terminate",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "interrupt"
+        }
     }
 }
 
 async fn dev(a: DevArgs) -> Result<Outcome, CliError> {
+    let mut signals = Signals::catch();
     let temp;
     let root = match a.data_dir {
         Some(d) => d,
@@ -1281,7 +1292,7 @@ async fn dev(a: DevArgs) -> Result<Outcome, CliError> {
     println!("      (the default endpoints already point here)   Ctrl-C stops the cluster.");
     let any_stopped = first_stopped(&mut nodes);
     tokio::select! {
-        stopped = wait_for_signal() => tracing::info!(signal = stopped, "stopping the dev cluster"),
+        stopped = signals.recv() => tracing::info!(signal = stopped, "stopping the dev cluster"),
         r = any_stopped => tracing::error!(error = ?r.err().map(|e| e.to_string()), "a node stopped; stopping the dev cluster"),
     }
     for n in nodes {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -33,11 +34,19 @@ pub struct NodeProc {
 pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     pub dir: tempfile::TempDir,
+    /// A TOML file every node reads (`--config`), if any.
+    pub config: Option<PathBuf>,
 }
 
 impl Cluster {
     /// Starts `n` nodes and waits until one leads.
     pub fn start(n: u64) -> Self {
+        Self::start_with(n, None)
+    }
+
+    /// Starts `n` nodes that all read `toml` as their configuration file (flags still
+    /// set their addresses), and waits until one leads.
+    pub fn start_with(n: u64, toml: Option<&str>) -> Self {
         let dir = tempfile::Builder::new().prefix("concord-it-").tempdir().expect("temp dir");
         let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let nodes = (1..=n)
@@ -50,7 +59,12 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let mut c = Self { nodes, dir };
+        let config = toml.map(|t| {
+            let path = dir.path().join("concord.toml");
+            std::fs::write(&path, t).expect("config file");
+            path
+        });
+        let mut c = Self { nodes, dir, config };
         for id in 1..=n {
             c.spawn(id);
         }
@@ -101,6 +115,7 @@ impl Cluster {
             // Small, so snapshots, log truncation and snapshot installs happen in tests.
             .args(["--snapshot-threshold-entries", "200"])
             .args(if join { &["--join"][..] } else { &[][..] })
+            .args(self.config.iter().flat_map(|p| [OsStr::new("--config"), p.as_os_str()]))
             .env("CONCORD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

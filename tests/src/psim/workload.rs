@@ -499,7 +499,7 @@ impl Workload {
                 }
                 None
             }
-            ClientEvent::Done { op, result, index, queued } => {
+            ClientEvent::Done { op, result, index, queued, .. } => {
                 self.on_done(c, now, op, result, index, queued, checks)
             }
             ClientEvent::Failed { op, .. } => {
