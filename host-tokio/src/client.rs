@@ -184,13 +184,19 @@ enum Cmd {
 enum Net {
     Message(NodeId, u64, ServerMessage),
     Closed(NodeId, u64),
+    /// An endpoint not reachable at connect answered later: its node id.
+    Learned(NodeId, SocketAddr),
 }
+
+/// How often endpoints that did not answer at connect are asked again for their id.
+const REDISCOVER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A connected client. Cheap to clone; every clone shares the session.
 #[derive(Clone)]
 pub struct Concord {
     cmds: mpsc::UnboundedSender<Cmd>,
     session: watch::Receiver<SessionState>,
+    nodes: watch::Receiver<BTreeMap<NodeId, SocketAddr>>,
     reads: Consistency,
     _driver: Arc<DriverGuard>,
 }
@@ -209,6 +215,12 @@ impl Concord {
     /// Connects: learns the nodes, opens a session, and starts the background driver.
     pub async fn connect(opts: Options) -> Result<Self, Error> {
         let addrs = discover(&opts).await?;
+        let unresolved: Vec<SocketAddr> = opts
+            .endpoints
+            .iter()
+            .filter(|e| e.id.is_none() && !addrs.values().any(|a| *a == e.addr))
+            .map(|e| e.addr)
+            .collect();
         let nodes: Vec<NodeId> = addrs.keys().copied().collect();
         let mut cc = ClientConfig::new(GroupId(opts.group), nodes);
         cc.session_ttl_ms = opts.session_ttl.as_millis() as u64;
@@ -222,7 +234,12 @@ impl Concord {
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
         let (session_tx, mut session) = watch::channel(SessionState::default());
         let (net_tx, net_rx) = mpsc::unbounded_channel();
+        let (known, nodes) = watch::channel(addrs.clone());
+        if !unresolved.is_empty() {
+            tokio::spawn(rediscover(unresolved, opts.clone(), net_tx.clone()));
+        }
         let driver = Driver {
+            known,
             core,
             epoch,
             addrs,
@@ -249,7 +266,19 @@ impl Concord {
                 return Err(Error::Unreachable("no session could be opened (is there a leader?)".into()))
             }
         }
-        Ok(Self { _driver: Arc::new(DriverGuard(cmds.clone())), cmds, session, reads: opts.read_consistency })
+        Ok(Self {
+            _driver: Arc::new(DriverGuard(cmds.clone())),
+            cmds,
+            session,
+            nodes,
+            reads: opts.read_consistency,
+        })
+    }
+
+    /// The nodes the client knows, by id: those named or found at connect, and endpoints
+    /// that were down then and answered since.
+    pub fn nodes(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.nodes.borrow().clone()
     }
 
     /// The session state; `changed()` on it fires when the session is lost or reopened.
@@ -386,6 +415,26 @@ async fn discover(opts: &Options) -> Result<BTreeMap<NodeId, SocketAddr>, Error>
     Ok(addrs)
 }
 
+/// Asks the endpoints that did not answer at connect for their ids until each has
+/// answered (or the client is gone).
+async fn rediscover(mut addrs: Vec<SocketAddr>, opts: Options, net: mpsc::UnboundedSender<Net>) {
+    while !addrs.is_empty() && !net.is_closed() {
+        tokio::time::sleep(REDISCOVER_INTERVAL).await;
+        let mut left = Vec::new();
+        for addr in addrs {
+            match tokio::time::timeout(Duration::from_secs(2), ask_id(addr, &opts)).await {
+                Ok(Ok(id)) => {
+                    if net.send(Net::Learned(id, addr)).is_err() {
+                        return;
+                    }
+                }
+                _ => left.push(addr),
+            }
+        }
+        addrs = left;
+    }
+}
+
 async fn ask_id(addr: SocketAddr, opts: &Options) -> Result<NodeId, Error> {
     let mut s = TcpStream::connect(addr).await.map_err(|e| Error::Unreachable(e.to_string()))?;
     let mut buf = Vec::new();
@@ -409,6 +458,7 @@ struct Conn {
 }
 
 struct Driver {
+    known: watch::Sender<BTreeMap<NodeId, SocketAddr>>,
     core: CoreClient,
     epoch: std::time::Instant,
     addrs: BTreeMap<NodeId, SocketAddr>,
@@ -501,6 +551,13 @@ impl Driver {
                 if self.conns.get(&node).is_some_and(|c| c.generation == generation) {
                     self.conns.remove(&node);
                     self.core.handle_disconnect(now, node);
+                }
+            }
+            Net::Learned(node, addr) => {
+                if let std::collections::btree_map::Entry::Vacant(e) = self.addrs.entry(node) {
+                    e.insert(addr);
+                    self.core.add_node(node);
+                    self.known.send_replace(self.addrs.clone());
                 }
             }
         }

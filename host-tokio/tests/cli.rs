@@ -56,6 +56,18 @@ fn every_subcommand_works_end_to_end() {
     let json = ok(&c.concord(&["counter", "get", "n", "--output", "json"]));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["value"], 8);
+    // Reads at each consistency; a stale read may lag, so it is retried a few times.
+    assert_eq!(ok(&c.concord(&["counter", "get", "n", "--consistency", "lease"])), "8");
+    let stale = (0..50).any(|_| {
+        let o = c.concord(&["counter", "get", "n", "--consistency", "stale"]);
+        o.status.success() && stdout(&o) == "8" || {
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        }
+    });
+    assert!(stale, "a stale read catches up");
+    let bad = c.concord(&["counter", "get", "n", "--endpoints", "not-an-address"]);
+    assert_eq!(code(&bad), 2, "endpoints that do not parse are a usage error");
 
     // kv
     let put = ok(&c.concord(&["kv", "put", "cfg/a", "one"]));

@@ -345,3 +345,33 @@ fn a_guard_of_a_lost_session_reports_it_and_leaves_the_next_hold_alone() {
         client.close().await;
     });
 }
+
+/// A client given bare addresses learns the id of a node that was down when it connected
+/// once that node answers, and follows a redirect to it: here the node it learnt late
+/// becomes the leader, and the one the client knew first dies.
+#[test]
+fn an_endpoint_down_at_connect_is_learnt_later_and_followed() {
+    let mut cluster = Cluster::start(3);
+    cluster.kill(3);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client.to_string()).collect();
+    let client = rt.block_on(async {
+        let mut opts = Options::new(&addrs).expect("endpoints");
+        opts.request_timeout = Duration::from_millis(300);
+        Concord::connect(opts).await.expect("connects")
+    });
+    assert_eq!(client.nodes().keys().map(|n| n.0).collect::<Vec<_>>(), [1, 2]);
+    cluster.spawn(3);
+    rt.block_on(eventually("node 3 is learnt", || async { client.nodes().len() == 3 }));
+    // Node 3 leads; node 1 dies: only node 2, which redirects, is left of what the client
+    // knew at connect.
+    let o = cluster.concord(&["transfer-leader", "3"]);
+    assert!(o.status.success(), "{o:?}");
+    rt.block_on(eventually("node 3 leads", || async { cluster.leader() == Some(3) }));
+    cluster.kill(1);
+    rt.block_on(async {
+        let n = tokio::time::timeout(Duration::from_secs(10), client.counter("late").incr()).await;
+        assert_eq!(n.expect("served within 10 s"), Ok(1));
+        client.close().await;
+    });
+}

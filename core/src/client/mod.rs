@@ -266,6 +266,19 @@ impl Client {
         self.submit(now, Op::Session(SessionOp::Close))
     }
 
+    /// Learns another node of the group (found after the client was made, say, or added
+    /// to the cluster later): it joins the rotation, and a redirect to it is followed.
+    pub fn add_node(&mut self, node: NodeId) {
+        if !self.cfg.nodes.contains(&node) {
+            self.cfg.nodes.push(node);
+        }
+    }
+
+    /// The nodes the client knows.
+    pub fn nodes(&self) -> &[NodeId] {
+        &self.cfg.nodes
+    }
+
     /// Submits a command; it is sent once the session is open.
     pub fn submit(&mut self, now: Instant, op: Op) -> OpId {
         self.start(now, Kind::Command { op, seq: 0 })
