@@ -116,14 +116,21 @@ fn render_page(r: &StatusReport) -> String {
     h.push_str("</table>");
     let _ = write!(
         h,
-        "<h2>Sessions ({})</h2><table><tr><th>id</th><th>ttl ms</th><th>expires in ms</th></tr>",
-        r.sessions.len()
+        "<h2>Sessions ({})</h2>{}<table><tr><th>id</th><th>ttl ms</th><th>expires in ms</th></tr>",
+        r.sessions_open,
+        shown(r.sessions.len(), r.sessions_open)
     );
     for x in &r.sessions {
         let _ =
             write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", x.id.0, x.ttl_ms, x.expires_in_us / 1000);
     }
-    h.push_str("</table><h2>Held locks</h2><table><tr><th>name</th><th>holder session</th><th>fence</th><th>waiters</th></tr>");
+    let n = r.primitives.counts;
+    let _ = write!(
+        h,
+        "</table><h2>Held locks ({})</h2>{}<table><tr><th>name</th><th>holder session</th><th>fence</th><th>waiters</th></tr>",
+        n.locks,
+        shown(r.primitives.locks.len(), n.locks)
+    );
     for l in &r.primitives.locks {
         let _ = write!(
             h,
@@ -134,19 +141,30 @@ fn render_page(r: &StatusReport) -> String {
             l.waiters.len()
         );
     }
-    h.push_str(
-        "</table><h2>Read-write locks</h2><table><tr><th>name</th><th>writer</th><th>readers</th></tr>",
+    let _ = write!(
+        h,
+        "</table><h2>Read-write locks ({})</h2>{}<table><tr><th>name</th><th>writer</th><th>readers</th></tr>",
+        n.rwlocks,
+        shown(r.primitives.rwlocks.len(), n.rwlocks)
     );
     for l in &r.primitives.rwlocks {
         let w = l.writer.map_or("-".to_string(), |(s, f)| format!("session {} (fence {})", s.0, f.0));
         let _ = write!(h, "<tr><td>{}</td><td>{w}</td><td>{}</td></tr>", esc(&l.name), l.readers);
     }
-    h.push_str("</table><h2>Semaphores</h2><table><tr><th>name</th><th>available</th><th>held</th></tr>");
+    let _ = write!(
+        h,
+        "</table><h2>Semaphores ({})</h2>{}<table><tr><th>name</th><th>available</th><th>held</th></tr>",
+        n.semaphores,
+        shown(r.primitives.semaphores.len(), n.semaphores)
+    );
     for x in &r.primitives.semaphores {
         let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&x.name), x.available, x.held);
     }
-    h.push_str(
-        "</table><h2>Elections</h2><table><tr><th>name</th><th>leader session</th><th>fence</th></tr>",
+    let _ = write!(
+        h,
+        "</table><h2>Elections ({})</h2>{}<table><tr><th>name</th><th>leader session</th><th>fence</th></tr>",
+        n.elections,
+        shown(r.primitives.elections.len(), n.elections)
     );
     for (name, l) in &r.primitives.elections {
         let (who, fence) =
@@ -157,4 +175,13 @@ fn render_page(r: &StatusReport) -> String {
         "</table><p><a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a></p></body></html>",
     );
     h
+}
+
+/// A note when a list shows only the first of its items.
+fn shown(listed: usize, total: usize) -> String {
+    if listed < total {
+        format!("<p>the first {listed} of {total}</p>")
+    } else {
+        String::new()
+    }
 }

@@ -98,7 +98,9 @@ pub struct StatusReport {
     pub metrics: Metrics,
     /// Primitives in use: locks and their holders, semaphores, …
     pub primitives: View,
-    /// Open sessions.
+    /// Open sessions (all of them).
+    pub sessions_open: usize,
+    /// Open sessions, the first `list_max` by id.
     pub sessions: Vec<SessionInfo>,
     /// Host counters.
     pub host: HostReport,
@@ -110,6 +112,7 @@ impl StatusReport {
         raft: Status,
         metrics: Metrics,
         primitives: View,
+        sessions_open: usize,
         sessions: Vec<SessionInfo>,
         c: &HostCounters,
     ) -> Self {
@@ -136,6 +139,7 @@ impl StatusReport {
             raft,
             metrics,
             primitives,
+            sessions_open,
             sessions,
             host,
         }
@@ -154,7 +158,7 @@ impl StatusReport {
             ("concord_raft_last_index", "Last log index stored.", r.last_index),
             ("concord_raft_snapshot_index", "Last index covered by the snapshot.", r.snapshot_index),
             ("concord_raft_voters", "Voting members.", r.membership.voters.len() as u64),
-            ("concord_sessions", "Open sessions.", self.sessions.len() as u64),
+            ("concord_sessions", "Open sessions.", self.sessions_open as u64),
             ("concord_client_connections", "Client connections open.", self.host.client_connections),
         ];
         for (name, help, v) in gauges {
@@ -177,13 +181,14 @@ impl StatusReport {
             out,
             "# HELP concord_primitives In-use primitives by kind.\n# TYPE concord_primitives gauge"
         );
+        let n = p.counts;
         for (kind, n) in [
-            ("lock_held", p.locks.len()),
-            ("rwlock", p.rwlocks.len()),
-            ("semaphore", p.semaphores.len()),
-            ("latch", p.latches.len()),
-            ("barrier", p.barriers.len()),
-            ("election", p.elections.len()),
+            ("lock_held", n.locks),
+            ("rwlock", n.rwlocks),
+            ("semaphore", n.semaphores),
+            ("latch", n.latches),
+            ("barrier", n.barriers),
+            ("election", n.elections),
         ] {
             let _ = writeln!(out, "concord_primitives{{kind=\"{kind}\"}} {n}");
         }

@@ -173,6 +173,11 @@ impl NodeHandle {
     }
 }
 
+/// Items of each kind (locks, semaphores, …) the status report lists; the totals are
+/// always exact. Keeps `/status`, the status page and `/metrics` cheap for the node loop
+/// however many primitives exist.
+pub const STATUS_ITEMS_MAX: usize = 1_000;
+
 /// Idle time before TCP keepalive probes start on a peer or client connection.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 /// Time between keepalive probes.
@@ -522,7 +527,9 @@ impl NodeLoop {
             Ok(Reply::Sessions(s)) => s,
             _ => Vec::new(),
         };
-        StatusReport::new(&self.cfg, node.status(), *node.metrics(), machine.view(), sessions, &self.counters)
+        let view = machine.view_limited(STATUS_ITEMS_MAX);
+        let open = machine.sessions().count();
+        StatusReport::new(&self.cfg, node.status(), *node.metrics(), view, open, sessions, &self.counters)
     }
 }
 

@@ -47,8 +47,8 @@ fn is_kv(e: &Error, f: impl Fn(&KvError) -> bool) -> bool {
 
 #[test]
 fn every_primitive_through_the_typed_client() {
-    // Small pages, so listing crosses pages.
-    let cluster = Cluster::start_with(3, Some("[limits]\nlist_max = 3\n"));
+    // Small pages, so listing crosses pages, by count and by bytes.
+    let cluster = Cluster::start_with(3, Some("[limits]\nlist_max = 3\nlist_bytes_max = 100000\n"));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     rt.block_on(async {
         let a = connect(&cluster, Consistency::Linearizable).await;
@@ -244,6 +244,13 @@ async fn kv(a: &Concord, b: &Concord) {
     assert_eq!((page.len(), more), (3, true));
     let keys: Vec<String> = kv.list("cfg/", false).await.expect("list").into_iter().map(|e| e.key).collect();
     assert_eq!(keys, ["cfg/a", "cfg/b", "cfg/d", "cfg/e"]);
+    // Two values of 60 KB do not fit one 100 KB page: one per page.
+    for k in ["big/1", "big/2"] {
+        kv.put(k, vec![7; 60_000]).await.expect("put");
+    }
+    let (page, more) = kv.list_page("big/", None, false).await.expect("page");
+    assert_eq!((page.len(), more), (1, true));
+    assert_eq!(kv.list("big/", false).await.expect("list").len(), 2);
     let err = kv.delete("cfg/a", Some(e1)).await.expect_err("a stale tag deletes nothing");
     assert!(is_kv(&err, |k| matches!(k, KvError::EtagMismatch { .. })), "{err:?}");
     assert!(kv.delete("cfg/a", Some(e2)).await.expect("delete"));

@@ -284,7 +284,9 @@ fn a_torn_last_wal_record_is_cut_off_and_corruption_in_the_middle_is_refused() {
 
 #[test]
 fn garbage_and_oversize_frames_close_only_their_connection_and_oversize_answers_fail_cleanly() {
-    let c = Cluster::start(3);
+    // Listing pages larger than a frame (the default pages are 1 MiB), so that an answer
+    // can outgrow the 4 MiB frame limit.
+    let c = Cluster::start_with(3, Some("[limits]\nlist_bytes_max = 16777216\n"));
     let leader = c.wait_leader(Duration::from_secs(10));
     let node = &c.nodes[leader as usize - 1];
     let rt = runtime();

@@ -124,7 +124,7 @@ impl Concord {
             QueryOp::Latch(l) => Ok(s.latches.query(l)),
             QueryOp::Long(l) => Ok(s.longs.query(l)),
             QueryOp::Ref(l) => Ok(s.refs.query(l)),
-            QueryOp::Kv(l) => s.kv.query(l, s.now, list_max),
+            QueryOp::Kv(l) => s.kv.query(l, s.now, list_max, self.limits.list_bytes_max),
             QueryOp::Election(l) => Ok(s.elections.query(l)),
         }
     }
@@ -307,17 +307,34 @@ impl Concord {
 
     /// A view of the primitives' state, for status pages and invariant checks.
     pub fn view(&self) -> View {
+        self.view_limited(usize::MAX)
+    }
+
+    /// The same view with at most `max` items per kind (in name order), so that a status
+    /// page stays small however many primitives exist; [`View::counts`] has the totals.
+    pub fn view_limited(&self, max: usize) -> View {
         let s = &self.state;
+        let counts = ViewCounts {
+            locks: s.locks.all().count(),
+            rwlocks: s.rwlocks.holders().count(),
+            semaphores: s.semaphores.summary().count(),
+            latches: s.latches.summary().count(),
+            barriers: s.barriers.summary().count(),
+            elections: s.elections.leaders().count(),
+        };
         View {
-            locks: s.locks.all().collect(),
+            counts,
+            locks: s.locks.all().take(max).collect(),
             rwlocks: s
                 .rwlocks
                 .holders()
+                .take(max)
                 .map(|(n, writer, readers)| RwLockView { name: n.into(), writer, readers })
                 .collect(),
             semaphores: s
                 .semaphores
                 .summary()
+                .take(max)
                 .map(|(n, available, held, sessionless)| SemaphoreView {
                     name: n.into(),
                     available,
@@ -325,10 +342,16 @@ impl Concord {
                     sessionless,
                 })
                 .collect(),
-            latches: s.latches.summary().map(|(n, count, waiters)| (n.into(), count, waiters)).collect(),
+            latches: s
+                .latches
+                .summary()
+                .take(max)
+                .map(|(n, count, waiters)| (n.into(), count, waiters))
+                .collect(),
             barriers: s
                 .barriers
                 .summary()
+                .take(max)
                 .map(|(n, generation, parties, arrived)| BarrierView {
                     name: n.into(),
                     generation,
@@ -336,7 +359,7 @@ impl Concord {
                     arrived,
                 })
                 .collect(),
-            elections: s.elections.leaders().map(|(n, l)| (n.into(), l.cloned())).collect(),
+            elections: s.elections.leaders().take(max).map(|(n, l)| (n.into(), l.cloned())).collect(),
         }
     }
 
@@ -358,6 +381,8 @@ impl Concord {
 /// The primitives' state at a glance.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct View {
+    /// How many of each kind exist (the lists below may be cut short).
+    pub counts: ViewCounts,
     /// Fenced locks that are held or have waiters.
     pub locks: Vec<super::lock::LockInfo>,
     /// Read-write locks in use.
@@ -370,6 +395,23 @@ pub struct View {
     pub barriers: Vec<BarrierView>,
     /// Elections with a leader or candidates: (name, leader).
     pub elections: Vec<(String, Option<LeaderInfo>)>,
+}
+
+/// How many primitives of each kind are in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ViewCounts {
+    /// Fenced locks held or waited for.
+    pub locks: usize,
+    /// Read-write locks in use.
+    pub rwlocks: usize,
+    /// Semaphores.
+    pub semaphores: usize,
+    /// Latches counting down.
+    pub latches: usize,
+    /// Barriers used so far.
+    pub barriers: usize,
+    /// Elections with a leader or candidates.
+    pub elections: usize,
 }
 
 /// A read-write lock in use.

@@ -141,7 +141,8 @@ pub enum KvQuery {
         key: String,
     },
     /// Entries whose key starts with `prefix`, in key order, after `after` (exclusive),
-    /// at most `list_max` → [`Reply::KvList`].
+    /// at most `list_max` of them and `list_bytes_max` bytes of keys and values (but at
+    /// least one) → [`Reply::KvList`].
     List {
         /// Key prefix ("" for all).
         prefix: String,
@@ -421,7 +422,13 @@ impl Kv {
         }
     }
 
-    pub(crate) fn query(&self, q: &KvQuery, now: Instant, list_max: usize) -> Result<Reply, Error> {
+    pub(crate) fn query(
+        &self,
+        q: &KvQuery,
+        now: Instant,
+        list_max: usize,
+        list_bytes_max: usize,
+    ) -> Result<Reply, Error> {
         match q {
             KvQuery::Get { key, if_none_match } => {
                 let Some(s) = self.entries.get(key) else { return Ok(Reply::KvEntry(None)) };
@@ -439,13 +446,13 @@ impl Kv {
                     Some(a) if a.as_str() >= prefix.as_str() => Bound::Excluded(a.clone()),
                     _ => Bound::Included(prefix.clone()),
                 };
-                let mut it = self
+                let it = self
                     .entries
                     .range((start, Bound::Unbounded))
                     .take_while(|(k, _)| k.starts_with(prefix.as_str()))
                     .map(|(k, s)| self.entry(k, s, now, !keys_only));
-                let entries: Vec<KvEntry> = it.by_ref().take(list_max).collect();
-                let more = it.next().is_some();
+                let size = |e: &KvEntry| e.key.len() + e.value.as_ref().map_or(0, Vec::len);
+                let (entries, more) = page(it, list_max, list_bytes_max, size);
                 Ok(Reply::KvList { entries, more })
             }
             KvQuery::History { filter, from } => {
@@ -458,9 +465,9 @@ impl Kv {
                     return Err(KvError::Compacted { oldest: self.oldest }.into());
                 }
                 let start = self.history.partition_point(|e| e.revision < *from);
-                let mut it = self.history.range(start..).filter(|e| filter.matches(&e.key)).cloned();
-                let events: Vec<WatchEvent> = it.by_ref().take(list_max).collect();
-                let more = it.next().is_some();
+                let it = self.history.range(start..).filter(|e| filter.matches(&e.key)).cloned();
+                let size = |e: &WatchEvent| e.key.len() + e.value.as_ref().map_or(0, Vec::len);
+                let (events, more) = page(it, list_max, list_bytes_max, size);
                 Ok(Reply::WatchHistory { events, revision: self.revision, more })
             }
         }
@@ -470,4 +477,24 @@ impl Kv {
     pub(crate) fn revision(&self) -> u64 {
         self.revision
     }
+}
+
+/// The first items of `it`, at most `items_max` of them and `bytes_max` bytes by `size`,
+/// but at least one; and whether any are left.
+fn page<T>(
+    mut it: impl Iterator<Item = T>,
+    items_max: usize,
+    bytes_max: usize,
+    size: impl Fn(&T) -> usize,
+) -> (Vec<T>, bool) {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for item in it.by_ref() {
+        bytes = bytes.saturating_add(size(&item));
+        if !out.is_empty() && (out.len() >= items_max || bytes > bytes_max) {
+            return (out, true);
+        }
+        out.push(item);
+    }
+    (out, false)
 }

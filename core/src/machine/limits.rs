@@ -47,6 +47,10 @@ pub struct Limits {
     pub kv_ttl_max_ms: u64,
     /// Most entries one list or history read returns.
     pub list_max: usize,
+    /// Most bytes of keys and values one key-value list or history read returns, so that
+    /// a page fits a frame whatever the values' sizes; a page always holds at least one
+    /// entry.
+    pub list_bytes_max: usize,
     /// Key-value change events kept for resuming watches.
     pub watch_history_max: usize,
     /// Bytes of keys and values those events may hold.
@@ -79,6 +83,7 @@ impl Default for Limits {
             kv_value_bytes_max: 64 * 1024,
             kv_ttl_max_ms: 30 * 24 * 3_600_000,
             list_max: 1_000,
+            list_bytes_max: 1 << 20,
             watch_history_max: 10_000,
             watch_history_bytes_max: 4 << 20,
             election_value_bytes_max: 4 * 1024,
@@ -129,6 +134,7 @@ impl Limits {
             ("kv_keys_max", self.kv_keys_max),
             ("kv_value_bytes_max", self.kv_value_bytes_max),
             ("list_max", self.list_max),
+            ("list_bytes_max", self.list_bytes_max),
             ("watch_history_max", self.watch_history_max),
             ("watch_history_bytes_max", self.watch_history_bytes_max),
             ("election_value_bytes_max", self.election_value_bytes_max),

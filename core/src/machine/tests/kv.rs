@@ -414,6 +414,30 @@ fn list_pages_through_a_prefix_in_key_order() {
 }
 
 #[test]
+fn list_and_history_pages_stop_at_list_bytes_max_but_hold_at_least_one_entry() {
+    // Entries of 1 + 10 bytes; pages of at most 25 bytes hold two of them.
+    let mut t = T::with_limits(Limits { list_bytes_max: 25, ..Limits::default() });
+    for k in ["a", "b", "c", "d", "e"] {
+        ok(t.anon(put(k, &[0u8; 10])));
+    }
+    ok(t.anon(put("f", &[0u8; 40]))); // alone larger than a page
+    let s = |v: &[&str]| v.iter().map(|k| String::from(*k)).collect::<Vec<_>>();
+    let with_values = |after: Option<&str>| match t.query(None, list_q("", after, false)) {
+        Ok(Reply::KvList { entries, more }) => (entries.into_iter().map(|e| e.key).collect::<Vec<_>>(), more),
+        other => panic!("list failed: {other:?}"),
+    };
+    assert_eq!(with_values(None), (s(&["a", "b"]), true));
+    assert_eq!(with_values(Some("d")), (s(&["e"]), true), "f does not fit beside e");
+    assert_eq!(with_values(Some("e")), (s(&["f"]), false), "an oversize entry comes alone");
+    // Keys only: values do not count.
+    assert_eq!(list_keys(&t, "", None), (s(&["a", "b", "c", "d", "e", "f"]), false));
+    let all = || WatchFilter::Prefix("".into());
+    assert_eq!(history_revisions(&t, all(), 1), (vec![1, 2], 6, true));
+    assert_eq!(history_revisions(&t, all(), 5), (vec![5], 6, true));
+    assert_eq!(history_revisions(&t, all(), 6), (vec![6], 6, false));
+}
+
+#[test]
 fn history_has_gap_free_revisions_and_filters_by_key_prefix_and_pattern() {
     let mut t = T::new();
     ok(t.anon(put("x.a", b"1"))); // 1

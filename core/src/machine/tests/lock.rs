@@ -807,3 +807,17 @@ fn grants_and_releases_report_wait_and_hold_times_in_log_time() {
         vec![LockEvent::Released { name: "x".into(), session: b, fence: granted_b, held_us: 40_000 }]
     );
 }
+
+#[test]
+fn a_limited_view_lists_the_first_locks_by_name_and_counts_them_all() {
+    let mut t = T::new();
+    let a = t.open(TTL_MS);
+    for name in ["c", "a", "b"] {
+        ok(t.run(a, lock(name)));
+    }
+    let v = t.m.view_limited(2);
+    assert_eq!(v.counts.locks, 3);
+    assert_eq!(v.locks.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(t.m.view().locks.len(), 3);
+    assert_eq!(t.m.view().counts, v.counts);
+}
