@@ -170,8 +170,40 @@ pub struct Done {
     pub session: Option<SessionId>,
 }
 
+/// What gives back a grant whose caller stopped waiting for it (its future was dropped,
+/// a timeout around it fired): the commands that release what the reply granted.
+pub(crate) type Undo = Box<dyn FnOnce(&Reply) -> Vec<Op> + Send>;
+
+/// A command's caller: where the result goes, and how to undo a grant nobody took.
+struct Waiter {
+    tx: oneshot::Sender<Result<Done, Error>>,
+    undo: Option<Undo>,
+}
+
+/// A subscription being made: its deliveries go to `tx` once its id is known; until then
+/// they are kept.
+struct PendingSubscription {
+    session: SessionId,
+    tx: mpsc::UnboundedSender<SignalDelivery>,
+    early: Vec<SignalDelivery>,
+}
+
+/// Where one subscription's deliveries go.
+struct Route {
+    session: SessionId,
+    subscription: u64,
+    tx: mpsc::UnboundedSender<SignalDelivery>,
+}
+
 enum Cmd {
-    Submit(Op, Option<SessionId>, oneshot::Sender<Result<Done, Error>>),
+    Submit(Op, Option<SessionId>, Option<Undo>, oneshot::Sender<Result<Done, Error>>),
+    Subscribe(
+        Op,
+        SessionId,
+        Undo,
+        oneshot::Sender<Result<Done, Error>>,
+        mpsc::UnboundedSender<SignalDelivery>,
+    ),
     Read(QueryOp, Consistency, oneshot::Sender<Result<Done, Error>>),
     Admin(RequestBody, oneshot::Sender<Result<Answer, Error>>),
     Watch(WatchFilter, Option<u64>, mpsc::UnboundedSender<Result<WatchEvent, Error>>),
@@ -248,6 +280,8 @@ impl Concord {
             net_tx,
             frame_bytes_max: opts.frame_bytes_max,
             once: BTreeMap::new(),
+            subscribing: BTreeMap::new(),
+            routes: Vec::new(),
             admin: BTreeMap::new(),
             watches: BTreeMap::new(),
             observers: BTreeMap::new(),
@@ -302,13 +336,38 @@ impl Concord {
     /// drop). The driver takes it even if no runtime is current.
     fn in_background(&self, op: Op, session: SessionId) {
         let (tx, _) = oneshot::channel();
-        let _ = self.cmds.send(Cmd::Submit(op, Some(session), tx));
+        let _ = self.cmds.send(Cmd::Submit(op, Some(session), None, tx));
+    }
+
+    /// Applies `op`; if the caller stops waiting and the op then succeeds, the driver
+    /// applies what `undo` makes of the reply, in the same session.
+    pub(crate) async fn execute_undoable(&self, op: Op, undo: Undo) -> Result<Done, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Submit(op, None, Some(undo), tx)).map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Subscribes with `op` in the current session (waiting for one to open); the
+    /// subscription's deliveries, and only those, go to the returned stream.
+    pub(crate) async fn execute_subscribe(
+        &self,
+        op: Op,
+        undo: Undo,
+    ) -> Result<(Done, mpsc::UnboundedReceiver<SignalDelivery>), Error> {
+        let mut state = self.session.clone();
+        let session = state.wait_for(|s| s.current.is_some()).await.map_err(|_| Error::Closed)?.current;
+        let session = session.ok_or(Error::Closed)?;
+        let (tx, rx) = oneshot::channel();
+        let (deliveries, stream) = mpsc::unbounded_channel();
+        self.cmds.send(Cmd::Subscribe(op, session, undo, tx, deliveries)).map_err(|_| Error::Closed)?;
+        let done = rx.await.map_err(|_| Error::Closed)??;
+        Ok((done, stream))
     }
 
     /// Applies `op` (exactly once, whatever the retries), waiting as long as it waits.
     pub async fn execute(&self, op: Op) -> Result<Done, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Submit(op, None, tx)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Submit(op, None, None, tx)).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -316,7 +375,7 @@ impl Concord {
     /// `SessionLost` and is not applied in the client's next session.
     pub async fn execute_in(&self, op: Op, session: SessionId) -> Result<Done, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Submit(op, Some(session), tx)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Submit(op, Some(session), None, tx)).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -428,6 +487,10 @@ async fn rediscover(mut addrs: Vec<SocketAddr>, opts: Options, net: mpsc::Unboun
                         return;
                     }
                 }
+                // It answered, and refused (another group): asking again will not help.
+                Ok(Err(Error::Request(e))) => {
+                    tracing::warn!(%addr, error = %e, "endpoint refused; not asked again")
+                }
                 _ => left.push(addr),
             }
         }
@@ -466,7 +529,9 @@ struct Driver {
     generation: u64,
     net_tx: mpsc::UnboundedSender<Net>,
     frame_bytes_max: usize,
-    once: BTreeMap<OpId, oneshot::Sender<Result<Done, Error>>>,
+    once: BTreeMap<OpId, Waiter>,
+    subscribing: BTreeMap<OpId, PendingSubscription>,
+    routes: Vec<Route>,
     admin: BTreeMap<OpId, oneshot::Sender<Result<Answer, Error>>>,
     watches: BTreeMap<OpId, mpsc::UnboundedSender<Result<WatchEvent, Error>>>,
     observers: BTreeMap<OpId, mpsc::UnboundedSender<Result<ElectionEvent, Error>>>,
@@ -507,16 +572,22 @@ impl Driver {
     fn command(&mut self, c: Cmd) {
         let now = self.now();
         match c {
-            Cmd::Submit(op, pin, tx) => {
+            Cmd::Submit(op, pin, undo, tx) => {
                 let id = match pin {
                     Some(session) => self.core.submit_in(now, op, session),
                     None => self.core.submit(now, op),
                 };
-                self.once.insert(id, tx);
+                self.once.insert(id, Waiter { tx, undo });
+            }
+            Cmd::Subscribe(op, session, undo, tx, deliveries) => {
+                let id = self.core.submit_in(now, op, session);
+                self.once.insert(id, Waiter { tx, undo: Some(undo) });
+                self.subscribing
+                    .insert(id, PendingSubscription { session, tx: deliveries, early: Vec::new() });
             }
             Cmd::Read(q, consistency, tx) => {
                 let id = self.core.read(now, q, consistency);
-                self.once.insert(id, tx);
+                self.once.insert(id, Waiter { tx, undo: None });
             }
             Cmd::Admin(body, tx) => {
                 let id = self.core.admin(now, body);
@@ -533,7 +604,7 @@ impl Driver {
             Cmd::Signals(tx) => self.signals.push(tx),
             Cmd::CloseSession(tx) => {
                 let id = self.core.close(now);
-                self.once.insert(id, tx);
+                self.once.insert(id, Waiter { tx, undo: None });
             }
             Cmd::Close(_) => {}
         }
@@ -599,16 +670,36 @@ impl Driver {
                 });
                 // Subscriptions ended with the session: their streams end too.
                 self.signals.clear();
+                self.routes.clear();
+                self.subscribing.clear();
             }
             ClientEvent::Done { op, result, index, session, .. } => {
-                if let Some(tx) = self.once.remove(&op) {
-                    let _ =
-                        tx.send(result.map(|reply| Done { reply, index, session }).map_err(Error::Machine));
+                if let Some(sub) = self.subscribing.remove(&op) {
+                    if let Ok(Reply::Subscribed { id }) = &result {
+                        let route = Route { session: sub.session, subscription: *id, tx: sub.tx };
+                        let mine = |d: &SignalDelivery| d.subscription == route.subscription;
+                        if sub.early.into_iter().filter(mine).all(|d| route.tx.send(d).is_ok()) {
+                            self.routes.push(route);
+                        }
+                    }
+                }
+                if let Some(w) = self.once.remove(&op) {
+                    let result = result.map(|reply| Done { reply, index, session }).map_err(Error::Machine);
+                    // Nobody took the grant: give it back, in the session that got it.
+                    if let (Err(Ok(done)), Some(undo)) = (w.tx.send(result), w.undo) {
+                        if let Some(s) = done.session {
+                            let now = self.now();
+                            for op in undo(&done.reply) {
+                                self.core.submit_in(now, op, s);
+                            }
+                        }
+                    }
                 }
             }
             ClientEvent::Failed { op, error } => {
-                if let Some(tx) = self.once.remove(&op) {
-                    let _ = tx.send(Err(Error::Request(error.clone())));
+                self.subscribing.remove(&op);
+                if let Some(w) = self.once.remove(&op) {
+                    let _ = w.tx.send(Err(Error::Request(error.clone())));
                 }
                 if let Some(tx) = self.admin.remove(&op) {
                     let _ = tx.send(Err(Error::Request(error.clone())));
@@ -625,7 +716,15 @@ impl Driver {
                     let _ = tx.send(Ok(answer));
                 }
             }
-            ClientEvent::Signal(d) => self.signals.retain(|tx| tx.send(d.clone()).is_ok()),
+            ClientEvent::Signal(d) => {
+                for sub in self.subscribing.values_mut().filter(|p| p.session == d.session) {
+                    sub.early.push(d.clone());
+                }
+                self.routes.retain(|r| {
+                    r.session != d.session || r.subscription != d.subscription || r.tx.send(d.clone()).is_ok()
+                });
+                self.signals.retain(|tx| tx.send(d.clone()).is_ok());
+            }
             ClientEvent::Watch { op, event } => {
                 if self.watches.get(&op).is_some_and(|tx| tx.send(Ok(event)).is_err()) {
                     self.watches.remove(&op);

@@ -91,6 +91,15 @@ async fn locks(a: &Concord, b: &Concord) {
     a.force_unlock("L").await.expect("force");
     assert_eq!(taken.unlock().await, Err(Error::Machine(MachineError::Lock(LockError::NotHeld))));
 
+    // A wait given up while queued leaves nothing held: the grant that arrives later is
+    // given back by the client.
+    let held = a.lock("A", None).await.expect("lock");
+    let abandoned = tokio::time::timeout(Duration::from_millis(200), b.lock("A", None)).await;
+    assert!(abandoned.is_err(), "b waits behind a");
+    held.unlock().await.expect("unlock");
+    eventually("the abandoned grant is given back", || async { !a.is_locked("A").await.expect("query") })
+        .await;
+
     let all = a.lock_all(&["M1", "M2"], None).await.expect("lock_all");
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].fence(), all[1].fence(), "one fence for the whole set");

@@ -63,6 +63,13 @@ fn a_release_pinned_to_a_lost_session_never_reaches_the_new_one() {
     // Cut client 0 off until it gives its session up, then let it open a new one.
     g.request_fate = Box::new(|_, _, _| vec![]);
     assert!(g.run_until(5_000_000, |g| g.events[0].iter().any(|e| matches!(e, ClientEvent::SessionLost(_)))));
+    // Still cut off, with no session: a release pinned to the lost one fails at once.
+    let early = g.submit_in(0, Op::Lock(LockOp::Unlock { name: "L".into() }), old);
+    assert!(
+        matches!(g.result(0, early), Some(ClientEvent::Done { result: Err(Error::SessionLost(s)), .. }) if *s == old),
+        "{:?}",
+        g.result(0, early)
+    );
     g.request_fate = Box::new(|_, _, _| vec![500]);
     assert!(g.run_until(10_000_000, |g| g.has_session(0)));
     let new = g.clients[0].session().expect("a new session");

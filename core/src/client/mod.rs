@@ -518,15 +518,19 @@ impl Client {
             if at > self.now {
                 continue;
             }
+            // A command pinned to a session that is gone fails now, not once the next
+            // session opens (which may take long while the cluster is out of reach).
+            if let (Kind::Command { seq: 0, .. }, Some(pinned)) = (&p.kind, p.session) {
+                if Some(pinned) != self.session {
+                    self.finish(id, Err(Error::SessionLost(pinned)), 0, false);
+                    continue;
+                }
+            }
             let needs_session = matches!(p.kind, Kind::Command { .. } | Kind::KeepAlive);
             if needs_session && self.session.is_none() {
                 continue;
             }
             if let Kind::Command { seq: 0, .. } = p.kind {
-                if let Some(pinned) = p.session.filter(|s| Some(*s) != self.session) {
-                    self.finish(id, Err(Error::SessionLost(pinned)), 0, false);
-                    continue;
-                }
                 if self.commands_unanswered() >= self.cfg.commands_in_flight_max {
                     continue;
                 }

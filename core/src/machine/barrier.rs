@@ -139,6 +139,11 @@ impl Barriers {
         }
     }
 
+    /// How many exist (in constant time).
+    pub(crate) fn len(&self) -> usize {
+        self.barriers.len()
+    }
+
     /// (name, generation, parties, arrived) of every barrier. For invariant checks.
     pub(crate) fn summary(&self) -> impl Iterator<Item = (&str, u64, u32, usize)> {
         self.barriers.iter().map(|(n, b)| (n.as_str(), b.generation, b.parties, b.arrived.len()))

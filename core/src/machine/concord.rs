@@ -315,12 +315,12 @@ impl Concord {
     pub fn view_limited(&self, max: usize) -> View {
         let s = &self.state;
         let counts = ViewCounts {
-            locks: s.locks.all().count(),
-            rwlocks: s.rwlocks.holders().count(),
-            semaphores: s.semaphores.summary().count(),
-            latches: s.latches.summary().count(),
-            barriers: s.barriers.summary().count(),
-            elections: s.elections.leaders().count(),
+            locks: s.locks.len(),
+            rwlocks: s.rwlocks.len(),
+            semaphores: s.semaphores.len(),
+            latches: s.latches.len(),
+            barriers: s.barriers.len(),
+            elections: s.elections.len(),
         };
         View {
             counts,

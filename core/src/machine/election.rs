@@ -249,6 +249,11 @@ impl Elections {
         }
     }
 
+    /// How many exist (in constant time).
+    pub(crate) fn len(&self) -> usize {
+        self.elections.len()
+    }
+
     /// (name, leader) of every election. For invariant checks.
     pub(crate) fn leaders(&self) -> impl Iterator<Item = (&str, Option<&LeaderInfo>)> {
         self.elections.iter().map(|(n, e)| (n.as_str(), e.leader.as_ref()))

@@ -154,6 +154,11 @@ impl Latches {
         }
     }
 
+    /// How many exist (in constant time).
+    pub(crate) fn len(&self) -> usize {
+        self.latches.len()
+    }
+
     /// (name, count, waiters) of every latch. For invariant checks.
     pub(crate) fn summary(&self) -> impl Iterator<Item = (&str, u64, usize)> {
         self.latches.iter().map(|(n, l)| (n.as_str(), l.count, l.waiters.len()))

@@ -555,6 +555,11 @@ impl Locks {
         })
     }
 
+    /// How many exist (in constant time).
+    pub(crate) fn len(&self) -> usize {
+        self.locks.len()
+    }
+
     /// Every lock that is held or has waiters, for status pages and checks.
     pub(crate) fn all(&self) -> impl Iterator<Item = LockInfo> + '_ {
         self.infos(self.locks.iter())

@@ -265,6 +265,11 @@ impl RwLocks {
         })
     }
 
+    /// How many exist (in constant time).
+    pub(crate) fn len(&self) -> usize {
+        self.locks.len()
+    }
+
     /// (name, writer, readers) of every held lock. For invariant checks.
     pub(crate) fn holders(&self) -> impl Iterator<Item = (&str, Option<(SessionId, Fence)>, usize)> {
         self.locks

@@ -281,6 +281,11 @@ impl Semaphores {
         self.sems.values().flat_map(|s| s.held.keys().copied())
     }
 
+    /// How many exist (in constant time).
+    pub(crate) fn len(&self) -> usize {
+        self.sems.len()
+    }
+
     /// (name, available, permits held by sessions, sessionless) of every semaphore. For
     /// invariant checks.
     pub(crate) fn summary(&self) -> impl Iterator<Item = (&str, i64, u64, bool)> {

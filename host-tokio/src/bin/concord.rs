@@ -709,8 +709,12 @@ async fn release_after(
     release: impl std::future::Future<Output = Result<(), Error>>,
 ) -> Result<Outcome, CliError> {
     let Some(code) = ran else { return Ok(Outcome::Exit(EXIT_SESSION_LOST)) };
-    release.await?;
-    Ok(Outcome::Exit(code))
+    match release.await {
+        // Lost after the command finished: the cluster released it, and the command ran
+        // to its end holding it, so its code stands.
+        Ok(()) | Err(Error::Machine(MachineError::SessionLost(_))) => Ok(Outcome::Exit(code)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A try (`--timeout-ms 0`) that found the primitive taken is "not acquired"; any other

@@ -5,14 +5,22 @@
 //! [`Leadership`] — that knows the session it was granted in: it reports when that
 //! session (and so the ownership) is lost, and releases on drop in the background. A
 //! release is pinned to the granting session, so it can never reach a newer hold of
-//! the same primitive taken in a later session.
+//! the same primitive taken in a later session. Within one session, releases go by name:
+//! each lock guard gives back one (reentrant) hold, and after an operator's
+//! `force_unlock` and a new grant in the same session, an old guard's release would give
+//! back the new hold.
+//!
+//! A grant whose caller stopped waiting — the acquiring future was dropped, or a
+//! `tokio::time::timeout` around it fired, while the request was queued in the cluster —
+//! is given back by the client as soon as it arrives, so an abandoned wait never leaves
+//! a lock held.
 //!
 //! Waiting operations take a `timeout`: `None` waits until granted, `Some(d)` fails
 //! with [`MachineError::Timeout`] after `d`. The `try_*` forms ask once and answer
 //! `None` when the primitive is taken. Reads go with the client's
 //! [`Options::read_consistency`](super::Options::read_consistency).
 
-use super::{Concord, Done, Error};
+use super::{Concord, Done, Error, Undo};
 use concord_core::machine::barrier::BarrierOp;
 use concord_core::machine::election::{ElectionOp, ElectionQuery, LeaderInfo};
 use concord_core::machine::kv::{KvEntry, KvOp, KvQuery, PutMode, WatchEvent, WatchFilter};
@@ -41,6 +49,11 @@ fn tried<T>(r: Result<T, Error>) -> Result<Option<T>, Error> {
         Err(Error::Machine(MachineError::Timeout)) => Ok(None),
         r => r.map(Some),
     }
+}
+
+/// An undo that applies `op` whatever the reply.
+fn undo_with(op: Op) -> Undo {
+    Box::new(move |_| vec![op])
 }
 
 fn expect_bool(r: Reply) -> Result<bool, Error> {
@@ -172,10 +185,11 @@ impl Concord {
     /// second `lock` of a lock the session holds is granted with the same fence, and
     /// each guard releases one hold.
     pub async fn lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockGuard, Error> {
-        let done =
-            self.execute(Op::Lock(LockOp::Lock { name: name.into(), timeout_ms: millis(timeout) })).await?;
+        let op = Op::Lock(LockOp::Lock { name: name.into(), timeout_ms: millis(timeout) });
+        let unlock = Op::Lock(LockOp::Unlock { name: name.into() });
+        let done = self.execute_undoable(op, undo_with(unlock.clone())).await?;
         let fence = expect_fence(done.reply.clone())?;
-        let hold = Hold::new(self, &done, Op::Lock(LockOp::Unlock { name: name.into() }))?;
+        let hold = Hold::new(self, &done, unlock)?;
         Ok(LockGuard { hold, fence })
     }
 
@@ -189,7 +203,9 @@ impl Concord {
     pub async fn lock_all(&self, names: &[&str], timeout: Option<Duration>) -> Result<Vec<LockGuard>, Error> {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let op = LockOp::LockMany { names: names.clone(), timeout_ms: millis(timeout) };
-        let done = self.execute(Op::Lock(op)).await?;
+        let unlocks: Vec<Op> =
+            names.iter().map(|name| Op::Lock(LockOp::Unlock { name: name.clone() })).collect();
+        let done = self.execute_undoable(Op::Lock(op), Box::new(move |_| unlocks)).await?;
         let fence = expect_fence(done.reply.clone())?;
         names
             .into_iter()
@@ -211,7 +227,8 @@ impl Concord {
     }
 
     /// Campaigns in election `name` with `value`, waiting up to `timeout`; the guard
-    /// resigns when dropped.
+    /// resigns when dropped. Campaigning again while leading answers the same leadership
+    /// (same fence); either guard resigns it.
     pub async fn campaign(
         &self,
         name: &str,
@@ -219,7 +236,8 @@ impl Concord {
         timeout: Option<Duration>,
     ) -> Result<Leadership, Error> {
         let op = ElectionOp::Campaign { name: name.into(), value, timeout_ms: millis(timeout) };
-        let done = self.execute(Op::Election(op)).await?;
+        let resign = Op::Election(ElectionOp::Resign { name: name.into() });
+        let done = self.execute_undoable(Op::Election(op), undo_with(resign)).await?;
         let fence = expect_fence(done.reply.clone())?;
         let hold = Hold::new(self, &done, Op::Election(ElectionOp::Resign { name: name.into() }))?;
         Ok(Leadership { hold, name: name.into(), fence })
@@ -279,11 +297,14 @@ impl Concord {
     /// belongs to the session: its stream ends when the session is lost. Dropping it
     /// unsubscribes.
     pub async fn subscribe(&self, pattern: &str, queue_group: Option<&str>) -> Result<Subscription, Error> {
-        // Listen first: a signal published just after the subscription is applied may
-        // arrive before its reply.
-        let deliveries = self.signals();
+        // The subscription runs in the session current now; signals that reach it before
+        // its reply are kept for it.
         let op = SignalOp::Subscribe { pattern: pattern.into(), group: queue_group.map(str::to_owned) };
-        let done = self.execute(Op::Signal(op)).await?;
+        let undo: Undo = Box::new(|r| match r {
+            Reply::Subscribed { id } => vec![Op::Signal(SignalOp::Unsubscribe { id: *id })],
+            _ => Vec::new(),
+        });
+        let (done, deliveries) = self.execute_subscribe(Op::Signal(op), undo).await?;
         let id = match done.reply {
             Reply::Subscribed { id } => id,
             r => return Err(unexpected(r)),
@@ -496,12 +517,14 @@ impl Semaphore<'_> {
     }
 
     /// Takes `permits` for the session, waiting up to `timeout`; the guard gives them
-    /// back when dropped.
+    /// back when dropped. For semaphores made with [`Semaphore::init`]: the guard trusts
+    /// the cluster to take the permits back if the session is lost, which a sessionless
+    /// semaphore does not do — use [`Semaphore::take`] and [`Semaphore::release`] there.
     pub async fn acquire(&self, permits: u64, timeout: Option<Duration>) -> Result<Permits, Error> {
         let op = SemaphoreOp::Acquire { name: self.name.clone(), permits, timeout_ms: millis(timeout) };
-        let done = self.op(op).await?;
-        expect_unit(done.reply.clone())?;
         let release = Op::Semaphore(SemaphoreOp::Release { name: self.name.clone(), permits });
+        let done = self.client.execute_undoable(Op::Semaphore(op), undo_with(release.clone())).await?;
+        expect_unit(done.reply.clone())?;
         Ok(Permits { hold: Hold::new(self.client, &done, release)?, permits })
     }
 
@@ -578,9 +601,9 @@ pub struct RwLock<'a> {
 impl RwLock<'_> {
     async fn lock(&self, mode: Mode, timeout: Option<Duration>) -> Result<RwGuard, Error> {
         let op = RwLockOp::Lock { name: self.name.clone(), mode, timeout_ms: millis(timeout) };
-        let done = self.client.execute(Op::RwLock(op)).await?;
-        let fence = expect_fence(done.reply.clone())?;
         let release = Op::RwLock(RwLockOp::Unlock { name: self.name.clone() });
+        let done = self.client.execute_undoable(Op::RwLock(op), undo_with(release.clone())).await?;
+        let fence = expect_fence(done.reply.clone())?;
         Ok(RwGuard { hold: Hold::new(self.client, &done, release)?, fence, mode })
     }
 
@@ -855,12 +878,7 @@ impl Subscription {
 
     /// The next signal; `None` once the session, and the subscription with it, was lost.
     pub async fn next(&mut self) -> Option<SignalDelivery> {
-        loop {
-            let d = self.deliveries.recv().await?;
-            if d.subscription == self.id && d.session == self.hold.session {
-                return Some(d);
-            }
-        }
+        self.deliveries.recv().await
     }
 
     /// Ends the subscription.
