@@ -15,9 +15,26 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_concord")
 }
 
-/// A port free right now on 127.0.0.1.
+/// Ports handed to test nodes come from below the kernel's ephemeral range (32768 and up
+/// on Linux), so the outgoing connections of tests and nodes, which take ephemeral
+/// ports, cannot grab one between the check here and the node's bind; each test process
+/// walks the range from its own offset, and no port is handed out twice in a process.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port free right now on 127.0.0.1, never handed out before by this process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let _ =
+        NEXT.compare_exchange(u32::MAX, std::process::id() * 97 % span, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..span {
+        let port = PORTS.start + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {PORTS:?}")
 }
 
 /// One node: its addresses, data directory and process (if running).
