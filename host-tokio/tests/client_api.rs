@@ -91,6 +91,17 @@ async fn locks(a: &Concord, b: &Concord) {
     a.force_unlock("L").await.expect("force");
     assert_eq!(taken.unlock().await, Err(Error::Machine(MachineError::Lock(LockError::NotHeld))));
 
+    // The same session, granted anew after a force-unlock: the old guard cannot give the
+    // new grant back.
+    let old = a.lock("F", None).await.expect("lock");
+    a.force_unlock("F").await.expect("force");
+    let new = a.lock("F", None).await.expect("granted again");
+    assert!(new.fence() > old.fence());
+    assert_eq!(old.unlock().await, Err(Error::Machine(MachineError::Lock(LockError::NotHeld))));
+    assert!(b.is_locked("F").await.expect("query"), "the new grant stays");
+    new.unlock().await.expect("unlock");
+    assert!(!b.is_locked("F").await.expect("query"));
+
     // A wait given up while queued leaves nothing held: the grant that arrives later is
     // given back by the client.
     let held = a.lock("A", None).await.expect("lock");

@@ -72,6 +72,16 @@ pub enum LockOp {
         /// The lock.
         name: String,
     },
+    /// Releases one hold of the grant that came with `fence` → [`Reply::Count`] of holds
+    /// left; [`LockError::NotHeld`] if the session holds `name` under another fence (the
+    /// grant was force-unlocked and the lock granted anew) or not at all. What a lock
+    /// guard sends, so that it can only ever give back its own grant.
+    Release {
+        /// The lock.
+        name: String,
+        /// The grant's fence.
+        fence: Fence,
+    },
 }
 
 /// Lock reads.
@@ -257,6 +267,7 @@ impl Locks {
             LockOp::Await { name, timeout_ms } => self.await_place(fx, &name, timeout_ms),
             LockOp::Unlock { name } => self.unlock(fx, &name),
             LockOp::ForceUnlock { name } => self.force_unlock(fx, &name),
+            LockOp::Release { name, fence } => self.release_grant(fx, &name, fence),
         };
         r.unwrap_or_else(Step::from)
     }
@@ -422,6 +433,16 @@ impl Locks {
             return Ok(Step::Done(Ok(Reply::Count(0))));
         }
         Err(LockError::NotHeld.into())
+    }
+
+    /// `Unlock`, only of the session's grant with `fence`.
+    fn release_grant(&mut self, fx: &mut Fx<'_>, name: &str, fence: Fence) -> Result<Step, Error> {
+        let session = fx.session()?;
+        let holder = self.locks.get(name).and_then(|s| s.holder.as_ref());
+        if !holder.is_some_and(|h| h.session == session && h.fence == fence) {
+            return Err(LockError::NotHeld.into());
+        }
+        self.unlock(fx, name)
     }
 
     fn force_unlock(&mut self, fx: &mut Fx<'_>, name: &str) -> Result<Step, Error> {

@@ -5,10 +5,11 @@
 //! [`Leadership`] — that knows the session it was granted in: it reports when that
 //! session (and so the ownership) is lost, and releases on drop in the background. A
 //! release is pinned to the granting session, so it can never reach a newer hold of
-//! the same primitive taken in a later session. Within one session, releases go by name:
-//! each lock guard gives back one (reentrant) hold, and after an operator's
-//! `force_unlock` and a new grant in the same session, an old guard's release would give
-//! back the new hold.
+//! the same primitive taken in a later session. A lock guard also names its grant's
+//! fence ([`LockOp::Release`]): it gives back one hold of that grant only, so after an
+//! operator's `force_unlock` and a new grant in the same session the old guard's release
+//! fails with `NotHeld` and the new hold stays. Other guards release by name within
+//! their session.
 //!
 //! A grant whose caller stopped waiting — the acquiring future was dropped, or a
 //! `tokio::time::timeout` around it fired, while the request was queued in the cluster —
@@ -49,6 +50,19 @@ fn tried<T>(r: Result<T, Error>) -> Result<Option<T>, Error> {
         Err(Error::Machine(MachineError::Timeout)) => Ok(None),
         r => r.map(Some),
     }
+}
+
+/// Gives back the lock grant with `fence`, and no later one.
+fn release_grant(name: String, fence: Fence) -> Op {
+    Op::Lock(LockOp::Release { name, fence })
+}
+
+/// An undo that gives back the grants of `names` a fence reply carries.
+fn release_grants(names: Vec<String>) -> Undo {
+    Box::new(move |r| match r {
+        Reply::Fence(f) => names.into_iter().map(|n| release_grant(n, *f)).collect(),
+        _ => Vec::new(),
+    })
 }
 
 /// An undo that applies `op` whatever the reply.
@@ -186,10 +200,9 @@ impl Concord {
     /// each guard releases one hold.
     pub async fn lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockGuard, Error> {
         let op = Op::Lock(LockOp::Lock { name: name.into(), timeout_ms: millis(timeout) });
-        let unlock = Op::Lock(LockOp::Unlock { name: name.into() });
-        let done = self.execute_undoable(op, undo_with(unlock.clone())).await?;
+        let done = self.execute_undoable(op, release_grants(vec![name.into()])).await?;
         let fence = expect_fence(done.reply.clone())?;
-        let hold = Hold::new(self, &done, unlock)?;
+        let hold = Hold::new(self, &done, release_grant(name.into(), fence))?;
         Ok(LockGuard { hold, fence })
     }
 
@@ -203,15 +216,11 @@ impl Concord {
     pub async fn lock_all(&self, names: &[&str], timeout: Option<Duration>) -> Result<Vec<LockGuard>, Error> {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let op = LockOp::LockMany { names: names.clone(), timeout_ms: millis(timeout) };
-        let unlocks: Vec<Op> =
-            names.iter().map(|name| Op::Lock(LockOp::Unlock { name: name.clone() })).collect();
-        let done = self.execute_undoable(Op::Lock(op), Box::new(move |_| unlocks)).await?;
+        let done = self.execute_undoable(Op::Lock(op), release_grants(names.clone())).await?;
         let fence = expect_fence(done.reply.clone())?;
         names
             .into_iter()
-            .map(|name| {
-                Ok(LockGuard { hold: Hold::new(self, &done, Op::Lock(LockOp::Unlock { name }))?, fence })
-            })
+            .map(|name| Ok(LockGuard { hold: Hold::new(self, &done, release_grant(name, fence))?, fence }))
             .collect()
     }
 

@@ -821,3 +821,23 @@ fn a_limited_view_lists_the_first_locks_by_name_and_counts_them_all() {
     assert_eq!(t.m.view().locks.len(), 3);
     assert_eq!(t.m.view().counts, v.counts);
 }
+
+#[test]
+fn release_gives_back_only_the_grant_with_its_fence() {
+    let mut t = T::new();
+    let a = t.open(TTL_MS);
+    let release = |fence: Fence| Op::Lock(LockOp::Release { name: "l".into(), fence });
+    let Reply::Fence(old) = ok(t.run(a, lock("l"))) else { panic!("a fence") };
+    ok(t.run(a, lock("l")));
+    assert_eq!(ok(t.run(a, release(old))), Reply::Count(1), "one of two reentrant holds");
+    // Force-unlocked and granted again to the same session: the old grant is gone.
+    assert_eq!(ok(t.anon(force_unlock("l"))), Reply::Unit);
+    let Reply::Fence(new) = ok(t.run(a, lock("l"))) else { panic!("a fence") };
+    assert!(new > old);
+    assert_eq!(err(t.run(a, release(old))), lock_err(LockError::NotHeld));
+    assert_eq!(count(&t, "l"), Reply::Count(1), "the new grant is intact");
+    let b = t.open(TTL_MS);
+    assert_eq!(err(t.run(b, release(new))), lock_err(LockError::NotHeld), "another session's grant");
+    assert_eq!(ok(t.run(a, release(new))), Reply::Count(0));
+    assert_eq!(err(t.run(a, release(new))), lock_err(LockError::NotHeld), "nothing left to release");
+}
