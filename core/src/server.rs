@@ -11,7 +11,10 @@
 //! ```
 
 use crate::machine::kv::{KvQuery, WatchFilter};
-use crate::machine::{Concord, Event as MachineEvent, Outcome, Query, QueryOp, Reply, SessionId};
+use crate::machine::{
+    Concord, Error as MachineError, Event as MachineEvent, Outcome, Query, QueryOp, QueuedOutcome, Reply,
+    SessionEnd, SessionId,
+};
 use crate::raft::{Event, Message, Node, NodeError, Request, RequestId, Response, StorageWrite, WriteToken};
 use crate::time::Instant;
 use crate::wire::{Answer, ClientError, ClientRequest, Push, RequestBody, ServerMessage};
@@ -313,6 +316,43 @@ impl Replica {
         self.kv_routed = revision;
     }
 
+    /// After a snapshot install: the entries it covered were never applied here, so the
+    /// completions and session ends among them produced no events. Clients waiting on this
+    /// node learn them from the replicated reply cache instead.
+    fn catch_up_waiters(&mut self) {
+        let machine = self.node.machine();
+        let mut settled = Vec::new();
+        for ((session, seq), conns) in &self.waiting {
+            let result = match machine.queued_outcome(*session, *seq) {
+                QueuedOutcome::NotCompleted => continue,
+                QueuedOutcome::Completed(result, index) => (result, index),
+                // The session ended in the covered entries, and the wait with it.
+                QueuedOutcome::SessionGone => (Err(MachineError::SessionLost(*session)), 0),
+            };
+            for conn in conns {
+                let push = Push::Completed {
+                    session: *session,
+                    seq: *seq,
+                    result: result.0.clone(),
+                    index: result.1,
+                };
+                self.out.push_back((*conn, ServerMessage::Push(push)));
+            }
+            settled.push((*session, *seq));
+        }
+        for key in settled {
+            self.waiting.remove(&key);
+        }
+        let gone: Vec<SessionId> =
+            self.sessions.keys().copied().filter(|s| !machine.sessions().any(|open| open == *s)).collect();
+        for session in gone {
+            if let Some(conn) = self.sessions.remove(&session) {
+                let push = Push::SessionEnded { session, reason: SessionEnd::Expired };
+                self.out.push_back((conn, ServerMessage::Push(push)));
+            }
+        }
+    }
+
     /// Routes everything the node produced: replies to their requests, machine events to
     /// the connections they concern.
     fn route(&mut self) {
@@ -348,6 +388,7 @@ impl Replica {
                 }
                 Event::SnapshotInstalled { index } => {
                     self.catch_up_watches();
+                    self.catch_up_waiters();
                     self.events.push_back(Event::SnapshotInstalled { index });
                 }
             }

@@ -36,3 +36,18 @@ fn all_fault_seeds_keep_every_primitive_invariant() {
         psim::run(PsimConfig::all_faults(1_000_000 + seed)).unwrap_or_else(|v| panic!("{v}"));
     }
 }
+
+/// Seeds that once failed, each with what it found; more are added as sweeps find them.
+const REGRESSION_SEEDS: &[(u64, &str)] = &[(
+    3129,
+    "a latch await queued at a node that then installed a snapshot covering the entry that \
+     timed it out: the node never told the client, which waited forever (liveness); replicas \
+     now settle such waits from the reply cache after an install",
+)];
+
+#[test]
+fn regression_seeds() {
+    for (seed, found) in REGRESSION_SEEDS {
+        psim::run(PsimConfig::for_seed(*seed)).unwrap_or_else(|v| panic!("{found}\n{v}"));
+    }
+}

@@ -102,6 +102,19 @@ impl Concord {
         self.state.index
     }
 
+    /// How queued command `seq` of `session` stands, from the replicated reply cache: for
+    /// a replica that skipped the entry completing it (it installed a snapshot instead)
+    /// and must still tell the waiting client.
+    pub fn queued_outcome(&self, session: SessionId, seq: u64) -> QueuedOutcome {
+        match self.state.sessions.map.get(&session) {
+            None => QueuedOutcome::SessionGone,
+            Some(s) => match s.completed(seq) {
+                Some((result, index)) => QueuedOutcome::Completed(result, index),
+                None => QueuedOutcome::NotCompleted,
+            },
+        }
+    }
+
     /// The open sessions.
     pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
         self.state.sessions.map.keys().copied()
@@ -376,6 +389,17 @@ impl Concord {
         owners.extend(s.signals.subscriptions().map(|(_, s)| s));
         owners
     }
+}
+
+/// How a queued command stands: see [`Concord::queued_outcome`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueuedOutcome {
+    /// Its session has ended (and with it the wait).
+    SessionGone,
+    /// Completed by the entry at this index.
+    Completed(Result<Reply, Error>, LogIndex),
+    /// Still queued, or not in the cache.
+    NotCompleted,
 }
 
 /// The primitives' state at a glance.

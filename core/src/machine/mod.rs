@@ -27,7 +27,7 @@ mod tests;
 pub use api::{
     Command, Error, Etag, Event, Fence, Op, Outcome, Query, QueryOp, Reply, SessionEnd, SessionId, SessionRef,
 };
-pub use concord::{BarrierView, Concord, RwLockView, SemaphoreView, View, ViewCounts};
+pub use concord::{BarrierView, Concord, QueuedOutcome, RwLockView, SemaphoreView, View, ViewCounts};
 #[cfg(feature = "bug-injection")]
 pub use limits::MachineBugs;
 pub use limits::{Limit, Limits, LimitsError};

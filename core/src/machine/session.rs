@@ -117,6 +117,15 @@ impl Session {
         }
     }
 
+    /// What the cache says of a queued `seq`: completed (with its result and index),
+    /// or `None` while pending or if it is not cached.
+    pub(crate) fn completed(&self, seq: u64) -> Option<(Result<Reply, Error>, LogIndex)> {
+        match self.replies.get(&seq) {
+            Some(Cached::Completed(r, i)) => Some((r.clone(), *i)),
+            _ => None,
+        }
+    }
+
     /// Completes a pending `seq` (if the client has not moved past it).
     pub(crate) fn complete(&mut self, seq: u64, result: Result<Reply, Error>, index: LogIndex) {
         if let Some(c @ Cached::Pending) = self.replies.get_mut(&seq) {
