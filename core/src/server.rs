@@ -11,6 +11,7 @@
 //! ```
 
 use crate::machine::kv::{KvQuery, WatchFilter};
+use crate::machine::lock::LockEvent;
 use crate::machine::{
     Concord, Error as MachineError, Event as MachineEvent, Outcome, Query, QueryOp, QueuedOutcome, Reply,
     SessionEnd, SessionId,
@@ -66,6 +67,8 @@ pub struct Replica {
     events: VecDeque<Event<()>>,
     /// Every machine event, when the host asked for them (audit logs, checkers).
     applied: Option<VecDeque<MachineEvent>>,
+    /// Lock hand-overs kept for the host's hold and wait metrics, if asked for.
+    lock_events: Option<VecDeque<LockEvent>>,
     /// The key-value revision up to which changes were routed to watches.
     kv_routed: u64,
 }
@@ -87,6 +90,7 @@ impl Replica {
             out: VecDeque::new(),
             events: VecDeque::new(),
             applied: None,
+            lock_events: None,
         }
     }
 
@@ -95,6 +99,19 @@ impl Replica {
     /// [`Replica::poll_machine_event`]: for audit logs and checkers.
     pub fn record_machine_events(&mut self) {
         self.applied.get_or_insert_with(VecDeque::new);
+    }
+
+    /// Also keep lock grants and releases (with their wait and hold times), to drain with
+    /// [`Replica::poll_lock_event`]: what a host needs for lock metrics, without copying
+    /// every other event.
+    pub fn record_lock_events(&mut self) {
+        self.lock_events.get_or_insert_with(VecDeque::new);
+    }
+
+    /// The next lock event recorded since [`Replica::record_lock_events`].
+    #[must_use]
+    pub fn poll_lock_event(&mut self) -> Option<LockEvent> {
+        self.lock_events.as_mut().and_then(VecDeque::pop_front)
     }
 
     /// The next machine event recorded since [`Replica::record_machine_events`].
@@ -318,39 +335,47 @@ impl Replica {
 
     /// After a snapshot install: the entries it covered were never applied here, so the
     /// completions and session ends among them produced no events. Clients waiting on this
-    /// node learn them from the replicated reply cache instead.
+    /// node learn them from the replicated reply cache and session table instead.
     fn catch_up_waiters(&mut self) {
         let machine = self.node.machine();
-        let mut settled = Vec::new();
-        for ((session, seq), conns) in &self.waiting {
-            let result = match machine.queued_outcome(*session, *seq) {
-                QueuedOutcome::NotCompleted => continue,
-                QueuedOutcome::Completed(result, index) => (result, index),
-                // The session ended in the covered entries, and the wait with it.
-                QueuedOutcome::SessionGone => (Err(MachineError::SessionLost(*session)), 0),
-            };
-            for conn in conns {
-                let push = Push::Completed {
-                    session: *session,
-                    seq: *seq,
-                    result: result.0.clone(),
-                    index: result.1,
-                };
-                self.out.push_back((*conn, ServerMessage::Push(push)));
-            }
-            settled.push((*session, *seq));
-        }
-        for key in settled {
-            self.waiting.remove(&key);
-        }
-        let gone: Vec<SessionId> =
-            self.sessions.keys().copied().filter(|s| !machine.sessions().any(|open| open == *s)).collect();
-        for session in gone {
-            if let Some(conn) = self.sessions.remove(&session) {
-                let push = Push::SessionEnded { session, reason: SessionEnd::Expired };
-                self.out.push_back((conn, ServerMessage::Push(push)));
+        let mut completed = Vec::new();
+        let mut ended = Vec::new();
+        for &(session, seq) in self.waiting.keys() {
+            match machine.queued_outcome(session, seq) {
+                QueuedOutcome::NotCompleted => {}
+                QueuedOutcome::Completed(result, index) => completed.push((session, seq, result, index)),
+                QueuedOutcome::SessionGone => ended.push(session),
             }
         }
+        ended.extend(self.sessions.keys().copied().filter(|s| !machine.has_session(*s)));
+        for (session, seq, result, index) in completed {
+            self.complete_waiters(session, seq, &result, index);
+        }
+        for session in ended {
+            self.end_session(session, SessionEnd::Expired);
+        }
+    }
+
+    /// Tells the connections waiting on `(session, seq)` how it completed.
+    fn complete_waiters(
+        &mut self,
+        session: SessionId,
+        seq: u64,
+        result: &Result<Reply, MachineError>,
+        index: u64,
+    ) {
+        for conn in self.waiting.remove(&(session, seq)).unwrap_or_default() {
+            let push = Push::Completed { session, seq, result: result.clone(), index };
+            self.out.push_back((conn, ServerMessage::Push(push)));
+        }
+    }
+
+    /// Tells the session's connection it ended; its waits end with it.
+    fn end_session(&mut self, session: SessionId, reason: SessionEnd) {
+        if let Some(conn) = self.sessions.remove(&session) {
+            self.out.push_back((conn, ServerMessage::Push(Push::SessionEnded { session, reason })));
+        }
+        self.waiting.retain(|(s, _), _| *s != session);
     }
 
     /// Routes everything the node produced: replies to their requests, machine events to
@@ -401,17 +426,9 @@ impl Replica {
         }
         match event {
             MachineEvent::Completed { session, seq, result, index } => {
-                for conn in self.waiting.remove(&(session, seq)).unwrap_or_default() {
-                    let push = Push::Completed { session, seq, result: result.clone(), index };
-                    self.out.push_back((conn, ServerMessage::Push(push)));
-                }
+                self.complete_waiters(session, seq, &result, index);
             }
-            MachineEvent::SessionEnded { session, reason, .. } => {
-                if let Some(conn) = self.sessions.remove(&session) {
-                    self.out.push_back((conn, ServerMessage::Push(Push::SessionEnded { session, reason })));
-                }
-                self.waiting.retain(|(s, _), _| *s != session);
-            }
+            MachineEvent::SessionEnded { session, reason, .. } => self.end_session(session, reason),
             MachineEvent::Signal(delivery) => {
                 if let Some(&conn) = self.sessions.get(&delivery.session) {
                     self.out.push_back((conn, ServerMessage::Push(Push::Signal(delivery))));
@@ -431,7 +448,11 @@ impl Replica {
                 }
             }
             // For the host's metrics only (see `record_machine_events`).
-            MachineEvent::Lock(_) => {}
+            MachineEvent::Lock(e) => {
+                if let Some(q) = self.lock_events.as_mut() {
+                    q.push_back(e);
+                }
+            }
             MachineEvent::Election(event) => {
                 for ((conn, id), name) in &self.observers {
                     if *name == event.name {

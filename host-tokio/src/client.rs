@@ -26,6 +26,7 @@ use concord_core::machine::election::ElectionEvent;
 use concord_core::machine::kv::{WatchEvent, WatchFilter};
 use concord_core::machine::signal::SignalDelivery;
 use concord_core::machine::{Error as MachineError, Op, QueryOp, Reply, SessionId};
+use concord_core::raft::{Membership, MembershipChange, Status, Term};
 use concord_core::wire::{Answer, ClientError, ClientRequest, Envelope, RequestBody, ServerMessage};
 use concord_core::{Consistency, GroupId, Instant, LogIndex, NodeId};
 use std::collections::BTreeMap;
@@ -134,6 +135,11 @@ impl Options {
     /// 1, a 10 s session, 1 s request timeout.
     pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(endpoints: I) -> Result<Self, Error> {
         let endpoints = endpoints.into_iter().map(|e| e.as_ref().parse()).collect::<Result<Vec<_>, _>>()?;
+        Self::from_endpoints(endpoints)
+    }
+
+    /// Options for endpoints already parsed, with the same defaults as [`Options::new`].
+    pub fn from_endpoints(endpoints: Vec<Endpoint>) -> Result<Self, Error> {
         if endpoints.is_empty() {
             return Err(Error::Config("at least one endpoint is needed".into()));
         }
@@ -208,7 +214,6 @@ enum Cmd {
     Admin(RequestBody, oneshot::Sender<Result<Answer, Error>>),
     Watch(WatchFilter, Option<u64>, mpsc::UnboundedSender<Result<WatchEvent, Error>>),
     Observe(String, mpsc::UnboundedSender<Result<ElectionEvent, Error>>),
-    Signals(mpsc::UnboundedSender<SignalDelivery>),
     CloseSession(oneshot::Sender<Result<Done, Error>>),
     Close(oneshot::Sender<()>),
 }
@@ -285,7 +290,6 @@ impl Concord {
             admin: BTreeMap::new(),
             watches: BTreeMap::new(),
             observers: BTreeMap::new(),
-            signals: Vec::new(),
             session: session_tx,
             closing: None,
         };
@@ -398,6 +402,30 @@ impl Concord {
         rx.await.map_err(|_| Error::Closed)?
     }
 
+    /// The status of the node that answers (the leader, if there is one).
+    pub async fn status(&self) -> Result<Status, Error> {
+        match self.admin(RequestBody::Status).await? {
+            Answer::Status(s) => Ok(s),
+            other => Err(Error::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Changes the membership; the log index of the change and the membership in force.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(LogIndex, Membership), Error> {
+        match self.admin(RequestBody::ChangeMembership(change)).await? {
+            Answer::Membership { index, membership } => Ok((index, membership)),
+            other => Err(Error::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Hands leadership to node `to`; the term it leads in.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<Term, Error> {
+        match self.admin(RequestBody::TransferLeadership(to)).await? {
+            Answer::Transferred { term } => Ok(term),
+            other => Err(Error::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// Watches key-value changes matching `filter`, from revision `from` (or now). The
     /// stream resumes across node changes without gaps; it ends with an error if the
     /// history it needs was compacted.
@@ -415,14 +443,6 @@ impl Concord {
     pub fn observe(&self, name: &str) -> mpsc::UnboundedReceiver<Result<ElectionEvent, Error>> {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = self.cmds.send(Cmd::Observe(name.into(), tx));
-        rx
-    }
-
-    /// Signals delivered to this client's subscriptions. The stream ends when the session
-    /// is lost, since its subscriptions end with it.
-    pub fn signals(&self) -> mpsc::UnboundedReceiver<SignalDelivery> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = self.cmds.send(Cmd::Signals(tx));
         rx
     }
 
@@ -535,7 +555,6 @@ struct Driver {
     admin: BTreeMap<OpId, oneshot::Sender<Result<Answer, Error>>>,
     watches: BTreeMap<OpId, mpsc::UnboundedSender<Result<WatchEvent, Error>>>,
     observers: BTreeMap<OpId, mpsc::UnboundedSender<Result<ElectionEvent, Error>>>,
-    signals: Vec<mpsc::UnboundedSender<SignalDelivery>>,
     session: watch::Sender<SessionState>,
     closing: Option<oneshot::Sender<()>>,
 }
@@ -601,7 +620,6 @@ impl Driver {
                 let id = self.core.observe(now, name);
                 self.observers.insert(id, tx);
             }
-            Cmd::Signals(tx) => self.signals.push(tx),
             Cmd::CloseSession(tx) => {
                 let id = self.core.close(now);
                 self.once.insert(id, Waiter { tx, undo: None });
@@ -669,7 +687,6 @@ impl Driver {
                     s.lost += 1;
                 });
                 // Subscriptions ended with the session: their streams end too.
-                self.signals.clear();
                 self.routes.clear();
                 self.subscribing.clear();
             }
@@ -723,7 +740,6 @@ impl Driver {
                 self.routes.retain(|r| {
                     r.session != d.session || r.subscription != d.subscription || r.tx.send(d.clone()).is_ok()
                 });
-                self.signals.retain(|tx| tx.send(d.clone()).is_ok());
             }
             ClientEvent::Watch { op, event } => {
                 if self.watches.get(&op).is_some_and(|tx| tx.send(Ok(event)).is_err()) {

@@ -126,10 +126,24 @@ impl ServerConfig {
             return Err(ConfigError("client_queue_max and client_connections_max must be at least 1".into()));
         }
         self.limits.validate().map_err(|e| ConfigError(format!("limits: {e}")))?;
+        // One value with its key and framing must fit a frame, or a watch event or
+        // signal carrying it could never be delivered.
+        let l = &self.limits;
+        let largest = l.kv_value_bytes_max.max(l.reference_bytes_max).max(l.signal_payload_bytes_max);
+        let needed = largest.saturating_add(2 * l.name_bytes_max).saturating_add(FRAME_OVERHEAD_BYTES);
+        if needed > self.frame_bytes_max {
+            return Err(ConfigError(format!(
+                "frame_bytes_max ({}) must exceed the largest value limit with its key and framing ({needed})",
+                self.frame_bytes_max
+            )));
+        }
         self.raft()?;
         Ok(())
     }
 }
+
+/// What a frame adds around one value: headers, ids, lengths (generous).
+const FRAME_OVERHEAD_BYTES: usize = 1024;
 
 /// Parses `ID=HOST:PORT`.
 pub fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {
@@ -165,6 +179,13 @@ mod tests {
         assert!(c.validate().unwrap_err().0.contains("heartbeat"));
         let c = ServerConfig { id: 0, ..ServerConfig::default() };
         assert!(c.validate().is_err());
+        // A value limit that cannot fit a frame.
+        let mut c = ServerConfig { frame_bytes_max: 64 * 1024, ..ServerConfig::default() };
+        assert!(c.validate().unwrap_err().0.contains("frame_bytes_max"));
+        c.limits.kv_value_bytes_max = 1024;
+        c.limits.reference_bytes_max = 1024;
+        c.limits.signal_payload_bytes_max = 1024;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! snapshot save`). Each report asks the node loop for a fresh [`StatusReport`].
 
 use crate::metrics::StatusReport;
-use crate::server::Input;
+use crate::server::{Input, STATUS_ITEMS_MAX};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -36,10 +36,11 @@ pub(crate) async fn serve(
     }
 }
 
-async fn report(inputs: &Inputs) -> Result<StatusReport, Response> {
+/// A report from the node loop listing at most `items` of each kind.
+async fn report(inputs: &Inputs, items: usize) -> Result<StatusReport, Response> {
     let (tx, rx) = oneshot::channel();
     let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "node is stopping").into_response();
-    inputs.send(Input::Status(tx)).map_err(|_| unavailable())?;
+    inputs.send(Input::Status(items, tx)).map_err(|_| unavailable())?;
     rx.await.map_err(|_| unavailable())
 }
 
@@ -58,21 +59,22 @@ async fn snapshot(data_dir: PathBuf) -> Response {
 }
 
 async fn status(State(inputs): State<Inputs>) -> Response {
-    match report(&inputs).await {
+    match report(&inputs, STATUS_ITEMS_MAX).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => e,
     }
 }
 
 async fn metrics(State(inputs): State<Inputs>) -> Response {
-    match report(&inputs).await {
+    // Totals only: a scrape builds no lists.
+    match report(&inputs, 0).await {
         Ok(r) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], r.prometheus()).into_response(),
         Err(e) => e,
     }
 }
 
 async fn page(State(inputs): State<Inputs>) -> Response {
-    match report(&inputs).await {
+    match report(&inputs, STATUS_ITEMS_MAX).await {
         Ok(r) => Html(render_page(&r)).into_response(),
         Err(e) => e,
     }

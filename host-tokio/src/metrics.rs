@@ -100,7 +100,7 @@ pub struct StatusReport {
     pub primitives: View,
     /// Open sessions (all of them).
     pub sessions_open: usize,
-    /// Open sessions, the first `list_max` by id.
+    /// Open sessions, the first few by id (see `STATUS_ITEMS_MAX`; none for `/metrics`).
     pub sessions: Vec<SessionInfo>,
     /// Host counters.
     pub host: HostReport,
@@ -116,13 +116,14 @@ impl StatusReport {
         sessions: Vec<SessionInfo>,
         c: &HostCounters,
     ) -> Self {
-        let snapshot = |h: &std::sync::Mutex<Histogram>, bounds| {
-            h.lock().map_or_else(|_| Histogram::new(bounds), |h| h.clone())
+        // A histogram whose lock was poisoned is still a valid histogram.
+        let snapshot = |h: &std::sync::Mutex<Histogram>| {
+            h.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
         };
         let host = HostReport {
-            fsync: snapshot(&c.fsync, LATENCY_BUCKETS_S),
-            lock_hold: snapshot(&c.lock_hold, LOCK_BUCKETS_S),
-            lock_wait: snapshot(&c.lock_wait, LOCK_BUCKETS_S),
+            fsync: snapshot(&c.fsync),
+            lock_hold: snapshot(&c.lock_hold),
+            lock_wait: snapshot(&c.lock_wait),
             writes_persisted: c.writes_persisted.load(Ordering::Relaxed),
             peer_messages_dropped: c.peer_messages_dropped.load(Ordering::Relaxed),
             client_frames_refused: c.client_frames_refused.load(Ordering::Relaxed),

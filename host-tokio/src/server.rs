@@ -16,7 +16,7 @@ use crate::frame::{read_frame, write_frame, FrameError};
 use crate::metrics::{Histogram, StatusReport, LATENCY_BUCKETS_S, LOCK_BUCKETS_S};
 use crate::wal::{Wal, WalError, WalOptions};
 use concord_core::machine::lock::LockEvent;
-use concord_core::machine::{Concord, Event as MachineEvent, Query, QueryOp, Reply};
+use concord_core::machine::{Concord, Query, QueryOp, Reply};
 use concord_core::raft::WriteToken;
 use concord_core::server::{ConnId, Replica, ServeLimits};
 use concord_core::wire::{ClientError, ClientRequest, Envelope, ServerMessage};
@@ -105,7 +105,9 @@ pub(crate) enum Input {
     ClientClosed(ConnId),
     Persisted(WriteToken),
     StorageFailed(String),
-    Status(oneshot::Sender<StatusReport>),
+    /// A status report listing at most this many items (sessions, locks, …) per kind;
+    /// 0 for totals only (what `/metrics` needs).
+    Status(usize, oneshot::Sender<StatusReport>),
 }
 
 /// Counters the tasks around the node loop keep.
@@ -173,9 +175,9 @@ impl NodeHandle {
     }
 }
 
-/// Items of each kind (locks, semaphores, …) the status report lists; the totals are
-/// always exact. Keeps `/status`, the status page and `/metrics` cheap for the node loop
-/// however many primitives exist.
+/// Items of each kind (sessions, locks, semaphores, …) `/status` and the status page
+/// list; the totals are always exact, and `/metrics` asks for totals only. Keeps the
+/// reports cheap for the node loop however many primitives exist.
 pub const STATUS_ITEMS_MAX: usize = 1_000;
 
 /// Idle time before TCP keepalive probes start on a peer or client connection.
@@ -236,7 +238,7 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
     let limits = ServeLimits { streams_per_connection_max: cfg.streams_per_connection_max };
     let mut replica = Replica::new(node, limits);
     // Lock hand-overs feed the hold and wait time metrics.
-    replica.record_machine_events();
+    replica.record_lock_events();
 
     let bind = |addr: SocketAddr, what: &'static str| async move {
         TcpListener::bind(addr)
@@ -460,8 +462,8 @@ impl NodeLoop {
                 error!(error = %e, "write-ahead log failed; stopping");
                 return Err(ServerError::Io(format!("write-ahead log failed: {e}")));
             }
-            Input::Status(reply) => {
-                let _ = reply.send(self.report());
+            Input::Status(items, reply) => {
+                let _ = reply.send(self.report(items));
             }
         }
         Ok(())
@@ -495,15 +497,10 @@ impl NodeLoop {
                 self.replica.handle_disconnect(conn);
             }
         }
-        while let Some(e) = self.replica.poll_machine_event() {
+        while let Some(e) = self.replica.poll_lock_event() {
             let (h, us) = match e {
-                MachineEvent::Lock(LockEvent::Granted { waited_us, .. }) => {
-                    (&self.counters.lock_wait, waited_us)
-                }
-                MachineEvent::Lock(LockEvent::Released { held_us, .. }) => {
-                    (&self.counters.lock_hold, held_us)
-                }
-                _ => continue,
+                LockEvent::Granted { waited_us, .. } => (&self.counters.lock_wait, waited_us),
+                LockEvent::Released { held_us, .. } => (&self.counters.lock_hold, held_us),
             };
             if let Ok(mut h) = h.lock() {
                 h.observe(us as f64 / 1e6);
@@ -520,14 +517,15 @@ impl NodeLoop {
         }
     }
 
-    fn report(&self) -> StatusReport {
+    fn report(&self, items: usize) -> StatusReport {
         let node = self.replica.node();
         let machine = node.machine();
-        let sessions = match machine.read(&Query { session: None, op: QueryOp::Sessions }) {
-            Ok(Reply::Sessions(s)) => s,
+        let mut sessions = match machine.read(&Query { session: None, op: QueryOp::Sessions }) {
+            Ok(Reply::Sessions(s)) if items > 0 => s,
             _ => Vec::new(),
         };
-        let view = machine.view_limited(STATUS_ITEMS_MAX);
+        sessions.truncate(items);
+        let view = machine.view_limited(items);
         let open = machine.sessions().count();
         StatusReport::new(&self.cfg, node.status(), *node.metrics(), view, open, sessions, &self.counters)
     }

@@ -274,11 +274,6 @@ impl Client {
         }
     }
 
-    /// The nodes the client knows.
-    pub fn nodes(&self) -> &[NodeId] {
-        &self.cfg.nodes
-    }
-
     /// Submits a command; it is sent once the session is open.
     pub fn submit(&mut self, now: Instant, op: Op) -> OpId {
         self.start(now, Kind::Command { op, seq: 0 })
@@ -289,13 +284,7 @@ impl Client {
     /// with [`Error::SessionLost`] instead. Releasing what a session owns goes this way, so
     /// that a release can never reach a newer session's hold of the same thing.
     pub fn submit_in(&mut self, now: Instant, op: Op, session: SessionId) -> OpId {
-        self.now = self.now.max(now);
-        let id = OpId(self.next_op);
-        self.next_op += 1;
-        let phase = Phase::Waiting { at: self.now };
-        self.ops.insert(id, Pending { kind: Kind::Command { op, seq: 0 }, phase, session: Some(session) });
-        self.flush();
-        id
+        self.start_in(now, Kind::Command { op, seq: 0 }, Some(session))
     }
 
     /// Submits a read.
@@ -336,10 +325,15 @@ impl Client {
     }
 
     fn start(&mut self, now: Instant, kind: Kind) -> OpId {
+        self.start_in(now, kind, None)
+    }
+
+    /// Starts `kind`; a command with a `session` may only run in that session.
+    fn start_in(&mut self, now: Instant, kind: Kind, session: Option<SessionId>) -> OpId {
         self.now = self.now.max(now);
         let id = OpId(self.next_op);
         self.next_op += 1;
-        self.ops.insert(id, Pending { kind, phase: Phase::Waiting { at: self.now }, session: None });
+        self.ops.insert(id, Pending { kind, phase: Phase::Waiting { at: self.now }, session });
         self.flush();
         id
     }

@@ -115,6 +115,11 @@ impl Concord {
         }
     }
 
+    /// Whether `session` is open.
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.state.sessions.map.contains_key(&session)
+    }
+
     /// The open sessions.
     pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
         self.state.sessions.map.keys().copied()

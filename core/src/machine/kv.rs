@@ -451,8 +451,7 @@ impl Kv {
                     .range((start, Bound::Unbounded))
                     .take_while(|(k, _)| k.starts_with(prefix.as_str()))
                     .map(|(k, s)| self.entry(k, s, now, !keys_only));
-                let size = |e: &KvEntry| e.key.len() + e.value.as_ref().map_or(0, Vec::len);
-                let (entries, more) = page(it, list_max, list_bytes_max, size);
+                let (entries, more) = page(it, list_max, list_bytes_max, |e| kv_bytes(&e.key, &e.value));
                 Ok(Reply::KvList { entries, more })
             }
             KvQuery::History { filter, from } => {
@@ -466,8 +465,7 @@ impl Kv {
                 }
                 let start = self.history.partition_point(|e| e.revision < *from);
                 let it = self.history.range(start..).filter(|e| filter.matches(&e.key)).cloned();
-                let size = |e: &WatchEvent| e.key.len() + e.value.as_ref().map_or(0, Vec::len);
-                let (events, more) = page(it, list_max, list_bytes_max, size);
+                let (events, more) = page(it, list_max, list_bytes_max, |e| kv_bytes(&e.key, &e.value));
                 Ok(Reply::WatchHistory { events, revision: self.revision, more })
             }
         }
@@ -477,6 +475,11 @@ impl Kv {
     pub(crate) fn revision(&self) -> u64 {
         self.revision
     }
+}
+
+/// What a key and its value weigh in a page.
+fn kv_bytes(key: &str, value: &Option<Vec<u8>>) -> usize {
+    key.len() + value.as_ref().map_or(0, Vec::len)
 }
 
 /// The first items of `it`, at most `items_max` of them and `bytes_max` bytes by `size`,

@@ -12,10 +12,10 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use concord_core::machine::kv::{KvError, PutMode, WatchFilter};
 use concord_core::machine::{Error as MachineError, Etag};
-use concord_core::raft::MembershipChange;
-use concord_core::wire::{Answer, RequestBody};
+use concord_core::raft::{Membership, MembershipChange};
+
 use concord_core::{Consistency, NodeId};
-use concord_tokio::client::{Concord, Error, Fresh, Options, Tripped};
+use concord_tokio::client::{Concord, Endpoint, Error, Fresh, Options, Tripped};
 use concord_tokio::config::{parse_peer, ServerConfig};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -140,7 +140,7 @@ struct ClientArgs<T: Args> {
         default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003",
         global = true
     )]
-    endpoints: Vec<String>,
+    endpoints: Vec<Endpoint>,
     /// The cluster's group id.
     #[arg(long, env = "CONCORD_GROUP", default_value_t = 1, global = true)]
     group: u64,
@@ -549,8 +549,6 @@ enum Outcome {
 }
 
 const EXIT_ERROR: u8 = 1;
-/// Bad usage: what clap reports as usage errors, and endpoints that do not parse.
-const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_ACQUIRED: u8 = 3;
 const EXIT_TIMEOUT: u8 = 4;
 const EXIT_SESSION_LOST: u8 = 5;
@@ -579,11 +577,8 @@ fn main() -> ExitCode {
         Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("concord: {e}");
-            ExitCode::from(match e {
-                CliError::Client(Error::Machine(MachineError::Timeout)) => EXIT_TIMEOUT,
-                CliError::Client(Error::Config(_)) => EXIT_USAGE,
-                _ => EXIT_ERROR,
-            })
+            let timeout = matches!(e, CliError::Client(Error::Machine(MachineError::Timeout)));
+            ExitCode::from(if timeout { EXIT_TIMEOUT } else { EXIT_ERROR })
         }
     }
 }
@@ -659,7 +654,7 @@ where
     F: FnOnce(Ctx, T) -> Fut,
     Fut: std::future::Future<Output = Result<Outcome, CliError>>,
 {
-    let mut opts = Options::new(&c.endpoints)?;
+    let mut opts = Options::from_endpoints(c.endpoints)?;
     opts.group = c.group;
     opts.session_ttl = Duration::from_millis(c.session_ttl_ms);
     opts.read_consistency = c.consistency.into();
@@ -1046,12 +1041,8 @@ async fn signal(ctx: Ctx, a: SignalArgs) -> Result<Outcome, CliError> {
 }
 
 async fn status(ctx: Ctx, _: NoArgs) -> Result<Outcome, CliError> {
-    let answer = ctx.client.admin(RequestBody::Status).await?;
-    let Answer::Status(s) = answer else {
-        return Err(CliError::Other(format!("unexpected answer {answer:?}")));
-    };
-    let voters: Vec<u64> = s.membership.voters.iter().map(|v| v.0).collect();
-    let learners: Vec<u64> = s.membership.learners.iter().map(|v| v.0).collect();
+    let s = ctx.client.status().await?;
+    let (voters, learners) = ids(&s.membership);
     ctx.print(
         format!(
             "node {} ({:?}), term {}, leader {}, commit {}, applied {}, voters {voters:?}, learners {learners:?}",
@@ -1067,18 +1058,18 @@ async fn status(ctx: Ctx, _: NoArgs) -> Result<Outcome, CliError> {
     Ok(Outcome::Ok)
 }
 
+/// The voters' and learners' ids.
+fn ids(m: &Membership) -> (Vec<u64>, Vec<u64>) {
+    (m.voters.iter().map(|v| v.0).collect(), m.learners.iter().map(|v| v.0).collect())
+}
+
 async fn member(ctx: Ctx, a: MemberArgs) -> Result<Outcome, CliError> {
     let change = match a.action {
         MemberAction::Add { id, learner: false } => MembershipChange::AddVoter(NodeId(id)),
         MemberAction::Add { id, learner: true } => MembershipChange::AddLearner(NodeId(id)),
         MemberAction::Remove { id } => MembershipChange::Remove(NodeId(id)),
         MemberAction::List => {
-            let answer = ctx.client.admin(RequestBody::Status).await?;
-            let Answer::Status(s) = answer else {
-                return Err(CliError::Other(format!("unexpected answer {answer:?}")));
-            };
-            let voters: Vec<u64> = s.membership.voters.iter().map(|v| v.0).collect();
-            let learners: Vec<u64> = s.membership.learners.iter().map(|v| v.0).collect();
+            let (voters, learners) = ids(&ctx.client.status().await?.membership);
             ctx.print(
                 format!("voters {voters:?}, learners {learners:?}"),
                 json!({"voters": voters, "learners": learners}),
@@ -1086,11 +1077,8 @@ async fn member(ctx: Ctx, a: MemberArgs) -> Result<Outcome, CliError> {
             return Ok(Outcome::Ok);
         }
     };
-    let answer = ctx.client.admin(RequestBody::ChangeMembership(change)).await?;
-    let Answer::Membership { index, membership } = answer else {
-        return Err(CliError::Other(format!("unexpected answer {answer:?}")));
-    };
-    let voters: Vec<u64> = membership.voters.iter().map(|v| v.0).collect();
+    let (index, membership) = ctx.client.change_membership(change).await?;
+    let (voters, _) = ids(&membership);
     ctx.print(
         format!("membership at index {index}: voters {voters:?}"),
         json!({"index": index, "voters": voters}),
@@ -1099,27 +1087,29 @@ async fn member(ctx: Ctx, a: MemberArgs) -> Result<Outcome, CliError> {
 }
 
 async fn transfer(ctx: Ctx, a: TransferArgs) -> Result<Outcome, CliError> {
-    let answer = ctx.client.admin(RequestBody::TransferLeadership(NodeId(a.id))).await?;
-    let Answer::Transferred { term } = answer else {
-        return Err(CliError::Other(format!("unexpected answer {answer:?}")));
-    };
+    let term = ctx.client.transfer_leadership(NodeId(a.id)).await?;
     ctx.print(format!("node {} leads in term {term}", a.id), json!({"leader": a.id, "term": term}));
     Ok(Outcome::Ok)
 }
 
 async fn snapshot(a: SnapshotArgs) -> Result<Outcome, CliError> {
     let SnapshotAction::Save { file, from, data_dir } = a.action;
-    let snap: concord_core::Snapshot = match (from, data_dir) {
+    // The fetched bytes are written as they came, once they decode as a snapshot.
+    let (snap, bytes): (concord_core::Snapshot, Vec<u8>) = match (from, data_dir) {
         (Some(addr), _) => {
             let bytes = http_get(addr, "/snapshot").await?;
-            postcard::from_bytes(&bytes).map_err(|e| format!("{addr}: not a snapshot: {e}"))?
+            let snap = postcard::from_bytes(&bytes).map_err(|e| format!("{addr}: not a snapshot: {e}"))?;
+            (snap, bytes)
         }
-        (None, Some(dir)) => concord_tokio::wal::Wal::read_snapshot(&dir)
-            .map_err(|e| format!("{}: {e}", dir.display()))?
-            .ok_or_else(|| format!("{}: no snapshot yet", dir.display()))?,
+        (None, Some(dir)) => {
+            let snap = concord_tokio::wal::Wal::read_snapshot(&dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?
+                .ok_or_else(|| format!("{}: no snapshot yet", dir.display()))?;
+            let bytes = postcard::to_allocvec(&snap).map_err(|e| e.to_string())?;
+            (snap, bytes)
+        }
         (None, None) => return Err(CliError::Other("give --from HOST:PORT or --data-dir DIR".into())),
     };
-    let bytes = postcard::to_allocvec(&snap).map_err(|e| e.to_string())?;
     std::fs::write(&file, &bytes).map_err(|e| format!("{}: {e}", file.display()))?;
     println!(
         "saved the snapshot at index {} (term {}) to {}",
@@ -1130,8 +1120,18 @@ async fn snapshot(a: SnapshotArgs) -> Result<Outcome, CliError> {
     Ok(Outcome::Ok)
 }
 
-/// A bare HTTP/1.0 GET against a node's own endpoint; the body of a 200 answer.
+/// How long `snapshot save --from` waits for the node's answer.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A bare HTTP/1.0 GET against a node's own endpoint; the body of a 200 answer, within
+/// [`HTTP_TIMEOUT`].
 async fn http_get(addr: SocketAddr, path: &str) -> Result<Vec<u8>, CliError> {
+    tokio::time::timeout(HTTP_TIMEOUT, http_get_unbounded(addr, path))
+        .await
+        .map_err(|_| CliError::Other(format!("{addr}{path}: no answer within {HTTP_TIMEOUT:?}")))?
+}
+
+async fn http_get_unbounded(addr: SocketAddr, path: &str) -> Result<Vec<u8>, CliError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let fail = |e: &dyn std::fmt::Display| CliError::Other(format!("{addr}{path}: {e}"));
     let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| fail(&e))?;

@@ -133,20 +133,18 @@ impl Hold {
     }
 
     fn is_held(&self) -> bool {
-        self.release.is_some() && self.client.session.borrow().current == Some(self.session)
+        self.client.session.borrow().current == Some(self.session)
     }
 
     async fn lost(&self) {
         self.client.session_changed(Some(self.session)).await;
     }
 
-    /// Releases now. A lost session released everything already: `SessionLost`.
-    async fn release(mut self) -> Result<Reply, Error> {
+    /// Releases now. A lost session released everything already: the release, pinned to
+    /// it, fails with `SessionLost` in the client without reaching the cluster.
+    async fn release(mut self) -> Result<(), Error> {
         let op = self.release.take().ok_or(Error::Closed)?;
-        if self.client.session.borrow().current != Some(self.session) {
-            return Err(Error::Machine(MachineError::SessionLost(self.session)));
-        }
-        self.client.execute_in(op, self.session).await.map(|d| d.reply)
+        self.client.execute_in(op, self.session).await.map(|_| ())
     }
 }
 
@@ -246,9 +244,9 @@ impl Concord {
     ) -> Result<Leadership, Error> {
         let op = ElectionOp::Campaign { name: name.into(), value, timeout_ms: millis(timeout) };
         let resign = Op::Election(ElectionOp::Resign { name: name.into() });
-        let done = self.execute_undoable(Op::Election(op), undo_with(resign)).await?;
+        let done = self.execute_undoable(Op::Election(op), undo_with(resign.clone())).await?;
         let fence = expect_fence(done.reply.clone())?;
-        let hold = Hold::new(self, &done, Op::Election(ElectionOp::Resign { name: name.into() }))?;
+        let hold = Hold::new(self, &done, resign)?;
         Ok(Leadership { hold, name: name.into(), fence })
     }
 
@@ -340,7 +338,7 @@ impl LockGuard {
     /// Releases the lock. If its session was lost meanwhile, the cluster released it
     /// already: that is `SessionLost`, and nothing reaches a newer hold.
     pub async fn unlock(self) -> Result<(), Error> {
-        self.hold.release().await.map(|_| ())
+        self.hold.release().await
     }
 }
 
@@ -365,7 +363,7 @@ impl Leadership {
 
     /// Resigns (nothing is sent if the session, and the leadership with it, was lost).
     pub async fn resign(self) -> Result<(), Error> {
-        self.hold.release().await.map(|_| ())
+        self.hold.release().await
     }
 }
 
@@ -597,7 +595,7 @@ impl Permits {
 
     /// Gives the permits back (`SessionLost` if the session, and they with it, was lost).
     pub async fn release(self) -> Result<(), Error> {
-        self.hold.release().await.map(|_| ())
+        self.hold.release().await
     }
 }
 
@@ -670,7 +668,7 @@ impl RwGuard {
 
     /// Releases the hold.
     pub async fn unlock(self) -> Result<(), Error> {
-        self.hold.release().await.map(|_| ())
+        self.hold.release().await
     }
 }
 
@@ -892,6 +890,6 @@ impl Subscription {
 
     /// Ends the subscription.
     pub async fn unsubscribe(self) -> Result<(), Error> {
-        self.hold.release().await.map(|_| ())
+        self.hold.release().await
     }
 }

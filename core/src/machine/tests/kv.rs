@@ -67,9 +67,14 @@ fn head(t: &T, key: &str) -> Option<KvEntry> {
     }
 }
 
-/// The keys (and whether more follow) of a listing.
+/// The keys (and whether more follow) of a key-only listing.
 fn list_keys(t: &T, prefix: &str, after: Option<&str>) -> (Vec<String>, bool) {
-    match t.query(None, list_q(prefix, after, true)) {
+    list_page_keys(t, prefix, after, true)
+}
+
+/// The keys (and whether more follow) of a listing, with or without values.
+fn list_page_keys(t: &T, prefix: &str, after: Option<&str>, keys_only: bool) -> (Vec<String>, bool) {
+    match t.query(None, list_q(prefix, after, keys_only)) {
         Ok(Reply::KvList { entries, more }) => (entries.into_iter().map(|e| e.key).collect(), more),
         other => panic!("list failed: {other:?}"),
     }
@@ -422,10 +427,7 @@ fn list_and_history_pages_stop_at_list_bytes_max_but_hold_at_least_one_entry() {
     }
     ok(t.anon(put("f", &[0u8; 40]))); // alone larger than a page
     let s = |v: &[&str]| v.iter().map(|k| String::from(*k)).collect::<Vec<_>>();
-    let with_values = |after: Option<&str>| match t.query(None, list_q("", after, false)) {
-        Ok(Reply::KvList { entries, more }) => (entries.into_iter().map(|e| e.key).collect::<Vec<_>>(), more),
-        other => panic!("list failed: {other:?}"),
-    };
+    let with_values = |after: Option<&str>| list_page_keys(&t, "", after, false);
     assert_eq!(with_values(None), (s(&["a", "b"]), true));
     assert_eq!(with_values(Some("d")), (s(&["e"]), true), "f does not fit beside e");
     assert_eq!(with_values(Some("e")), (s(&["f"]), false), "an oversize entry comes alone");
