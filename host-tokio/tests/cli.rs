@@ -192,7 +192,7 @@ fn every_subcommand_works_end_to_end() {
     }
     let out = c.dir.path().join("snap.bin");
     let mut saved = None;
-    let http = c.nodes[target as usize - 1].http.to_string();
+    let http = c.node(target).http.to_string();
     for _ in 0..50 {
         let o = run_bounded(
             Command::new(bin()).args(["snapshot", "save", &out.display().to_string(), "--from", &http]),

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Cluster;
+use common::{runtime, Cluster};
 use concord_core::machine::kv::{KvError, PutMode, WatchFilter};
 use concord_core::machine::lock::LockError;
 use concord_core::machine::long::LongFn;
@@ -22,7 +22,7 @@ use std::time::Duration;
 const SETTLE: Duration = Duration::from_secs(5);
 
 async fn connect(c: &Cluster, reads: Consistency) -> Concord {
-    let mut opts = Options::new(c.endpoints().split(',')).expect("endpoints");
+    let mut opts = c.options();
     opts.session_ttl = Duration::from_secs(15);
     opts.read_consistency = reads;
     Concord::connect(opts).await.expect("connects")
@@ -49,7 +49,7 @@ fn is_kv(e: &Error, f: impl Fn(&KvError) -> bool) -> bool {
 fn every_primitive_through_the_typed_client() {
     // Small pages, so listing crosses pages, by count and by bytes.
     let cluster = Cluster::start_with(3, Some("[limits]\nlist_max = 3\nlist_bytes_max = 100000\n"));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let rt = runtime();
     rt.block_on(async {
         let a = connect(&cluster, Consistency::Linearizable).await;
         let b = connect(&cluster, Consistency::Lease).await;
@@ -341,9 +341,9 @@ async fn stale_reads(cluster: &Cluster, a: &Concord) {
 #[test]
 fn a_guard_of_a_lost_session_reports_it_and_leaves_the_next_hold_alone() {
     let mut cluster = Cluster::start(3);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let rt = runtime();
     rt.block_on(async {
-        let mut opts = Options::new(cluster.endpoints().split(',')).expect("endpoints");
+        let mut opts = cluster.options();
         opts.session_ttl = Duration::from_secs(1);
         opts.request_timeout = Duration::from_millis(300);
         let client = Concord::connect(opts).await.expect("connects");
@@ -380,7 +380,7 @@ fn a_guard_of_a_lost_session_reports_it_and_leaves_the_next_hold_alone() {
 fn an_endpoint_down_at_connect_is_learnt_later_and_followed() {
     let mut cluster = Cluster::start(3);
     cluster.kill(3);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let rt = runtime();
     let addrs: Vec<String> = cluster.nodes.iter().map(|n| n.client.to_string()).collect();
     let client = rt.block_on(async {
         let mut opts = Options::new(&addrs).expect("endpoints");

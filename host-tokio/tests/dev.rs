@@ -5,12 +5,12 @@
 
 mod common;
 
-use common::{bin, http_get, run_bounded, stdout};
+use common::{bin, http_get, run_bounded, signal_and_wait, stdout};
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A base port whose nine dev ports (clients +0..2, peers +100..102, HTTP +200..202) are
@@ -30,8 +30,8 @@ fn dev_base_port() -> u16 {
 /// A running `concord dev`; killed if still running when dropped.
 struct Dev {
     child: Child,
-    /// What it logs (read as it goes, so a full pipe never stalls it).
-    log: Arc<Mutex<String>>,
+    /// Reads what it logs as it goes (so a full pipe never stalls it); ends with it.
+    log: Option<std::thread::JoinHandle<String>>,
     /// Lines it printed up to the hint that ends the banner.
     banner: Vec<String>,
 }
@@ -47,15 +47,10 @@ impl Dev {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("concord dev starts");
         let out = child.stdout.take().expect("stdout");
         let err = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if let Ok(mut l) = sink.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            let _ = std::io::Read::read_to_string(&mut BufReader::new(err), &mut log);
+            log
         });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -77,7 +72,7 @@ impl Dev {
                 }
             }
         }
-        Self { child, log, banner }
+        Self { child, log: Some(log), banner }
     }
 
     /// The endpoints the banner suggests.
@@ -102,18 +97,9 @@ impl Dev {
 
     /// Ctrl-C; the exit status and what it logged.
     fn interrupt(mut self) -> (std::process::ExitStatus, String) {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "dev did not stop within 15 s of Ctrl-C");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // The reader thread sees the end of the pipe shortly after the exit.
-        std::thread::sleep(Duration::from_millis(100));
-        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        let status = signal_and_wait(&mut self.child, "-INT", Duration::from_secs(15));
+        // The reader ends with the process's stderr.
+        let log = self.log.take().map(|t| t.join().unwrap_or_default()).unwrap_or_default();
         (status, log)
     }
 }

@@ -4,27 +4,23 @@
 
 mod common;
 
-use common::{http_get, stdout, Cluster};
+use common::{http_get, metric, runtime, stdout, Cluster};
 use concord_core::machine::kv::{KvOp, KvQuery, PutMode};
 use concord_core::machine::{Op, QueryOp, Reply};
 use concord_core::Consistency;
-use concord_tokio::client::{Concord, Options};
+use concord_tokio::client::Concord;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
-}
-
 async fn connect(c: &Cluster) -> Concord {
     connect_ttl(c, Duration::from_secs(15)).await
 }
 
 async fn connect_ttl(c: &Cluster, ttl: Duration) -> Concord {
-    let mut opts = Options::new(c.endpoints().split(',')).expect("endpoints");
+    let mut opts = c.options();
     opts.session_ttl = ttl;
     opts.request_timeout = Duration::from_millis(500);
     Concord::connect(opts).await.expect("connects")
@@ -163,13 +159,11 @@ fn a_killed_leader_is_replaced_under_load_and_nothing_acknowledged_is_lost() {
     assert!(s.increments.len() > 20 && s.fences.len() > 5, "the load made progress");
     // Every node counted the lock cycles it applied in its hold and wait histograms.
     let leader = c.wait_leader(Duration::from_secs(10));
-    let metrics = http_get(c.nodes[leader as usize - 1].http, "/metrics").expect("metrics");
-    let count = |name: &str| -> u64 {
-        metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
-    };
-    assert!(count("concord_lock_hold_seconds_count ") > 0, "{metrics}");
-    assert!(count("concord_lock_wait_seconds_count ") > 0, "{metrics}");
-    assert!(count("concord_wal_fsync_seconds_count ") > 0, "{metrics}");
+    let metrics = http_get(c.node(leader).http, "/metrics").expect("metrics");
+    let count = |name: &str| metric(&metrics, name).unwrap_or(0);
+    assert!(count("concord_lock_hold_seconds_count") > 0, "{metrics}");
+    assert!(count("concord_lock_wait_seconds_count") > 0, "{metrics}");
+    assert!(count("concord_wal_fsync_seconds_count") > 0, "{metrics}");
 }
 
 #[test]
@@ -288,7 +282,7 @@ fn garbage_and_oversize_frames_close_only_their_connection_and_oversize_answers_
     // can outgrow the 4 MiB frame limit.
     let c = Cluster::start_with(3, Some("[limits]\nlist_bytes_max = 16777216\n"));
     let leader = c.wait_leader(Duration::from_secs(10));
-    let node = &c.nodes[leader as usize - 1];
+    let node = c.node(leader);
     let rt = runtime();
     let client = rt.block_on(connect(&c));
     assert_eq!(rt.block_on(client.counter("g").incr()).unwrap(), 1);
@@ -310,11 +304,7 @@ fn garbage_and_oversize_frames_close_only_their_connection_and_oversize_answers_
     // The other client never noticed.
     assert_eq!(rt.block_on(client.counter("g").incr()).unwrap(), 2);
     let metrics = http_get(node.http, "/metrics").expect("metrics");
-    let refused: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("concord_client_frames_refused_total "))
-        .and_then(|v| v.parse().ok())
-        .expect("the refusal counter");
+    let refused = metric(&metrics, "concord_client_frames_refused_total").expect("the refusal counter");
     assert!(refused >= 3, "{refused} frames refused");
     // An answer larger than a frame (a listing of 70 values of 60 KiB, over the 4 MiB
     // limit) fails that request with a clear error instead of being retried forever.

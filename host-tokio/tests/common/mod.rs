@@ -47,6 +47,21 @@ pub struct NodeProc {
     pub child: Option<Child>,
 }
 
+impl NodeProc {
+    /// Node `id` with fresh ports and its data under `dir`, not started.
+    fn new(dir: &Path, id: u64) -> Self {
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        Self {
+            id,
+            client: addr(free_port()),
+            peer: addr(free_port()),
+            http: addr(free_port()),
+            data_dir: dir.join(format!("node-{id}")),
+            child: None,
+        }
+    }
+}
+
 /// A 3-node cluster of `concord serve` processes.
 pub struct Cluster {
     pub nodes: Vec<NodeProc>,
@@ -65,17 +80,7 @@ impl Cluster {
     /// set their addresses), and waits until one leads.
     pub fn start_with(n: u64, toml: Option<&str>) -> Self {
         let dir = tempfile::Builder::new().prefix("concord-it-").tempdir().expect("temp dir");
-        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        let nodes = (1..=n)
-            .map(|id| NodeProc {
-                id,
-                client: addr(free_port()),
-                peer: addr(free_port()),
-                http: addr(free_port()),
-                data_dir: dir.path().join(format!("node-{id}")),
-                child: None,
-            })
-            .collect();
+        let nodes = (1..=n).map(|id| NodeProc::new(dir.path(), id)).collect();
         let config = toml.map(|t| {
             let path = dir.path().join("concord.toml");
             std::fs::write(&path, t).expect("config file");
@@ -89,7 +94,8 @@ impl Cluster {
         c
     }
 
-    fn node(&self, id: u64) -> &NodeProc {
+    /// Node `id`.
+    pub fn node(&self, id: u64) -> &NodeProc {
         &self.nodes[id as usize - 1]
     }
 
@@ -98,15 +104,7 @@ impl Cluster {
         let id = self.nodes.len() as u64 + 1;
         let o = self.concord(&["member", "add", &id.to_string()]);
         assert!(o.status.success(), "member add: {}", String::from_utf8_lossy(&o.stderr));
-        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        self.nodes.push(NodeProc {
-            id,
-            client: addr(free_port()),
-            peer: addr(free_port()),
-            http: addr(free_port()),
-            data_dir: self.dir.path().join(format!("node-{id}")),
-            child: None,
-        });
+        self.nodes.push(NodeProc::new(self.dir.path(), id));
         self.spawn_as(id, true);
         id
     }
@@ -152,18 +150,12 @@ impl Cluster {
     /// SIGTERMs node `id` and waits for it to exit; its exit status.
     pub fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
         let mut c = self.nodes[id as usize - 1].child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(s)) = c.try_wait() {
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                panic!("node {id} did not stop within 10 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        signal_and_wait(&mut c, "-TERM", Duration::from_secs(10))
+    }
+
+    /// Client options for this cluster's endpoints (library defaults otherwise).
+    pub fn options(&self) -> concord_tokio::client::Options {
+        concord_tokio::client::Options::new(self.endpoints().split(',')).expect("endpoints")
     }
 
     /// The client endpoints, `ID=ADDR,…`.
@@ -300,4 +292,31 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
 /// stdout as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Sends `signal` (`-TERM`, `-INT`) to `child` and waits up to `bound` for it to exit;
+/// its exit status. A child still running then is killed, and the test fails.
+pub fn signal_and_wait(child: &mut Child, signal: &str, bound: Duration) -> std::process::ExitStatus {
+    let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not stop within {bound:?} of {signal}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A tokio runtime for a test's client.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+}
+
+/// The value of Prometheus sample `name` (no labels) in `text`, if present.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
