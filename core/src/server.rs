@@ -24,7 +24,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
-/// A client connection, numbered by the host.
+/// A client connection, numbered by the host. Each connection gets a number of its own,
+/// never reused after [`Replica::handle_disconnect`]: answers to requests read on a closed
+/// connection (their queued completions unregistered) still come out under its number,
+/// and must not reach a later connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ConnId(pub u64);
 

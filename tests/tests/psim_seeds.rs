@@ -38,12 +38,21 @@ fn all_fault_seeds_keep_every_primitive_invariant() {
 }
 
 /// Seeds that once failed, each with what it found; more are added as sweeps find them.
-const REGRESSION_SEEDS: &[(u64, &str)] = &[(
-    3129,
-    "a latch await queued at a node that then installed a snapshot covering the entry that \
-     timed it out: the node never told the client, which waited forever (liveness); replicas \
-     now settle such waits from the reply cache after an install",
-)];
+const REGRESSION_SEEDS: &[(u64, &str)] = &[
+    (
+        3129,
+        "a latch await queued at a node that then installed a snapshot covering the entry that \
+         timed it out: the node never told the client, which waited forever (liveness); replicas \
+         now settle such waits from the reply cache after an install",
+    ),
+    (
+        7403891,
+        "the simulator reused one ConnId across a broken client connection: a lock's Pending \
+         answer to a request read on the broken one (its completion unregistered) reached the \
+         new one, and the client waited forever for a push (liveness); each reconnection is now \
+         a new ConnId",
+    ),
+];
 
 #[test]
 fn regression_seeds() {

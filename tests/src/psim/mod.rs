@@ -265,6 +265,9 @@ pub struct Psim {
     conn_epoch: Vec<u64>,
 }
 
+/// The connection the leadership-transfer chaos uses; answers on it go nowhere.
+const ADMIN_CONN: ConnId = ConnId(u64::MAX);
+
 impl Psim {
     /// Builds the group and its clients.
     pub fn new(cfg: PsimConfig) -> Self {
@@ -471,8 +474,9 @@ impl Psim {
                     // TCP connection times out): nothing is silently skipped in a stream.
                     let now = Instant::from_micros(self.now);
                     self.clients[client].client.handle_disconnect(now, NodeId(node as u64 + 1));
+                    let conn = self.conn_id(client, epoch);
                     if let Some(r) = self.nodes[node].replica.as_mut() {
-                        r.handle_disconnect(ConnId(client as u64));
+                        r.handle_disconnect(conn);
                     }
                     self.drain_client(client);
                     return;
@@ -545,6 +549,7 @@ impl Psim {
             return;
         }
         let local = self.nodes[node].clock.local(self.now);
+        let conn = self.conn_id(client, self.conn_epoch[node * self.cfg.clients + client]);
         let Some(r) = self.nodes[node].replica.as_mut() else {
             // The process is down: the client's connection is refused, and it notices.
             let now = Instant::from_micros(self.now);
@@ -552,8 +557,22 @@ impl Psim {
             self.drain_client(client);
             return;
         };
-        r.handle_client(local, ConnId(client as u64), req);
+        r.handle_client(local, conn, req);
         self.drain_node(node);
+    }
+
+    /// The replica's name for epoch `epoch` of a client's connection to a node: each
+    /// reconnection is a new connection, as a real host numbers them, so what a replica
+    /// answers on a broken one (a request it read before the break) never arrives on the
+    /// next.
+    fn conn_id(&self, client: usize, epoch: u64) -> ConnId {
+        ConnId(epoch * self.cfg.clients as u64 + client as u64)
+    }
+
+    /// The client and connection epoch of `conn` (see [`Psim::conn_id`]).
+    fn conn_of(&self, conn: ConnId) -> (usize, u64) {
+        let clients = self.cfg.clients as u64;
+        ((conn.0 % clients) as usize, conn.0 / clients)
     }
 
     fn disk_done(&mut self, idx: usize, incarnation: u64) {
@@ -624,10 +643,10 @@ impl Psim {
         }
         let incarnation = self.nodes[idx].incarnation;
         for (conn, msg) in to_clients {
-            let client = conn.0 as usize;
-            if client >= self.cfg.clients {
+            if conn == ADMIN_CONN {
                 continue;
             }
+            let (client, epoch) = self.conn_of(conn);
             let Ok(Envelope::Response(msg)) = self.net.envelope_through_wire(Envelope::Response(msg)) else {
                 self.checks.fail("wire", "a server message did not survive the wire".into());
                 continue;
@@ -636,7 +655,6 @@ impl Psim {
             // beyond a broken link (requests, on the other hand, may be lost: see below).
             let (lo, hi) = self.net.delay_range(idx, n + client);
             let delay = lo.max(200) + (hi - lo) / 4;
-            let epoch = self.conn_epoch[idx * self.cfg.clients + client];
             self.schedule(
                 self.now + delay,
                 Ev::ToClient { client, node: idx, incarnation, epoch, msg: Box::new(msg) },
@@ -768,7 +786,7 @@ impl Psim {
                             group: GroupId(7),
                             body: concord_core::wire::RequestBody::TransferLeadership(target),
                         };
-                        r.handle_client(local, ConnId(u64::MAX), req);
+                        r.handle_client(local, ADMIN_CONN, req);
                         self.report.transfers += 1;
                     }
                     self.drain_node(l);
