@@ -10,15 +10,20 @@
 //!   while let Some((conn, msg)) = replica.poll_client() { send msg on conn }
 //! ```
 
+use crate::machine::election::{ElectionChange, ElectionEvent, ElectionQuery};
 use crate::machine::kv::{KvQuery, WatchFilter};
 use crate::machine::lock::LockEvent;
 use crate::machine::{
     Concord, Error as MachineError, Event as MachineEvent, Outcome, Query, QueryOp, QueuedOutcome, Reply,
     SessionEnd, SessionId,
 };
-use crate::raft::{Event, Message, Node, NodeError, Request, RequestId, Response, StorageWrite, WriteToken};
+use crate::raft::{
+    Event, Message, Node, NodeError, NodeId, Request, RequestId, Response, StorageWrite, WriteToken,
+};
 use crate::time::Instant;
-use crate::wire::{Answer, ClientError, ClientRequest, Push, RequestBody, ServerMessage};
+use crate::wire::{
+    Answer, ClientError, ClientRequest, ClusterView, MemberAddr, Push, RequestBody, ServerMessage,
+};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -74,6 +79,9 @@ pub struct Replica {
     lock_events: Option<VecDeque<LockEvent>>,
     /// The key-value revision up to which changes were routed to watches.
     kv_routed: u64,
+    /// Where each node (this one included) listens for clients, as it advertised; told
+    /// to clients in [`Answer::Cluster`] so that one endpoint is enough to find the rest.
+    client_addrs: BTreeMap<NodeId, String>,
 }
 
 impl Replica {
@@ -94,7 +102,36 @@ impl Replica {
             events: VecDeque::new(),
             applied: None,
             lock_events: None,
+            client_addrs: BTreeMap::new(),
         }
+    }
+
+    /// Records where `node` (this one or a peer) listens for clients, in its host's terms.
+    /// Hosts call it for their own address at start and for each peer's hello. Only
+    /// members are kept, so the table is bounded by the membership.
+    pub fn set_client_addr(&mut self, node: NodeId, addr: String) {
+        let m = self.node.membership();
+        if node == self.node.id() || m.voters.contains(&node) || m.learners.contains(&node) {
+            self.client_addrs.insert(node, addr);
+        }
+    }
+
+    /// This node's view of its group for clients: who leads and where members listen.
+    pub fn cluster_view(&self) -> ClusterView {
+        let m = self.node.membership();
+        let member = |node: NodeId, voter: bool| MemberAddr {
+            node,
+            client_addr: self.client_addrs.get(&node).cloned(),
+            voter,
+        };
+        let members = m
+            .voters
+            .iter()
+            .map(|n| member(*n, true))
+            .chain(m.learners.iter().map(|n| member(*n, false)))
+            .collect();
+        let status = self.node.status();
+        ClusterView { node: status.id, term: status.term, leader: status.leader, members }
     }
 
     /// Also keep every machine event the node applies (completions, session ends, key-value
@@ -157,8 +194,22 @@ impl Replica {
                 if !self.stream_allowed(conn, req.id) {
                     return;
                 }
+                // The current state first, then every change after it (this node routes
+                // changes as it applies them, so nothing falls in between).
+                let machine = self.node.machine();
+                let leader = match machine.read(&Query {
+                    session: None,
+                    op: QueryOp::Election(ElectionQuery::Leader { name: name.clone() }),
+                }) {
+                    Ok(Reply::Leader(l)) => l,
+                    _ => None,
+                };
+                let index = machine.applied_index();
+                let event =
+                    ElectionEvent { name: name.clone(), change: ElectionChange::Current, leader, index };
                 self.observers.insert((conn, req.id), name);
                 self.answer(conn, req.id, Ok(Answer::Watching { revision: 0 }));
+                self.out.push_back((conn, ServerMessage::Push(Push::Election { observer: req.id, event })));
             }
             RequestBody::Cancel { id } => {
                 self.watches.remove(&(conn, id));
@@ -174,6 +225,10 @@ impl Replica {
             }
             RequestBody::TransferLeadership(target) => {
                 self.submit(now, conn, req.id, None, Request::TransferLeadership(target));
+            }
+            RequestBody::Hello => {
+                let view = self.cluster_view();
+                self.answer(conn, req.id, Ok(Answer::Cluster(view)));
             }
         }
         self.route();

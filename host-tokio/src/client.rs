@@ -1,8 +1,11 @@
 //! The async Rust client: the core's sans-IO [`Client`](CoreClient) driven by a tokio task,
 //! with one TCP connection per node it talks to.
 //!
-//! [`Concord::connect`] learns the nodes' ids (asking each endpoint for its status when
-//! only an address is given), opens a session and keeps it alive in the background.
+//! [`Concord::connect`] probes every endpoint at once and returns as soon as one answers
+//! (the core client learns the leader and the other members' addresses from it, so one
+//! reachable endpoint is enough, and a node that accepts connections without answering
+//! costs one short probe, not a delay on every call). The session opens with the first
+//! command that needs one and is kept alive in the background.
 //! Every command carries the session and a sequence number, so the retries the driver
 //! makes — after a timeout, a lost connection or a leader change — are applied once.
 //! When the session is lost (it expired, say, during a long partition), everything it
@@ -21,7 +24,9 @@
 //! ```
 
 use crate::frame::{read_frame, write_frame};
-use concord_core::client::{Client as CoreClient, ClientConfig, ClientEvent, OpId};
+use concord_core::client::{
+    Client as CoreClient, ClientConfig, ClientEvent, Endpoint as CoreEndpoint, Health, OpId, Peer,
+};
 use concord_core::machine::election::ElectionEvent;
 use concord_core::machine::kv::{WatchEvent, WatchFilter};
 use concord_core::machine::signal::SignalDelivery;
@@ -31,7 +36,6 @@ use concord_core::wire::{Answer, ClientError, ClientRequest, Envelope, RequestBo
 use concord_core::{Consistency, GroupId, Instant, LogIndex, NodeId};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -86,12 +90,12 @@ impl From<MachineError> for Error {
 }
 
 /// Where a node listens for clients, with its id if known.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     /// The node's id (learnt from the node when not given).
     pub id: Option<NodeId>,
-    /// Its client address.
-    pub addr: SocketAddr,
+    /// Its client address, `HOST:PORT` (a host name is resolved when connecting).
+    pub addr: String,
 }
 
 impl std::str::FromStr for Endpoint {
@@ -99,13 +103,16 @@ impl std::str::FromStr for Endpoint {
     /// `HOST:PORT` or `ID=HOST:PORT`.
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = |e: &dyn fmt::Display| Error::Config(format!("endpoint {s:?}: {e}"));
-        match s.split_once('=') {
-            Some((id, addr)) => Ok(Self {
-                id: Some(NodeId(id.trim().parse().map_err(|e| bad(&e))?)),
-                addr: addr.trim().parse().map_err(|e| bad(&e))?,
-            }),
-            None => Ok(Self { id: None, addr: s.trim().parse().map_err(|e| bad(&e))? }),
+        let (id, addr) = match s.split_once('=') {
+            Some((id, addr)) => (Some(NodeId(id.trim().parse().map_err(|e| bad(&e))?)), addr.trim()),
+            None => (None, s.trim()),
+        };
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad(&"expected HOST:PORT"))?;
+        if host.is_empty() {
+            return Err(bad(&"the host is missing"));
         }
+        port.parse::<u16>().map_err(|e| bad(&format_args!("port: {e}")))?;
+        Ok(Self { id, addr: addr.to_string() })
     }
 }
 
@@ -121,8 +128,13 @@ pub struct Options {
     pub session_ttl: Duration,
     /// Resend a request to another node if unanswered this long.
     pub request_timeout: Duration,
-    /// How long `connect` tries before giving up.
+    /// How long `connect` waits for any endpoint to answer before giving up.
     pub connect_timeout: Duration,
+    /// A TCP connection not established within this long has failed.
+    pub dial_timeout: Duration,
+    /// An endpoint that accepts connections but does not answer a probe within this long
+    /// is avoided (and probed again every second) while others answer.
+    pub probe_timeout: Duration,
     /// Largest frame sent or accepted, bytes.
     pub frame_bytes_max: usize,
     /// How the typed handles read: `Linearizable` (the default) confirms leadership with
@@ -149,6 +161,8 @@ impl Options {
             session_ttl: Duration::from_secs(10),
             request_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(10),
+            dial_timeout: Duration::from_secs(2),
+            probe_timeout: Duration::from_millis(500),
             frame_bytes_max: 4 << 20,
             read_consistency: Consistency::Linearizable,
         })
@@ -189,7 +203,6 @@ struct Waiter {
 /// A subscription being made: its deliveries go to `tx` once its id is known; until then
 /// they are kept.
 struct PendingSubscription {
-    session: SessionId,
     tx: mpsc::UnboundedSender<SignalDelivery>,
     early: Vec<SignalDelivery>,
 }
@@ -203,37 +216,38 @@ struct Route {
 
 enum Cmd {
     Submit(Op, Option<SessionId>, Option<Undo>, oneshot::Sender<Result<Done, Error>>),
-    Subscribe(
-        Op,
-        SessionId,
-        Undo,
-        oneshot::Sender<Result<Done, Error>>,
-        mpsc::UnboundedSender<SignalDelivery>,
-    ),
+    Subscribe(Op, Undo, oneshot::Sender<Result<Done, Error>>, mpsc::UnboundedSender<SignalDelivery>),
     Read(QueryOp, Consistency, oneshot::Sender<Result<Done, Error>>),
     Admin(RequestBody, oneshot::Sender<Result<Answer, Error>>),
     Watch(WatchFilter, Option<u64>, mpsc::UnboundedSender<Result<WatchEvent, Error>>),
     Observe(String, mpsc::UnboundedSender<Result<ElectionEvent, Error>>),
     CloseSession(oneshot::Sender<Result<Done, Error>>),
+    /// Why no endpoint could be used, for `connect`'s error.
+    Report(oneshot::Sender<String>),
     Close(oneshot::Sender<()>),
 }
 
 enum Net {
-    Message(NodeId, u64, ServerMessage),
-    Closed(NodeId, u64),
-    /// An endpoint not reachable at connect answered later: its node id.
-    Learned(NodeId, SocketAddr),
+    Message(Peer, u64, ServerMessage),
+    /// The connection ended or could not be made (with why, for error messages).
+    Closed(Peer, u64, String),
 }
 
-/// How often endpoints that did not answer at connect are asked again for their id.
-const REDISCOVER_INTERVAL: Duration = Duration::from_secs(1);
+/// Whether the cluster has been reached, as `connect` waits for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Reach {
+    Trying,
+    Reached,
+    /// Every endpoint refused this client: why.
+    Refused(String),
+}
 
 /// A connected client. Cheap to clone; every clone shares the session.
 #[derive(Clone)]
 pub struct Concord {
     cmds: mpsc::UnboundedSender<Cmd>,
     session: watch::Receiver<SessionState>,
-    nodes: watch::Receiver<BTreeMap<NodeId, SocketAddr>>,
+    nodes: watch::Receiver<BTreeMap<NodeId, String>>,
     reads: Consistency,
     _driver: Arc<DriverGuard>,
 }
@@ -249,19 +263,18 @@ impl Drop for DriverGuard {
 }
 
 impl Concord {
-    /// Connects: learns the nodes, opens a session, and starts the background driver.
+    /// Connects: probes every endpoint at once and returns as soon as one answers, with
+    /// the background driver running. The session opens with the first command.
     pub async fn connect(opts: Options) -> Result<Self, Error> {
-        let addrs = discover(&opts).await?;
-        let unresolved: Vec<SocketAddr> = opts
-            .endpoints
-            .iter()
-            .filter(|e| e.id.is_none() && !addrs.values().any(|a| *a == e.addr))
-            .map(|e| e.addr)
-            .collect();
-        let nodes: Vec<NodeId> = addrs.keys().copied().collect();
-        let mut cc = ClientConfig::new(GroupId(opts.group), nodes);
+        if opts.endpoints.is_empty() {
+            return Err(Error::Config("at least one endpoint is needed".into()));
+        }
+        let endpoints =
+            opts.endpoints.iter().map(|e| CoreEndpoint { node: e.id, addr: e.addr.clone() }).collect();
+        let mut cc = ClientConfig::new(GroupId(opts.group), endpoints);
         cc.session_ttl_ms = opts.session_ttl.as_millis() as u64;
         cc.request_timeout_us = opts.request_timeout.as_micros() as u64;
+        cc.probe_timeout_us = opts.probe_timeout.as_micros() as u64;
         let epoch = std::time::Instant::now();
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -269,21 +282,21 @@ impl Concord {
             .unwrap_or(0);
         let core = CoreClient::new(cc, Instant::ZERO, seed ^ u64::from(std::process::id()));
         let (cmds, cmd_rx) = mpsc::unbounded_channel();
-        let (session_tx, mut session) = watch::channel(SessionState::default());
+        let (session_tx, session) = watch::channel(SessionState::default());
         let (net_tx, net_rx) = mpsc::unbounded_channel();
-        let (known, nodes) = watch::channel(addrs.clone());
-        if !unresolved.is_empty() {
-            tokio::spawn(rediscover(unresolved, opts.clone(), net_tx.clone()));
-        }
+        let (known, nodes) = watch::channel(BTreeMap::new());
+        let (reach_tx, mut reach) = watch::channel(Reach::Trying);
         let driver = Driver {
             known,
+            reach: reach_tx,
             core,
             epoch,
-            addrs,
             conns: BTreeMap::new(),
+            dial_errors: BTreeMap::new(),
             generation: 0,
             net_tx,
             frame_bytes_max: opts.frame_bytes_max,
+            dial_timeout: opts.dial_timeout,
             once: BTreeMap::new(),
             subscribing: BTreeMap::new(),
             routes: Vec::new(),
@@ -293,29 +306,35 @@ impl Concord {
             session: session_tx,
             closing: None,
         };
+        let (report_tx, report_rx) = oneshot::channel();
         tokio::spawn(driver.run(cmd_rx, net_rx));
-        let opened = tokio::time::timeout(opts.connect_timeout, session.wait_for(|s| s.current.is_some()))
-            .await
-            .map(|r| r.is_ok());
-        match opened {
-            Ok(true) => {}
-            Ok(false) => return Err(Error::Closed),
-            Err(_) => {
-                return Err(Error::Unreachable("no session could be opened (is there a leader?)".into()))
-            }
-        }
-        Ok(Self {
+        let client = Self {
             _driver: Arc::new(DriverGuard(cmds.clone())),
             cmds,
             session,
             nodes,
             reads: opts.read_consistency,
-        })
+        };
+        let reached =
+            tokio::time::timeout(opts.connect_timeout, reach.wait_for(|r| *r != Reach::Trying)).await;
+        let outcome = reached.map(|r| r.map(|r| r.clone()));
+        match outcome {
+            Ok(Ok(Reach::Reached)) => Ok(client),
+            Ok(Ok(Reach::Refused(why))) => Err(Error::Unreachable(why)),
+            Ok(Ok(Reach::Trying) | Err(_)) => Err(Error::Closed),
+            Err(_) => {
+                // Ask the driver why each endpoint failed.
+                let _ = client.cmds.send(Cmd::Report(report_tx));
+                let why = tokio::time::timeout(Duration::from_secs(1), report_rx).await;
+                let why = why.ok().and_then(Result::ok).unwrap_or_else(|| "no endpoint answered".into());
+                Err(Error::Unreachable(format!("within {:?}: {why}", opts.connect_timeout)))
+            }
+        }
     }
 
-    /// The nodes the client knows, by id: those named or found at connect, and endpoints
-    /// that were down then and answered since.
-    pub fn nodes(&self) -> BTreeMap<NodeId, SocketAddr> {
+    /// The nodes the client has reached, by id, with their client addresses: those given
+    /// and those learnt from the cluster.
+    pub fn nodes(&self) -> BTreeMap<NodeId, String> {
         self.nodes.borrow().clone()
     }
 
@@ -351,19 +370,16 @@ impl Concord {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    /// Subscribes with `op` in the current session (waiting for one to open); the
+    /// Subscribes with `op` (in the current session, or the one it opens); the
     /// subscription's deliveries, and only those, go to the returned stream.
     pub(crate) async fn execute_subscribe(
         &self,
         op: Op,
         undo: Undo,
     ) -> Result<(Done, mpsc::UnboundedReceiver<SignalDelivery>), Error> {
-        let mut state = self.session.clone();
-        let session = state.wait_for(|s| s.current.is_some()).await.map_err(|_| Error::Closed)?.current;
-        let session = session.ok_or(Error::Closed)?;
         let (tx, rx) = oneshot::channel();
         let (deliveries, stream) = mpsc::unbounded_channel();
-        self.cmds.send(Cmd::Subscribe(op, session, undo, tx, deliveries)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Subscribe(op, undo, tx, deliveries)).map_err(|_| Error::Closed)?;
         let done = rx.await.map_err(|_| Error::Closed)??;
         Ok((done, stream))
     }
@@ -439,7 +455,8 @@ impl Concord {
         rx
     }
 
-    /// Observes leadership changes of election `name`.
+    /// Observes election `name`: first its current state (`ElectionChange::Current`),
+    /// then every change. Resumed on another node, it starts again with the state there.
     pub fn observe(&self, name: &str) -> mpsc::UnboundedReceiver<Result<ElectionEvent, Error>> {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = self.cmds.send(Cmd::Observe(name.into(), tx));
@@ -460,95 +477,23 @@ impl Concord {
     }
 }
 
-/// Asks every endpoint without an id for its status, to learn the id.
-async fn discover(opts: &Options) -> Result<BTreeMap<NodeId, SocketAddr>, Error> {
-    let mut addrs = BTreeMap::new();
-    let mut last_error = String::from("no endpoint given");
-    let deadline = tokio::time::Instant::now() + opts.connect_timeout;
-    loop {
-        for e in &opts.endpoints {
-            if let Some(id) = e.id {
-                addrs.insert(id, e.addr);
-                continue;
-            }
-            if addrs.values().any(|a| *a == e.addr) {
-                continue;
-            }
-            match tokio::time::timeout(Duration::from_secs(2), ask_id(e.addr, opts)).await {
-                Ok(Ok(id)) => {
-                    addrs.insert(id, e.addr);
-                }
-                Ok(Err(err @ Error::Request(_))) => return Err(err),
-                Ok(Err(err)) => last_error = format!("{}: {err}", e.addr),
-                Err(_) => last_error = format!("{}: no answer", e.addr),
-            }
-        }
-        if !addrs.is_empty() || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    if addrs.is_empty() {
-        return Err(Error::Unreachable(last_error));
-    }
-    Ok(addrs)
-}
-
-/// Asks the endpoints that did not answer at connect for their ids until each has
-/// answered (or the client is gone).
-async fn rediscover(mut addrs: Vec<SocketAddr>, opts: Options, net: mpsc::UnboundedSender<Net>) {
-    while !addrs.is_empty() && !net.is_closed() {
-        tokio::time::sleep(REDISCOVER_INTERVAL).await;
-        let mut left = Vec::new();
-        for addr in addrs {
-            match tokio::time::timeout(Duration::from_secs(2), ask_id(addr, &opts)).await {
-                Ok(Ok(id)) => {
-                    if net.send(Net::Learned(id, addr)).is_err() {
-                        return;
-                    }
-                }
-                // It answered, and refused (another group): asking again will not help.
-                Ok(Err(Error::Request(e))) => {
-                    tracing::warn!(%addr, error = %e, "endpoint refused; not asked again")
-                }
-                _ => left.push(addr),
-            }
-        }
-        addrs = left;
-    }
-}
-
-async fn ask_id(addr: SocketAddr, opts: &Options) -> Result<NodeId, Error> {
-    let mut s = TcpStream::connect(addr).await.map_err(|e| Error::Unreachable(e.to_string()))?;
-    let mut buf = Vec::new();
-    let req = ClientRequest { id: 0, group: GroupId(opts.group), body: RequestBody::Status };
-    write_frame(&mut s, &Envelope::Request(req), &mut buf, opts.frame_bytes_max)
-        .await
-        .map_err(|e| Error::Unreachable(e.to_string()))?;
-    match read_frame(&mut s, &mut buf, opts.frame_bytes_max).await {
-        Ok(Some(Envelope::Response(ServerMessage::Answer { result: Ok(Answer::Status(st)), .. }))) => {
-            Ok(st.id)
-        }
-        Ok(Some(Envelope::Response(ServerMessage::Answer { result: Err(e), .. }))) => Err(Error::Request(e)),
-        Ok(other) => Err(Error::Unexpected(format!("{other:?}"))),
-        Err(e) => Err(Error::Unreachable(e.to_string())),
-    }
-}
-
 struct Conn {
     generation: u64,
     tx: mpsc::UnboundedSender<ClientRequest>,
 }
 
 struct Driver {
-    known: watch::Sender<BTreeMap<NodeId, SocketAddr>>,
+    known: watch::Sender<BTreeMap<NodeId, String>>,
+    reach: watch::Sender<Reach>,
     core: CoreClient,
     epoch: std::time::Instant,
-    addrs: BTreeMap<NodeId, SocketAddr>,
-    conns: BTreeMap<NodeId, Conn>,
+    conns: BTreeMap<Peer, Conn>,
+    /// Why the last connection to each endpoint failed.
+    dial_errors: BTreeMap<Peer, String>,
     generation: u64,
     net_tx: mpsc::UnboundedSender<Net>,
     frame_bytes_max: usize,
+    dial_timeout: Duration,
     once: BTreeMap<OpId, Waiter>,
     subscribing: BTreeMap<OpId, PendingSubscription>,
     routes: Vec<Route>,
@@ -566,6 +511,8 @@ impl Driver {
 
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, mut net: mpsc::UnboundedReceiver<Net>) {
         loop {
+            // What the core queued (its first probes included) goes out before any wait.
+            self.drain();
             let at = self.core.poll_timeout();
             let sleep = tokio::time::Instant::from_std(self.epoch) + Duration::from_micros(at.as_micros());
             let sleep = sleep.min(tokio::time::Instant::now() + Duration::from_secs(3600));
@@ -576,12 +523,11 @@ impl Driver {
                     None => break,
                 },
                 n = net.recv() => if let Some(n) = n { self.network(n) },
-                _ = tokio::time::sleep_until(sleep) => {
+                () = tokio::time::sleep_until(sleep) => {
                     let now = self.now();
                     self.core.handle_timeout(now);
                 }
             }
-            self.drain();
         }
         if let Some(done) = self.closing.take() {
             let _ = done.send(());
@@ -598,11 +544,10 @@ impl Driver {
                 };
                 self.once.insert(id, Waiter { tx, undo });
             }
-            Cmd::Subscribe(op, session, undo, tx, deliveries) => {
-                let id = self.core.submit_in(now, op, session);
+            Cmd::Subscribe(op, undo, tx, deliveries) => {
+                let id = self.core.submit(now, op);
                 self.once.insert(id, Waiter { tx, undo: Some(undo) });
-                self.subscribing
-                    .insert(id, PendingSubscription { session, tx: deliveries, early: Vec::new() });
+                self.subscribing.insert(id, PendingSubscription { tx: deliveries, early: Vec::new() });
             }
             Cmd::Read(q, consistency, tx) => {
                 let id = self.core.read(now, q, consistency);
@@ -624,62 +569,94 @@ impl Driver {
                 let id = self.core.close(now);
                 self.once.insert(id, Waiter { tx, undo: None });
             }
+            Cmd::Report(tx) => {
+                let _ = tx.send(self.report());
+            }
             Cmd::Close(_) => {}
         }
+    }
+
+    /// Every endpoint and why it is not in use.
+    fn report(&self) -> String {
+        let mut lines = Vec::new();
+        for (peer, addr, _, health, error) in self.core.endpoints() {
+            let why = match (self.dial_errors.get(&peer), error, health) {
+                (Some(dial), _, Health::Silent { .. } | Health::Unknown) => dial.clone(),
+                (_, Some(e), _) => e.to_string(),
+                (_, None, Health::Probing { .. }) => "no answer yet".into(),
+                (_, None, _) => "not tried".into(),
+            };
+            lines.push(format!("{addr}: {why}"));
+        }
+        lines.join("; ")
     }
 
     fn network(&mut self, n: Net) {
         let now = self.now();
         match n {
-            Net::Message(node, generation, msg) => {
-                if self.conns.get(&node).is_some_and(|c| c.generation == generation) {
-                    self.core.handle_message(now, node, msg);
+            Net::Message(peer, generation, msg) => {
+                if self.conns.get(&peer).is_some_and(|c| c.generation == generation) {
+                    self.dial_errors.remove(&peer);
+                    self.core.handle_message(now, peer, msg);
                 }
             }
-            Net::Closed(node, generation) => {
-                if self.conns.get(&node).is_some_and(|c| c.generation == generation) {
-                    self.conns.remove(&node);
-                    self.core.handle_disconnect(now, node);
-                }
-            }
-            Net::Learned(node, addr) => {
-                if let std::collections::btree_map::Entry::Vacant(e) = self.addrs.entry(node) {
-                    e.insert(addr);
-                    self.core.add_node(node);
-                    self.known.send_replace(self.addrs.clone());
+            Net::Closed(peer, generation, why) => {
+                if self.conns.get(&peer).is_some_and(|c| c.generation == generation) {
+                    self.conns.remove(&peer);
+                    self.dial_errors.insert(peer, why);
+                    self.core.handle_disconnect(now, peer);
                 }
             }
         }
     }
 
     fn drain(&mut self) {
-        while let Some((node, req)) = self.core.poll_transmit() {
-            let sent = self.connection(node).is_some_and(|tx| tx.send(req).is_ok());
+        while let Some((peer, req)) = self.core.poll_transmit() {
+            let sent = self.connection(peer).is_some_and(|tx| tx.send(req).is_ok());
             if !sent {
-                self.conns.remove(&node);
+                self.conns.remove(&peer);
                 let now = self.now();
-                self.core.handle_disconnect(now, node);
+                self.core.handle_disconnect(now, peer);
             }
         }
         while let Some(e) = self.core.poll_event() {
             self.event(e);
         }
+        if self.core.all_refused() && *self.reach.borrow() == Reach::Trying {
+            self.reach.send_replace(Reach::Refused(self.report()));
+        }
     }
 
-    fn connection(&mut self, node: NodeId) -> Option<&mpsc::UnboundedSender<ClientRequest>> {
-        if !self.conns.contains_key(&node) {
-            let addr = *self.addrs.get(&node)?;
+    fn connection(&mut self, peer: Peer) -> Option<&mpsc::UnboundedSender<ClientRequest>> {
+        if !self.conns.contains_key(&peer) {
+            let addr = self.core.peer_addr(peer)?.to_string();
             self.generation += 1;
             let generation = self.generation;
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(connection(node, generation, addr, rx, self.net_tx.clone(), self.frame_bytes_max));
-            self.conns.insert(node, Conn { generation, tx });
+            let link = Link {
+                peer,
+                generation,
+                frame_bytes_max: self.frame_bytes_max,
+                dial_timeout: self.dial_timeout,
+            };
+            tokio::spawn(connection(link, addr, rx, self.net_tx.clone()));
+            self.conns.insert(peer, Conn { generation, tx });
         }
-        self.conns.get(&node).map(|c| &c.tx)
+        self.conns.get(&peer).map(|c| &c.tx)
     }
 
     fn event(&mut self, e: ClientEvent) {
         match e {
+            ClientEvent::Reached { .. } => {
+                let nodes: BTreeMap<NodeId, String> = self
+                    .core
+                    .endpoints()
+                    .filter(|(_, _, _, health, _)| *health == Health::Alive)
+                    .filter_map(|(_, addr, node, _, _)| Some((node?, addr.to_string())))
+                    .collect();
+                self.known.send_replace(nodes);
+                self.reach.send_replace(Reach::Reached);
+            }
             ClientEvent::SessionOpened(id) => self.session.send_modify(|s| s.current = Some(id)),
             ClientEvent::SessionLost(_) => {
                 self.session.send_modify(|s| {
@@ -692,9 +669,10 @@ impl Driver {
             }
             ClientEvent::Done { op, result, index, session, .. } => {
                 if let Some(sub) = self.subscribing.remove(&op) {
-                    if let Ok(Reply::Subscribed { id }) = &result {
-                        let route = Route { session: sub.session, subscription: *id, tx: sub.tx };
-                        let mine = |d: &SignalDelivery| d.subscription == route.subscription;
+                    if let (Ok(Reply::Subscribed { id }), Some(session)) = (&result, session) {
+                        let route = Route { session, subscription: *id, tx: sub.tx };
+                        let mine =
+                            |d: &SignalDelivery| d.session == session && d.subscription == route.subscription;
                         if sub.early.into_iter().filter(mine).all(|d| route.tx.send(d).is_ok()) {
                             self.routes.push(route);
                         }
@@ -734,7 +712,7 @@ impl Driver {
                 }
             }
             ClientEvent::Signal(d) => {
-                for sub in self.subscribing.values_mut().filter(|p| p.session == d.session) {
+                for sub in self.subscribing.values_mut() {
                     sub.early.push(d.clone());
                 }
                 self.routes.retain(|r| {
@@ -759,40 +737,62 @@ impl Driver {
     }
 }
 
+/// Which connection a task serves, and its limits.
+struct Link {
+    peer: Peer,
+    generation: u64,
+    frame_bytes_max: usize,
+    dial_timeout: Duration,
+}
+
 /// One connection to a node: requests out, server messages in; reports when it ends.
 async fn connection(
-    node: NodeId,
-    generation: u64,
-    addr: SocketAddr,
+    link: Link,
+    addr: String,
     mut rx: mpsc::UnboundedReceiver<ClientRequest>,
     net: mpsc::UnboundedSender<Net>,
-    frame_bytes_max: usize,
 ) {
-    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr)).await else {
-        let _ = net.send(Net::Closed(node, generation));
-        return;
+    let Link { peer, generation, frame_bytes_max, dial_timeout } = link;
+    let stream = match tokio::time::timeout(dial_timeout, TcpStream::connect(addr.as_str())).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let _ = net.send(Net::Closed(peer, generation, e.to_string()));
+            return;
+        }
+        Err(_) => {
+            let _ = net.send(Net::Closed(peer, generation, format!("no connection within {dial_timeout:?}")));
+            return;
+        }
     };
     let _ = stream.set_nodelay(true);
     let (mut r, mut w) = stream.into_split();
     let writer = async {
         let mut buf = Vec::new();
         while let Some(req) = rx.recv().await {
-            if write_frame(&mut w, &Envelope::Request(req), &mut buf, frame_bytes_max).await.is_err() {
-                return;
+            if let Err(e) = write_frame(&mut w, &Envelope::Request(req), &mut buf, frame_bytes_max).await {
+                return e.to_string();
             }
         }
+        "closed".to_string()
     };
     let reader = async {
         let mut buf = Vec::new();
-        while let Ok(Some(Envelope::Response(m))) = read_frame(&mut r, &mut buf, frame_bytes_max).await {
-            if net.send(Net::Message(node, generation, m)).is_err() {
-                return;
+        loop {
+            match read_frame(&mut r, &mut buf, frame_bytes_max).await {
+                Ok(Some(Envelope::Response(m))) => {
+                    if net.send(Net::Message(peer, generation, m)).is_err() {
+                        return "closed".to_string();
+                    }
+                }
+                Ok(None) => return "the node closed the connection".to_string(),
+                Ok(Some(_)) => return "the node sent something other than a response".to_string(),
+                Err(e) => return format!("not a Concord client port? {e}"),
             }
         }
     };
-    tokio::select! {
-        () = writer => {}
-        () = reader => {}
-    }
-    let _ = net.send(Net::Closed(node, generation));
+    let why = tokio::select! {
+        why = writer => why,
+        why = reader => why,
+    };
+    let _ = net.send(Net::Closed(peer, generation, why));
 }

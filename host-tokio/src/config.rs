@@ -18,6 +18,9 @@ pub struct ServerConfig {
     pub group: u64,
     /// Where clients connect.
     pub client_addr: SocketAddr,
+    /// The client address told to clients and other nodes, `HOST:PORT` (a name or
+    /// address clients can reach); by default the address `client_addr` is bound to.
+    pub advertise_client_addr: Option<String>,
     /// Where the other nodes connect.
     pub peer_addr: SocketAddr,
     /// The HTTP endpoint: `/metrics`, `/status` and the status page.
@@ -58,6 +61,7 @@ impl Default for ServerConfig {
             id: 1,
             group: 1,
             client_addr: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            advertise_client_addr: None,
             peer_addr: SocketAddr::from(([127, 0, 0, 1], 7101)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7201)),
             peers: BTreeMap::new(),

@@ -19,15 +19,16 @@ use concord_core::machine::lock::LockEvent;
 use concord_core::machine::{Concord, Query, QueryOp, Reply};
 use concord_core::raft::WriteToken;
 use concord_core::server::{ConnId, Replica, ServeLimits};
-use concord_core::wire::{ClientError, ClientRequest, Envelope, ServerMessage};
-use concord_core::{Event, Instant, Membership, Message, Node, NodeId, Persisted, Start, StorageWrite};
+use concord_core::wire::{ClientError, ClientRequest, Envelope, HelloError, PeerHello, ServerMessage};
+use concord_core::{
+    Event, GroupId, Instant, Membership, Message, Node, NodeId, Persisted, Start, StorageWrite,
+};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -37,11 +38,6 @@ use tracing::{debug, error, info, warn};
 const PEER_QUEUE_MAX: usize = 4_096;
 /// Inputs the node loop takes before it drains its outputs.
 const INPUT_BATCH_MAX: usize = 256;
-/// Opens every peer connection: magic, then the dialling node's id and group (u64 LE).
-/// The accepting node can then answer on this connection at once, which is how a node
-/// that joined later (and whose address the others were never given) is reached.
-const PEER_HELLO_MAGIC: [u8; 8] = *b"CNCDPEER";
-const PEER_HELLO_BYTES: usize = 24;
 /// How long an accepted peer connection may take to say who it is.
 const PEER_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A write to a client that takes longer than this closes the connection.
@@ -98,8 +94,9 @@ impl From<WalError> for ServerError {
 /// What reaches the node loop.
 pub(crate) enum Input {
     Peer(Message),
-    /// An inbound peer connection identified itself: reply on it if no address is known.
-    PeerInbound(NodeId, mpsc::Sender<Message>),
+    /// An inbound peer connection identified itself (with its client address, if any):
+    /// reply on it if no address is known.
+    PeerInbound(NodeId, Option<String>, mpsc::Sender<Message>),
     ClientOpen(ConnId, mpsc::Sender<ServerMessage>),
     Client(ConnId, ClientRequest),
     ClientClosed(ConnId),
@@ -251,6 +248,9 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
     let local = |l: &TcpListener| l.local_addr().map_err(|e| ServerError::Io(e.to_string()));
     let (client_addr, peer_addr, http_addr) =
         (local(&client_listener)?, local(&peer_listener)?, local(&http_listener)?);
+    let advertised = cfg.advertise_client_addr.clone().unwrap_or_else(|| client_addr.to_string());
+    replica.set_client_addr(NodeId(cfg.id), advertised.clone());
+    let hello = PeerHello::new(GroupId(cfg.group), NodeId(cfg.id), &cfg.limits, Some(advertised));
 
     let (inputs, input_rx) = mpsc::unbounded_channel();
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -263,8 +263,13 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
     for (&id, &addr) in cfg.peers.iter().filter(|(id, _)| **id != cfg.id) {
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);
         peers.insert(NodeId(id), tx);
-        let hello = peer_hello(cfg.id, cfg.group);
-        let dial = Dial { hello, id, addr, frame_bytes_max: cfg.frame_bytes_max, inputs: inputs.clone() };
+        let dial = Dial {
+            hello: hello.clone(),
+            id,
+            addr,
+            frame_bytes_max: cfg.frame_bytes_max,
+            inputs: inputs.clone(),
+        };
         tokio::spawn(dial_peer(dial, rx, shutdown_rx.clone()));
     }
     tokio::spawn(accept_peers(peer_listener, inputs.clone(), cfg.clone(), shutdown_rx.clone()));
@@ -439,7 +444,10 @@ impl NodeLoop {
                     debug!(error = %e, "peer message refused");
                 }
             }
-            Input::PeerInbound(id, tx) => {
+            Input::PeerInbound(id, client_addr, tx) => {
+                if let Some(addr) = client_addr {
+                    self.replica.set_client_addr(id, addr);
+                }
                 if !self.cfg.peers.contains_key(&id.0) {
                     self.peers.insert(id, tx);
                 }
@@ -531,17 +539,9 @@ impl NodeLoop {
     }
 }
 
-fn peer_hello(id: u64, group: u64) -> [u8; PEER_HELLO_BYTES] {
-    let mut h = [0u8; PEER_HELLO_BYTES];
-    h[..8].copy_from_slice(&PEER_HELLO_MAGIC);
-    h[8..16].copy_from_slice(&id.to_le_bytes());
-    h[16..].copy_from_slice(&group.to_le_bytes());
-    h
-}
-
 /// Where and how to dial one peer.
 struct Dial {
-    hello: [u8; PEER_HELLO_BYTES],
+    hello: PeerHello,
     id: u64,
     addr: SocketAddr,
     frame_bytes_max: usize,
@@ -560,7 +560,10 @@ async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: wa
             let mut s = tokio::time::timeout(PEER_CONNECT_TIMEOUT, TcpStream::connect(addr))
                 .await
                 .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-            s.write_all(&hello).await?;
+            let mut hbuf = Vec::new();
+            write_frame(&mut s, &Envelope::PeerHello(hello.clone()), &mut hbuf, frame_bytes_max)
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
             Ok::<_, std::io::Error>(s)
         };
         let stream = tokio::select! {
@@ -661,14 +664,7 @@ async fn accept_peers(
             },
         };
         tune(&stream);
-        tokio::spawn(serve_peer(
-            stream,
-            from,
-            inputs.clone(),
-            cfg.group,
-            cfg.frame_bytes_max,
-            shutdown.clone(),
-        ));
+        tokio::spawn(serve_peer(stream, from, inputs.clone(), cfg.clone(), shutdown.clone()));
     }
 }
 
@@ -678,27 +674,29 @@ async fn serve_peer(
     stream: TcpStream,
     from: SocketAddr,
     inputs: mpsc::UnboundedSender<Input>,
-    group: u64,
-    frame_bytes_max: usize,
+    cfg: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let frame_bytes_max = cfg.frame_bytes_max;
     let (mut r, mut w) = stream.into_split();
-    let mut hello = [0u8; PEER_HELLO_BYTES];
-    match tokio::time::timeout(PEER_HELLO_TIMEOUT, r.read_exact(&mut hello)).await {
-        Ok(Ok(_)) if hello[..8] == PEER_HELLO_MAGIC => {}
-        _ => {
-            warn!(%from, "not a Concord peer (no hello); closing that connection");
+    let mut buf = Vec::new();
+    let first = tokio::time::timeout(PEER_HELLO_TIMEOUT, read_frame(&mut r, &mut buf, frame_bytes_max)).await;
+    let checked = match first {
+        Ok(Ok(Some(Envelope::PeerHello(h)))) => {
+            h.check(GroupId(cfg.group), NodeId(cfg.id), &cfg.limits).map(|()| h)
+        }
+        _ => Err(HelloError::NotAHello),
+    };
+    let hello = match checked {
+        Ok(h) => h,
+        Err(error) => {
+            warn!(%from, %error, "peer refused; closing that connection");
             return;
         }
-    }
-    let word = |i: usize| u64::from_le_bytes(hello[i..i + 8].try_into().unwrap_or_default());
-    let (peer, peer_group) = (NodeId(word(8)), word(16));
-    if peer_group != group {
-        warn!(%from, peer = peer.0, peer_group, group, "a peer of another group; closing that connection");
-        return;
-    }
+    };
+    let peer = hello.node;
     let (tx, mut rx) = mpsc::channel::<Message>(PEER_QUEUE_MAX);
-    let _ = inputs.send(Input::PeerInbound(peer, tx));
+    let _ = inputs.send(Input::PeerInbound(peer, hello.client_addr, tx));
     let mut sd = shutdown.clone();
     tokio::spawn(async move {
         let mut wbuf = Vec::new();

@@ -90,11 +90,13 @@ impl Group {
             g.boot(id, Start::NewCluster(m.clone()));
         }
         for c in 0..clients {
-            let mut cc = ClientConfig::new(GROUP, ids.clone());
+            let mut cc = ClientConfig::for_nodes(GROUP, &ids);
             cc.session_ttl_ms = ttl_ms;
             cc.request_timeout_us = 300_000;
             cc.retry_backoff_us = 20_000;
-            g.clients.push(Client::new(cc, Instant::ZERO, 1_000 + c as u64));
+            let mut client = Client::new(cc, Instant::ZERO, 1_000 + c as u64);
+            client.open_session(Instant::ZERO);
+            g.clients.push(client);
             g.drain_client(c);
         }
         g
@@ -168,7 +170,8 @@ impl Group {
         while let Some(e) = self.clients[c].poll_event() {
             self.events[c].push(e);
         }
-        for (node, req) in sends {
+        for (peer, req) in sends {
+            let node = self.clients[c].peer_node(peer).expect("endpoints are configured by node id");
             let Envelope::Request(req) = through_wire(Envelope::Request(req)) else {
                 panic!("a request came back as something else")
             };
@@ -191,7 +194,8 @@ impl Group {
             r.handle_disconnect(ConnId(client as u64));
         }
         let now = Instant::from_micros(self.now);
-        self.clients[client].handle_disconnect(now, NodeId(node));
+        let peer = self.clients[client].peer_of(NodeId(node)).expect("a configured node");
+        self.clients[client].handle_disconnect(now, peer);
         self.drain_node(node);
         self.drain_client(client);
     }
@@ -205,7 +209,8 @@ impl Group {
         });
         let now = Instant::from_micros(self.now);
         for c in 0..self.clients.len() {
-            self.clients[c].handle_disconnect(now, NodeId(id));
+            let peer = self.clients[c].peer_of(NodeId(id)).expect("a configured node");
+            self.clients[c].handle_disconnect(now, peer);
             self.drain_client(c);
         }
     }
@@ -296,7 +301,8 @@ impl Group {
                 }
             }
             Flight::Answer { node, client, msg } => {
-                self.clients[client].handle_message(now, NodeId(node), msg);
+                let peer = self.clients[client].peer_of(NodeId(node)).expect("a configured node");
+                self.clients[client].handle_message(now, peer, msg);
                 self.drain_client(client);
             }
         }

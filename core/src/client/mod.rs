@@ -4,25 +4,36 @@
 //! ```text
 //! host loop:
 //!   client.submit(now, op) / client.read(now, query, consistency) / client.watch(…)
-//!   client.handle_message(now, from, msg)   // a ServerMessage from node `from`
-//!   client.handle_disconnect(now, node)     // the connection to `node` broke
+//!   client.handle_message(now, peer, msg)   // a ServerMessage from endpoint `peer`
+//!   client.handle_disconnect(now, peer)     // the connection to `peer` broke or failed
 //!   client.handle_timeout(now)              // when poll_timeout() is due
-//!   while let Some((node, req)) = client.poll_transmit() { send req to node }
+//!   while let Some((peer, req)) = client.poll_transmit() {
+//!       send req to client.peer_addr(peer)  // open a connection there if none is open
+//!   }
 //!   while let Some(event) = client.poll_event() { deliver results, signals, … }
 //!   sleep until client.poll_timeout()
 //! ```
 //!
-//! **Session.** The client opens a session when created and keeps it alive with a
-//! keep-alive every third of its TTL when it sends nothing else. Every command carries
+//! **Endpoints.** The client starts from the endpoints it is given ([`Endpoint`]: an
+//! address in the host's terms, with the node's id if known), probes them all at once,
+//! and aims requests only at endpoints that answered; the answers name the leader and
+//! the other members' client addresses, so one reachable endpoint is enough (see
+//! [`peers`]). A host keys its connections by [`Peer`].
+//!
+//! **Session.** The client opens a session when a command first needs one (or when asked,
+//! [`Client::open_session`]), and keeps it alive with a keep-alive every third of its TTL
+//! when it sends nothing else. Every command carries
 //! the session and the next sequence number, so a retry — after a timeout, a lost
 //! connection, `OutcomeUnknown`, or a leader change — is applied at most once. If the
 //! session is lost (expired or closed), [`ClientEvent::SessionLost`] reports it, the
 //! commands in flight fail with [`Error::SessionLost`] (they may or may not have been
-//! applied), and a new session is opened for later commands.
+//! applied), and a new session is opened for later commands. A session opened twice (a
+//! retried open whose first attempt was applied after all) is closed again at once.
 //!
-//! **Routing.** Commands and linearizable reads go to the leader: first a guess, then
-//! wherever a `NotLeader` answer points. A request unanswered within
-//! `request_timeout_us` is resent to the next node. Stale reads go to any node.
+//! **Routing.** Commands and linearizable reads go to the leader: the one a probe named,
+//! then wherever a `NotLeader` answer points. A request unanswered within
+//! `request_timeout_us` is resent to another endpoint that answers, and the silent one is
+//! probed again. Stale reads go to any node.
 //!
 //! **Queued commands.** A command the machine queues (a lock wait) is answered `Pending`;
 //! its result arrives as a push from the node that answered. When the client moves to
@@ -34,20 +45,25 @@ use crate::machine::kv::{WatchEvent, WatchFilter};
 use crate::machine::session::SessionOp;
 use crate::machine::signal::SignalDelivery;
 use crate::machine::{Command, Error, Op, Outcome, Query, QueryOp, Reply, SessionId, SessionRef};
-use crate::raft::{Consistency, GroupId, LogIndex, NodeId, RequestError};
+use crate::raft::{Consistency, GroupId, LogIndex, NodeId, RequestError, Term};
 use crate::time::Instant;
-use crate::wire::{Answer, ClientError, ClientRequest, Push, RequestBody, ServerMessage};
+use crate::wire::{Answer, ClientError, ClientRequest, ClusterView, Push, RequestBody, ServerMessage};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
+
+pub mod peers;
+
+pub use peers::{Endpoint, Health, Peer, PeerError};
+use peers::{PeerTiming, Peers};
 
 /// How a client behaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
     /// The group to talk to.
     pub group: GroupId,
-    /// The nodes serving it.
-    pub nodes: Vec<NodeId>,
+    /// Where to start: any reachable one is enough, the others are learnt from it.
+    pub endpoints: Vec<Endpoint>,
     /// TTL of the client's session, in milliseconds.
     pub session_ttl_ms: u64,
     /// Resend a request not answered within this long, in microseconds.
@@ -58,19 +74,37 @@ pub struct ClientConfig {
     /// Commands sent and not yet answered at once; later ones wait in the client. Keep it
     /// below the group's `session_replies_max`.
     pub commands_in_flight_max: usize,
+    /// An endpoint that does not answer a probe within this long is avoided, in
+    /// microseconds. Probes are answered without Raft, so this can be short.
+    pub probe_timeout_us: u64,
+    /// How often an endpoint that is silent or refuses connections is probed again, in
+    /// microseconds.
+    pub reprobe_interval_us: u64,
+    /// Endpoints the client keeps (given and learnt); later ones are ignored.
+    pub endpoints_max: usize,
 }
 
 impl ClientConfig {
-    /// Defaults for `nodes` of `group`: a 10 s session, 1 s request timeout.
-    pub fn new(group: GroupId, nodes: Vec<NodeId>) -> Self {
+    /// Defaults for `endpoints` of `group`: a 10 s session, 1 s request timeout, 500 ms
+    /// probe timeout, probes of silent endpoints every second.
+    pub fn new(group: GroupId, endpoints: Vec<Endpoint>) -> Self {
         Self {
             group,
-            nodes,
+            endpoints,
             session_ttl_ms: 10_000,
             request_timeout_us: 1_000_000,
             retry_backoff_us: 50_000,
             commands_in_flight_max: 64,
+            probe_timeout_us: 500_000,
+            reprobe_interval_us: 1_000_000,
+            endpoints_max: 64,
         }
+    }
+
+    /// Defaults for nodes known by id only, each reached at the address that is its id
+    /// in decimal: for hosts (simulators, tests) that route by node id.
+    pub fn for_nodes(group: GroupId, nodes: &[NodeId]) -> Self {
+        Self::new(group, nodes.iter().map(|n| Endpoint::node(*n, alloc::format!("{}", n.0))).collect())
     }
 }
 
@@ -81,10 +115,18 @@ pub struct OpId(pub u64);
 /// What the client reports to its host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
+    /// An endpoint answered its probe: `node` is reachable there. The first one tells a
+    /// host that the cluster can be reached at all.
+    Reached {
+        /// The node.
+        node: NodeId,
+        /// Its endpoint.
+        peer: Peer,
+    },
     /// A session is open; commands flow.
     SessionOpened(SessionId),
     /// The session expired or was closed: everything it owned (locks, permits, …) is
-    /// released. A new one is being opened.
+    /// released. A new one is opened when a command needs one.
     SessionLost(SessionId),
     /// A command or read finished. `index` is the log index where the command took
     /// effect — for a retry answered from the reply cache, where the original did — or the
@@ -147,6 +189,8 @@ enum Kind {
     /// The client's own session traffic.
     OpenSession,
     KeepAlive,
+    /// Closes a session opened twice by a retried open (see the module docs).
+    CloseExtra(SessionId),
     Query {
         query: QueryOp,
         consistency: Consistency,
@@ -165,12 +209,12 @@ enum Kind {
 enum Phase {
     /// Waiting to be sent (no session yet, window full, or backing off until `at`).
     Waiting { at: Instant },
-    /// Sent to `node`; resend if unanswered by `deadline`.
-    Sent { node: NodeId, deadline: Instant },
-    /// Queued by the machine; the completion comes from `node`.
-    Pending { node: NodeId },
-    /// A stream (watch, observer) served by `node`.
-    Streaming { node: NodeId },
+    /// Sent to `peer`; resend if unanswered by `deadline`.
+    Sent { peer: Peer, deadline: Instant },
+    /// Queued by the machine; the completion comes from `peer`.
+    Pending { peer: Peer },
+    /// A stream (watch, observer) served by `peer`.
+    Streaming { peer: Peer },
 }
 
 #[derive(Clone, Debug)]
@@ -185,22 +229,28 @@ struct Pending {
 pub struct Client {
     cfg: ClientConfig,
     now: Instant,
+    peers: Peers,
     session: Option<SessionId>,
     next_seq: u64,
     next_op: u64,
     next_request: u64,
     ops: BTreeMap<OpId, Pending>,
-    /// Request ids in flight → operation.
     /// Requests sent and unanswered: the operation and when the request left.
     requests: BTreeMap<u64, (OpId, Instant)>,
+    /// Probes sent and unanswered: request id → endpoint.
+    probes: BTreeMap<u64, Peer>,
+    /// Session opens sent and not yet answered, to close a session opened twice.
+    opens: VecDeque<u64>,
     /// Sequence → operation, for completions pushed by nodes.
     seqs: BTreeMap<u64, OpId>,
+    /// The node believed to lead, and the term it was learnt in (0 when from a redirect).
     leader: Option<NodeId>,
+    leader_term: Term,
     cursor: usize,
     last_sent: Instant,
     /// The last signal index delivered per subscription (nodes may both push one).
     signals_seen: BTreeMap<u64, LogIndex>,
-    out: VecDeque<(NodeId, ClientRequest)>,
+    out: VecDeque<(Peer, ClientRequest)>,
     events: VecDeque<ClientEvent>,
     /// [`Client::close`] was called: a lost session is not replaced.
     closing: bool,
@@ -212,22 +262,34 @@ pub struct Client {
 
 const SESSION_OP: OpId = OpId(0);
 const KEEP_ALIVE_OP: OpId = OpId(1);
+/// Session opens remembered to catch a second session; older ones are forgotten.
+const OPENS_REMEMBERED: usize = 16;
 
 impl Client {
-    /// A client that starts opening its session at once.
+    /// A client that starts probing its endpoints at once.
     pub fn new(cfg: ClientConfig, now: Instant, seed: u64) -> Self {
-        let cursor = if cfg.nodes.is_empty() { 0 } else { (seed % cfg.nodes.len() as u64) as usize };
+        let timing = PeerTiming {
+            probe_timeout_us: cfg.probe_timeout_us,
+            reprobe_interval_us: cfg.reprobe_interval_us,
+            endpoints_max: cfg.endpoints_max.max(1),
+        };
+        let peers = Peers::new(cfg.endpoints.clone(), timing);
+        let cursor = if peers.len() == 0 { 0 } else { (seed % peers.len() as u64) as usize };
         let mut client = Self {
             cfg,
             now,
+            peers,
             session: None,
             next_seq: 1,
             next_op: 2,
             next_request: 1,
             ops: BTreeMap::new(),
             requests: BTreeMap::new(),
+            probes: BTreeMap::new(),
+            opens: VecDeque::new(),
             seqs: BTreeMap::new(),
             leader: None,
+            leader_term: 0,
             cursor,
             last_sent: now,
             signals_seen: BTreeMap::new(),
@@ -236,10 +298,6 @@ impl Client {
             closing: false,
             confirmed: now,
         };
-        client.ops.insert(
-            SESSION_OP,
-            Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at: now }, session: None },
-        );
         client.flush();
         client
     }
@@ -259,19 +317,71 @@ impl Client {
         self.ops.keys().filter(|id| **id != SESSION_OP && **id != KEEP_ALIVE_OP).count()
     }
 
+    /// The address of endpoint `peer`, in the host's terms.
+    pub fn peer_addr(&self, peer: Peer) -> Option<&str> {
+        self.peers.get(peer).map(|p| p.addr.as_str())
+    }
+
+    /// The node behind endpoint `peer`, if known.
+    pub fn peer_node(&self, peer: Peer) -> Option<NodeId> {
+        self.peers.node(peer)
+    }
+
+    /// The first endpoint of `node` the client learnt, if it knows one.
+    pub fn peer_of(&self, node: NodeId) -> Option<Peer> {
+        self.peers.iter().find(|(_, p)| p.node == Some(node)).map(|(peer, _)| peer)
+    }
+
+    /// Every endpoint: its handle, address, node (if known), health, and why it was last
+    /// found unusable (for a host's error messages).
+    pub fn endpoints(
+        &self,
+    ) -> impl Iterator<Item = (Peer, &str, Option<NodeId>, Health, Option<&PeerError>)> {
+        self.peers.iter().map(|(peer, p)| (peer, p.addr.as_str(), p.node, p.health, p.last_error.as_ref()))
+    }
+
+    /// Whether every endpoint refused this client (it asks for a group none serves).
+    pub fn all_refused(&self) -> bool {
+        self.peers.all_refused()
+    }
+
+    /// Opens a session now rather than when a command first needs one.
+    pub fn open_session(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.session.is_none() {
+            self.closing = false;
+            self.want_session();
+        }
+        self.flush();
+    }
+
     /// Closes the session: everything it owns is released at once rather than when its
     /// TTL runs out. No new session is opened afterwards, whatever happens to this one.
+    /// With no session open or opening, the close succeeds at once.
     pub fn close(&mut self, now: Instant) -> OpId {
         self.closing = true;
+        if self.session.is_none() && !self.ops.contains_key(&SESSION_OP) {
+            self.now = self.now.max(now);
+            let id = self.new_op_id();
+            self.events.push_back(ClientEvent::Done {
+                op: id,
+                result: Ok(Reply::Unit),
+                index: 0,
+                session: None,
+                queued: false,
+            });
+            return id;
+        }
         self.submit(now, Op::Session(SessionOp::Close))
     }
 
-    /// Learns another node of the group (found after the client was made, say, or added
-    /// to the cluster later): it joins the rotation, and a redirect to it is followed.
-    pub fn add_node(&mut self, node: NodeId) {
-        if !self.cfg.nodes.contains(&node) {
-            self.cfg.nodes.push(node);
-        }
+    /// Learns another endpoint (a node added to the cluster later, say): it is probed,
+    /// joins the rotation once it answers, and a redirect to its node is followed.
+    pub fn add_endpoint(&mut self, now: Instant, endpoint: Endpoint) -> Option<Peer> {
+        self.now = self.now.max(now);
+        let peer = self.peers.add(endpoint);
+        self.flush();
+        peer
     }
 
     /// Submits a command; it is sent once the session is open.
@@ -312,16 +422,22 @@ impl Client {
     pub fn cancel(&mut self, now: Instant, op: OpId) {
         self.now = self.now.max(now);
         if let Some(p) = self.ops.remove(&op) {
-            if let Phase::Streaming { node } | Phase::Sent { node, .. } = p.phase {
+            if let Phase::Streaming { peer } | Phase::Sent { peer, .. } = p.phase {
                 let ids: Vec<u64> =
                     self.requests.iter().filter(|(_, (o, _))| *o == op).map(|(r, _)| *r).collect();
                 for id in ids {
                     self.requests.remove(&id);
                     let body = RequestBody::Cancel { id };
-                    self.send_raw(node, body);
+                    self.send_raw(peer, body);
                 }
             }
         }
+    }
+
+    fn new_op_id(&mut self) -> OpId {
+        let id = OpId(self.next_op);
+        self.next_op += 1;
+        id
     }
 
     fn start(&mut self, now: Instant, kind: Kind) -> OpId {
@@ -331,15 +447,14 @@ impl Client {
     /// Starts `kind`; a command with a `session` may only run in that session.
     fn start_in(&mut self, now: Instant, kind: Kind, session: Option<SessionId>) -> OpId {
         self.now = self.now.max(now);
-        let id = OpId(self.next_op);
-        self.next_op += 1;
+        let id = self.new_op_id();
         self.ops.insert(id, Pending { kind, phase: Phase::Waiting { at: self.now }, session });
         self.flush();
         id
     }
 
-    /// A message from node `from`.
-    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: ServerMessage) {
+    /// A message from endpoint `from`.
+    pub fn handle_message(&mut self, now: Instant, from: Peer, msg: ServerMessage) {
         self.now = self.now.max(now);
         match msg {
             ServerMessage::Answer { id, result } => self.on_answer(from, id, result),
@@ -348,22 +463,23 @@ impl Client {
         self.flush();
     }
 
-    /// The connection to `node` broke (or could not be made): whatever it was serving
-    /// moves to the next node after `retry_backoff_us`, so a node that refuses every
+    /// The connection to `peer` broke (or could not be made): the endpoint is avoided and
+    /// probed again after `reprobe_interval_us`, and whatever it was serving moves to
+    /// another endpoint after `retry_backoff_us`, so an endpoint that refuses every
     /// connection is neither retried forever nor hammered.
-    pub fn handle_disconnect(&mut self, now: Instant, node: NodeId) {
+    pub fn handle_disconnect(&mut self, now: Instant, peer: Peer) {
         self.now = self.now.max(now);
-        if self.leader == Some(node) {
+        if self.leader.is_some() && self.leader == self.peers.node(peer) {
             self.leader = None;
         }
-        if self.leader.is_none() && self.cfg.nodes.get(self.cursor) == Some(&node) {
-            self.rotate();
-        }
+        let delay = self.peers.reprobe_interval_us();
+        self.peers.silent(peer, self.now, delay, PeerError::Disconnected);
+        self.probes.retain(|_, p| *p != peer);
         let at = self.now.add_us(self.cfg.retry_backoff_us);
         for p in self.ops.values_mut() {
             match p.phase {
-                Phase::Sent { node: n, .. } | Phase::Pending { node: n } | Phase::Streaming { node: n }
-                    if n == node =>
+                Phase::Sent { peer: n, .. } | Phase::Pending { peer: n } | Phase::Streaming { peer: n }
+                    if n == peer =>
                 {
                     p.phase = Phase::Waiting { at };
                 }
@@ -383,10 +499,11 @@ impl Client {
         Some(self.confirmed.add_us(ttl_us - ttl_us / 10))
     }
 
-    /// Time passed: resend what timed out, keep the session alive, and give the session
-    /// up once it can no longer be known to live (during a partition, say): everything it
-    /// held must be presumed released, so [`ClientEvent::SessionLost`] is reported before
-    /// the cluster can have handed any of it to someone else.
+    /// Time passed: give up on silent endpoints and probe them again when due, resend
+    /// what timed out, keep the session alive, and give the session up once it can no
+    /// longer be known to live (during a partition, say): everything it held must be
+    /// presumed released, so [`ClientEvent::SessionLost`] is reported before the cluster
+    /// can have handed any of it to someone else.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = self.now.max(now);
         if let (Some(s), Some(deadline)) = (self.session, self.lease_deadline()) {
@@ -394,19 +511,39 @@ impl Client {
                 self.session_lost(s);
             }
         }
-        let mut moved = false;
+        if self.peers.expire_probes(self.now) {
+            let peers = &self.peers;
+            let silent = |p: Peer| matches!(peers.get(p).map(|s| s.health), Some(Health::Silent { .. }));
+            self.probes.retain(|_, p| !silent(*p));
+            // What was sent to an endpoint that does not even answer a probe will not be
+            // answered either: move it on now rather than at its request timeout.
+            for p in self.ops.values_mut() {
+                if matches!(p.phase, Phase::Sent { peer, .. } if silent(peer)) {
+                    p.phase = Phase::Waiting { at: self.now };
+                }
+            }
+            if self.leader.and_then(|l| self.peers.usable_for(l)).is_none() {
+                self.leader = None;
+            }
+        }
+        let mut silent = Vec::new();
         for p in self.ops.values_mut() {
-            if let Phase::Sent { node, deadline } = p.phase {
+            if let Phase::Sent { peer, deadline } = p.phase {
                 if deadline <= self.now {
                     p.phase = Phase::Waiting { at: self.now };
-                    if self.leader == Some(node) || self.leader.is_none() {
-                        moved = true;
-                    }
+                    silent.push(peer);
                 }
             }
         }
-        if moved {
-            self.leader = None;
+        if !silent.is_empty() {
+            for peer in silent {
+                // Probe it again at once: a node that is only slow (a long fsync, a busy
+                // leader) answers a probe and is used again.
+                self.peers.silent(peer, self.now, 0, PeerError::RequestTimedOut);
+                if self.leader.is_some() && self.leader == self.peers.node(peer) {
+                    self.leader = None;
+                }
+            }
             self.rotate();
             self.reroute_pending();
         }
@@ -426,13 +563,15 @@ impl Client {
         self.flush();
     }
 
-    /// The next request to send.
+    /// The next request to send, and the endpoint it goes to. Filled by every `handle_*`
+    /// call and by every call that starts an operation.
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<(NodeId, ClientRequest)> {
+    pub fn poll_transmit(&mut self) -> Option<(Peer, ClientRequest)> {
         self.out.pop_front()
     }
 
-    /// The next event for the host.
+    /// The next event for the host. Filled by `handle_message` (results, pushes, probes
+    /// answered), `handle_timeout` (a session given up), `handle_disconnect` and `close`.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
@@ -441,7 +580,7 @@ impl Client {
     /// When to call [`Client::handle_timeout`].
     #[must_use]
     pub fn poll_timeout(&self) -> Instant {
-        let mut next = Instant::MAX;
+        let mut next = self.peers.next_deadline();
         for p in self.ops.values() {
             match p.phase {
                 Phase::Sent { deadline, .. } => next = next.min(deadline),
@@ -460,23 +599,25 @@ impl Client {
 
     // ----- sending ------------------------------------------------------------------
 
-    /// Where requests go: the node believed to lead, else the next guess. Stale reads and
-    /// streams could go anywhere, and go there too (that connection is already in use).
-    fn target(&self) -> Option<NodeId> {
-        self.leader.or_else(|| self.cfg.nodes.get(self.cursor).copied())
+    /// Where requests go: the leader's endpoint if it is not known to be silent, else the
+    /// next endpoint that answered. Stale reads and streams go there too (that connection
+    /// is already in use). `None` while no endpoint has answered yet.
+    fn target(&self) -> Option<Peer> {
+        self.leader.and_then(|l| self.peers.usable_for(l)).or_else(|| self.peers.alive_from(self.cursor))
     }
 
     fn rotate(&mut self) {
-        if !self.cfg.nodes.is_empty() {
-            self.cursor = (self.cursor + 1) % self.cfg.nodes.len();
+        if self.peers.len() > 0 {
+            self.cursor = (self.cursor + 1) % self.peers.len();
         }
     }
 
     /// Pending commands follow the client to its new node (see the module docs).
     fn reroute_pending(&mut self) {
         let at = self.now;
+        let target = self.target();
         for p in self.ops.values_mut() {
-            if matches!(p.phase, Phase::Pending { node } if Some(node) != self.leader) {
+            if matches!(p.phase, Phase::Pending { peer } if Some(peer) != target) {
                 p.phase = Phase::Waiting { at };
             }
         }
@@ -503,8 +644,26 @@ impl Client {
             .count()
     }
 
-    /// Sends everything that is due.
+    /// Starts opening a session unless one is open or opening.
+    fn want_session(&mut self) {
+        if self.session.is_none() && !self.ops.contains_key(&SESSION_OP) {
+            let open =
+                Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at: self.now }, session: None };
+            self.ops.insert(SESSION_OP, open);
+        }
+    }
+
+    /// Probes what is due, then sends everything that is due.
     fn flush(&mut self) {
+        for peer in self.peers.due_probes(self.now) {
+            let rid = self.send_raw(peer, RequestBody::Hello);
+            self.probes.insert(rid, peer);
+        }
+        let needs_session =
+            |p: &Pending| matches!(p.kind, Kind::Command { seq: 0, .. }) && p.session.is_none();
+        if self.session.is_none() && !self.closing && self.ops.values().any(needs_session) {
+            self.want_session();
+        }
         let ids: Vec<OpId> = self.ops.keys().copied().collect();
         for id in ids {
             let Some(p) = self.ops.get(&id) else { continue };
@@ -524,6 +683,7 @@ impl Client {
             if needs_session && self.session.is_none() {
                 continue;
             }
+            let Some(peer) = self.target() else { continue };
             if let Kind::Command { seq: 0, .. } = p.kind {
                 if self.commands_unanswered() >= self.cfg.commands_in_flight_max {
                     continue;
@@ -539,13 +699,12 @@ impl Client {
                     p.session = self.session;
                 }
             }
-            self.send(id);
+            self.send(id, peer);
         }
     }
 
-    fn send(&mut self, id: OpId) {
+    fn send(&mut self, id: OpId, peer: Peer) {
         let Some(p) = self.ops.get(&id) else { return };
-        let Some(node) = self.target() else { return };
         let session = p.session.or(self.session);
         let acked = self.acked();
         let body = match &p.kind {
@@ -567,6 +726,11 @@ impl Client {
                     op: Op::Session(SessionOp::KeepAlive),
                 })
             }
+            // A session nobody uses: its first and only command.
+            Kind::CloseExtra(sid) => RequestBody::Command(Command {
+                session: Some(SessionRef { id: *sid, seq: 1, acked: 1 }),
+                op: Op::Session(SessionOp::Close),
+            }),
             Kind::Query { query, consistency } => RequestBody::Query {
                 query: Query { session: self.session, op: query.clone() },
                 consistency: *consistency,
@@ -575,27 +739,49 @@ impl Client {
             Kind::Observe { name } => RequestBody::Observe { name: name.clone() },
             Kind::Admin(body) => body.clone(),
         };
+        let opens = matches!(p.kind, Kind::OpenSession);
         if matches!(body, RequestBody::Command(_)) {
             self.last_sent = self.now;
         }
-        let rid = self.send_raw(node, body);
+        let rid = self.send_raw(peer, body);
+        if opens {
+            if self.opens.len() >= OPENS_REMEMBERED {
+                self.opens.pop_front();
+            }
+            self.opens.push_back(rid);
+        }
         self.requests.insert(rid, (id, self.now));
         let deadline = self.now.add_us(self.cfg.request_timeout_us);
         if let Some(p) = self.ops.get_mut(&id) {
-            p.phase = Phase::Sent { node, deadline };
+            p.phase = Phase::Sent { peer, deadline };
         }
     }
 
-    fn send_raw(&mut self, node: NodeId, body: RequestBody) -> u64 {
+    fn send_raw(&mut self, peer: Peer, body: RequestBody) -> u64 {
         let id = self.next_request;
         self.next_request += 1;
-        self.out.push_back((node, ClientRequest { id, group: self.cfg.group, body }));
+        self.out.push_back((peer, ClientRequest { id, group: self.cfg.group, body }));
         id
     }
 
     // ----- receiving ----------------------------------------------------------------
 
-    fn on_answer(&mut self, from: NodeId, rid: u64, result: Result<Answer, ClientError>) {
+    fn on_answer(&mut self, from: Peer, rid: u64, result: Result<Answer, ClientError>) {
+        if let Some(peer) = self.probes.remove(&rid) {
+            self.on_probe(peer, result);
+            return;
+        }
+        self.peers.heard_from(from);
+        if let Some(i) = self.opens.iter().position(|r| *r == rid) {
+            self.opens.remove(i);
+            if let Ok(Answer::Applied { outcome: Outcome::Done(Ok(Reply::Session { id, .. })), .. }) = &result
+            {
+                if self.session.is_some() || !self.ops.contains_key(&SESSION_OP) || self.closing {
+                    self.close_extra(*id);
+                    return;
+                }
+            }
+        }
         let Some(&(id, sent)) = self.requests.get(&rid) else { return };
         let Some(p) = self.ops.get(&id) else {
             self.requests.remove(&rid);
@@ -623,16 +809,51 @@ impl Client {
         }
     }
 
-    fn on_success(&mut self, from: NodeId, id: OpId, answer: Answer) {
+    /// A second session from a retried open: close it, so it holds no slot until its TTL.
+    fn close_extra(&mut self, sid: SessionId) {
+        let id = self.new_op_id();
+        let close =
+            Pending { kind: Kind::CloseExtra(sid), phase: Phase::Waiting { at: self.now }, session: None };
+        self.ops.insert(id, close);
+    }
+
+    fn on_probe(&mut self, peer: Peer, result: Result<Answer, ClientError>) {
+        match result {
+            Ok(Answer::Cluster(view)) => self.learn(peer, &view),
+            Err(e @ ClientError::WrongGroup { .. }) => self.peers.refused(peer, e),
+            // Anything else (an older node, say): it answers, though it tells nothing.
+            Ok(_) | Err(_) => {
+                let delay = self.peers.reprobe_interval_us();
+                self.peers.silent(peer, self.now, delay, PeerError::NoAnswer);
+            }
+        }
+    }
+
+    /// `peer` answered a probe with its view of the group.
+    fn learn(&mut self, peer: Peer, view: &ClusterView) {
+        if self.peers.answered(peer, view) {
+            self.events.push_back(ClientEvent::Reached { node: view.node, peer });
+        }
+        if let Some(l) = view.leader {
+            if view.term >= self.leader_term || self.leader.is_none() {
+                self.leader = Some(l);
+                self.leader_term = view.term;
+            }
+        }
+    }
+
+    fn on_success(&mut self, from: Peer, id: OpId, answer: Answer) {
         let Some(p) = self.ops.get_mut(&id) else { return };
         match answer {
             Answer::Applied { index, outcome } => {
-                if !matches!(p.kind, Kind::Query { .. }) && self.cfg.nodes.contains(&from) {
-                    self.leader = Some(from);
+                if !matches!(p.kind, Kind::Query { .. }) {
+                    if let Some(node) = self.peers.node(from) {
+                        self.leader = Some(node);
+                    }
                 }
                 match outcome {
                     Outcome::Pending => {
-                        p.phase = Phase::Pending { node: from };
+                        p.phase = Phase::Pending { peer: from };
                     }
                     Outcome::Done(result) => self.on_result(id, result, index, false),
                     // A retry: report where the command took effect, not the retry's entry.
@@ -647,7 +868,7 @@ impl Client {
                         *next = Some(revision + 1);
                     }
                 }
-                p.phase = Phase::Streaming { node: from };
+                p.phase = Phase::Streaming { peer: from };
             }
             answer => {
                 self.ops.remove(&id);
@@ -684,7 +905,7 @@ impl Client {
                     p.phase = Phase::Waiting { at };
                 }
             }
-            (Kind::KeepAlive, _) => {
+            (Kind::KeepAlive | Kind::CloseExtra(_), _) => {
                 self.ops.remove(&id);
             }
             _ => self.finish(id, result, index, queued),
@@ -717,23 +938,34 @@ impl Client {
                         Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at }, session: None },
                     );
                 }
-                Kind::KeepAlive => {}
+                Kind::KeepAlive | Kind::CloseExtra(_) => {}
                 _ => self.events.push_back(ClientEvent::Failed { op: id, error }),
             }
         }
     }
 
     /// Raft refused or could not settle the request: retry where it makes sense.
-    fn on_refusal(&mut self, from: NodeId, id: OpId, e: RequestError) {
+    fn on_refusal(&mut self, from: Peer, id: OpId, e: RequestError) {
         let backoff = self.now.add_us(self.cfg.retry_backoff_us);
+        let from_node = self.peers.node(from);
         let at = match e {
-            RequestError::NotLeader { leader: Some(l) } if l != from && self.cfg.nodes.contains(&l) => {
+            RequestError::NotLeader { leader: Some(l) } if Some(l) != from_node => {
                 self.leader = Some(l);
+                self.leader_term = 0;
                 self.reroute_pending();
-                self.now
+                if self.peers.usable_for(l).is_some() {
+                    self.now
+                } else {
+                    // Its address is unknown (or it is silent): ask `from` where the
+                    // members are, and try again after a pause.
+                    if !self.peers.knows(l) {
+                        self.probe_now(from);
+                    }
+                    backoff
+                }
             }
             RequestError::NotLeader { .. } => {
-                if self.leader == Some(from) || self.leader.is_none() {
+                if self.leader.is_none() || self.leader == from_node {
                     self.leader = None;
                     self.rotate();
                 }
@@ -751,6 +983,15 @@ impl Client {
         if let Some(p) = self.ops.get_mut(&id) {
             p.phase = Phase::Waiting { at };
         }
+    }
+
+    /// Probes `peer` now, whatever its health says (to learn the members it knows).
+    fn probe_now(&mut self, peer: Peer) {
+        if self.probes.values().any(|p| *p == peer) {
+            return;
+        }
+        let rid = self.send_raw(peer, RequestBody::Hello);
+        self.probes.insert(rid, peer);
     }
 
     fn on_push(&mut self, push: Push) {
@@ -826,13 +1067,9 @@ impl Client {
         }
         self.seqs.clear();
         self.signals_seen.clear();
-        if self.closing {
-            return;
-        }
-        let at = self.now;
-        self.ops.insert(
-            SESSION_OP,
-            Pending { kind: Kind::OpenSession, phase: Phase::Waiting { at }, session: None },
-        );
+        // A new session opens when a command needs one (see `flush`).
     }
 }
+
+#[cfg(test)]
+mod tests;

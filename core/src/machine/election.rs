@@ -74,6 +74,9 @@ pub enum ElectionChange {
     Resigned,
     /// The leader's session ended.
     Failover,
+    /// Not a change: the state when an observer started (or resumed on another node),
+    /// sent before any change, so that an observer misses nothing in between.
+    Current,
 }
 
 /// A change of an election, for observers.

@@ -112,6 +112,17 @@ pub struct MachineBugs {
 }
 
 impl Limits {
+    /// A fingerprint of every limit: nodes exchange it when they connect and refuse a
+    /// peer whose limits differ, since replicas applying the same log under different
+    /// limits would diverge. FNV-1a over the postcard encoding: stable across builds and
+    /// targets.
+    pub fn digest(&self) -> u64 {
+        let bytes = postcard::to_allocvec(self).unwrap_or_default();
+        bytes
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    }
+
     /// Checks the limits make sense: every bound at least 1 (a zero reply cache would
     /// defeat exactly-once; a zero name length would refuse every primitive) and a TTL
     /// range that is not empty.

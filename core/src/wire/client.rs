@@ -15,6 +15,7 @@ use crate::raft::{
     Consistency, GroupId, LogIndex, Membership, MembershipChange, NodeId, RequestError, Status, Term,
 };
 use alloc::string::String;
+use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 /// A request from a client.
@@ -68,6 +69,36 @@ pub enum RequestBody {
     ChangeMembership(MembershipChange),
     /// Hands leadership to `target` (leader only) → [`Answer::Transferred`].
     TransferLeadership(NodeId),
+    /// Who answers, who leads, and where the members listen for clients →
+    /// [`Answer::Cluster`]. Answered by the node itself, without Raft: clients use it to
+    /// find the nodes and to tell a node that answers from one that only accepts
+    /// connections.
+    Hello,
+}
+
+/// A node's view of its group, as a client needs it to find its way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// The node answering.
+    pub node: NodeId,
+    /// Its current term.
+    pub term: Term,
+    /// The leader it knows of, in `term`.
+    pub leader: Option<NodeId>,
+    /// The members (voters and learners) and the client address each advertised, where
+    /// this node has heard it.
+    pub members: Vec<MemberAddr>,
+}
+
+/// A member and where it listens for clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAddr {
+    /// The member.
+    pub node: NodeId,
+    /// Its client address, in its host's terms (`host:port`, a URL, …), if known.
+    pub client_addr: Option<String>,
+    /// Whether it votes.
+    pub voter: bool,
 }
 
 /// A message from a node to a client.
@@ -124,6 +155,8 @@ pub enum Answer {
         /// Term of the new leadership.
         term: Term,
     },
+    /// The answering node's view of its group.
+    Cluster(ClusterView),
 }
 
 /// Why a node could not serve a request.

@@ -9,9 +9,13 @@
 
 mod client;
 
-pub use client::{Answer, ClientError, ClientRequest, Push, RequestBody, ServerMessage};
+pub use client::{
+    Answer, ClientError, ClientRequest, ClusterView, MemberAddr, Push, RequestBody, ServerMessage,
+};
 
-use crate::raft::Message;
+use crate::machine::Limits;
+use crate::raft::{GroupId, Message, NodeId};
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -32,6 +36,88 @@ pub enum Envelope {
     Request(ClientRequest),
     /// A node's answer or push to a client.
     Response(ServerMessage),
+    /// The first message on every peer connection.
+    PeerHello(PeerHello),
+}
+
+/// Opens every peer connection: who dials, for which group, under which limits, and where
+/// it serves clients. The accepting node can then answer on the same connection at once
+/// (how a node that joined later, whose address nobody was given, is reached), refuses a
+/// peer of another group or with other limits with a clear reason, and tells clients the
+/// dialling node's address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHello {
+    /// The group the dialling node serves.
+    pub group: GroupId,
+    /// The dialling node.
+    pub node: NodeId,
+    /// [`Limits::digest`] of its state machine limits.
+    pub limits_digest: u64,
+    /// Where it listens for clients, in its host's terms, if it serves clients.
+    pub client_addr: Option<String>,
+}
+
+/// Why a peer's hello was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HelloError {
+    /// The first message was not a hello.
+    NotAHello,
+    /// The peer serves another group.
+    WrongGroup {
+        /// The peer's group.
+        theirs: GroupId,
+        /// This node's group.
+        ours: GroupId,
+    },
+    /// The peer claims this node's own id.
+    SameId(NodeId),
+    /// The peer runs with other state machine limits.
+    LimitsDiffer {
+        /// The peer's digest.
+        theirs: u64,
+        /// This node's digest.
+        ours: u64,
+    },
+}
+
+impl fmt::Display for HelloError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAHello => f.write_str("not a Concord peer (its first message was not a hello)"),
+            Self::WrongGroup { theirs, ours } => {
+                write!(f, "the peer serves group {}, this node group {}", theirs.0, ours.0)
+            }
+            Self::SameId(id) => write!(f, "the peer claims this node's own id {}", id.0),
+            Self::LimitsDiffer { theirs, ours } => write!(
+                f,
+                "the peer runs with other state machine limits (digest {theirs:#x}, ours {ours:#x}); \
+                 every node of a group needs the same limits"
+            ),
+        }
+    }
+}
+
+impl PeerHello {
+    /// The hello node `node` of `group` sends, running with `limits`.
+    pub fn new(group: GroupId, node: NodeId, limits: &Limits, client_addr: Option<String>) -> Self {
+        Self { group, node, limits_digest: limits.digest(), client_addr }
+    }
+
+    /// Whether node `me` of `group`, running with `limits`, takes this peer.
+    pub fn check(&self, group: GroupId, me: NodeId, limits: &Limits) -> Result<(), HelloError> {
+        if self.group != group {
+            return Err(HelloError::WrongGroup { theirs: self.group, ours: group });
+        }
+        if self.node == me {
+            return Err(HelloError::SameId(me));
+        }
+        let ours = limits.digest();
+        if self.limits_digest != ours {
+            return Err(HelloError::LimitsDiffer { theirs: self.limits_digest, ours });
+        }
+        Ok(())
+    }
 }
 
 /// Why bytes could not be encoded or decoded.

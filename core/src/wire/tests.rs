@@ -143,3 +143,21 @@ proptest! {
         prop_assert!(decode_payload(&payload[..cut], MAX).is_err());
     }
 }
+
+#[test]
+fn a_peer_hello_round_trips_and_is_refused_for_another_group_its_own_id_or_other_limits() {
+    let limits = Limits::default();
+    let hello = PeerHello::new(GroupId(3), NodeId(2), &limits, Some("10.0.0.2:7001".into()));
+    let mut buf = Vec::new();
+    encode_frame(&Envelope::PeerHello(hello.clone()), MAX, &mut buf).unwrap();
+    let (back, _) = decode_frame(&buf, MAX).unwrap().unwrap();
+    assert_eq!(back, Envelope::PeerHello(hello.clone()));
+    assert_eq!(hello.check(GroupId(3), NodeId(1), &limits), Ok(()));
+    assert!(matches!(hello.check(GroupId(4), NodeId(1), &limits), Err(HelloError::WrongGroup { .. })));
+    assert_eq!(hello.check(GroupId(3), NodeId(2), &limits), Err(HelloError::SameId(NodeId(2))));
+    let other = Limits { name_bytes_max: limits.name_bytes_max + 1, ..limits.clone() };
+    assert_ne!(other.digest(), limits.digest());
+    assert!(matches!(hello.check(GroupId(3), NodeId(1), &other), Err(HelloError::LimitsDiffer { .. })));
+    // The digest is a function of the limits alone: the same on every node and build.
+    assert_eq!(Limits::default().digest(), limits.digest());
+}

@@ -86,6 +86,11 @@ struct ServeArgs {
     /// Address clients connect to.
     #[arg(long, env = "CONCORD_CLIENT_ADDR")]
     client_addr: Option<SocketAddr>,
+    /// The client address given to clients and other nodes (HOST:PORT), when it differs
+    /// from --client-addr (a wildcard bind, NAT, a DNS name). Clients learn every node
+    /// from any one of them through it.
+    #[arg(long, env = "CONCORD_ADVERTISE_CLIENT_ADDR")]
+    advertise_client_addr: Option<String>,
     /// Address the other nodes connect to.
     #[arg(long, env = "CONCORD_PEER_ADDR")]
     peer_addr: Option<SocketAddr>,
@@ -155,6 +160,13 @@ struct ClientArgs<T: Args> {
     /// node answers from what it has applied).
     #[arg(long, value_enum, default_value_t = Reads::Linearizable, global = true)]
     consistency: Reads,
+    /// How long to wait, ms, for any endpoint to answer before giving up (then every
+    /// endpoint is named with why it failed).
+    #[arg(long, default_value_t = 10_000, global = true)]
+    connect_timeout_ms: u64,
+    /// A TCP connection not established within this many ms has failed.
+    #[arg(long, default_value_t = 2_000, global = true)]
+    dial_timeout_ms: u64,
     #[command(flatten)]
     args: T,
 }
@@ -658,6 +670,8 @@ where
     opts.group = c.group;
     opts.session_ttl = Duration::from_millis(c.session_ttl_ms);
     opts.read_consistency = c.consistency.into();
+    opts.connect_timeout = Duration::from_millis(c.connect_timeout_ms);
+    opts.dial_timeout = Duration::from_millis(c.dial_timeout_ms);
     let client = Concord::connect(opts).await?;
     let ctx = Ctx { client: client.clone(), output: c.output };
     let result = f(ctx, c.args).await;
@@ -882,9 +896,8 @@ async fn barrier(ctx: Ctx, a: BarrierArgs) -> Result<Outcome, CliError> {
 
 async fn elect(ctx: Ctx, a: ElectArgs) -> Result<Outcome, CliError> {
     if a.observe {
-        let l = ctx.client.leader(&a.name).await?;
-        print_leader(&ctx, &a.name, l.as_ref().map(|l| (l.session.0, l.fence.0, &l.value)));
-        let mut seen = 1;
+        // The first event is the current leader, then every change.
+        let mut seen = 0;
         let mut events = ctx.client.observe(&a.name);
         while a.count.is_none_or(|c| seen < c) {
             let Some(e) = events.recv().await else { break };
@@ -1177,6 +1190,9 @@ async fn serve(a: ServeArgs) -> Result<Outcome, CliError> {
         cfg.peers = a.peers.iter().copied().collect();
     }
     cfg.join |= a.join;
+    if a.advertise_client_addr.is_some() {
+        cfg.advertise_client_addr = a.advertise_client_addr.clone();
+    }
     let mut node = concord_tokio::server::start(cfg).await.map_err(|e| e.to_string())?;
     tokio::select! {
         stopped = signals.recv() => {

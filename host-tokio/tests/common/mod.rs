@@ -215,17 +215,6 @@ impl Cluster {
             .unwrap_or(0)
     }
 
-    /// Waits (bounded) until at least `n` sessions are open: background commands have
-    /// connected. Then a moment more for the request they send next.
-    pub fn wait_sessions(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.sessions() < n {
-            assert!(Instant::now() < deadline, "fewer than {n} sessions after 15 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-
     /// Path of node `id`'s data directory.
     pub fn data_dir(&self, id: u64) -> &Path {
         &self.node(id).data_dir

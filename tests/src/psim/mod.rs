@@ -20,7 +20,7 @@ use crate::sim::disk::Disk;
 use crate::sim::net::Net;
 use crate::sim::{DriftClock, Faults, Scheduled};
 use checks::Checks;
-use concord_core::client::{Client, ClientConfig};
+use concord_core::client::{Client, ClientConfig, Peer};
 use concord_core::machine::{Concord, Limits, MachineBugs};
 use concord_core::raft::Membership;
 use concord_core::server::{ConnId, Replica, ServeLimits};
@@ -298,16 +298,14 @@ impl Psim {
         let node_ids: Vec<NodeId> = (1..=cfg.nodes).map(NodeId).collect();
         let clients = (0..cfg.clients)
             .map(|c| {
-                let mut cc = ClientConfig::new(GroupId(7), node_ids.clone());
+                let mut cc = ClientConfig::for_nodes(GroupId(7), &node_ids);
                 cc.session_ttl_ms = cfg.session_ttl_ms;
                 cc.request_timeout_us = 400_000;
                 cc.retry_backoff_us = 30_000;
                 cc.commands_in_flight_max = 8;
-                PClient {
-                    client: Client::new(cc, Instant::ZERO, rng.next_u64() ^ c as u64),
-                    timer_generation: 0,
-                    timer_at: u64::MAX,
-                }
+                let mut client = Client::new(cc, Instant::ZERO, rng.next_u64() ^ c as u64);
+                client.open_session(Instant::ZERO);
+                PClient { client, timer_generation: 0, timer_at: u64::MAX }
             })
             .collect();
         let workload = Workload::new(cfg.clients, rng.next_u64());
@@ -473,7 +471,7 @@ impl Psim {
                     // A connection that cannot deliver breaks, and both ends notice (as a
                     // TCP connection times out): nothing is silently skipped in a stream.
                     let now = Instant::from_micros(self.now);
-                    self.clients[client].client.handle_disconnect(now, NodeId(node as u64 + 1));
+                    self.clients[client].client.handle_disconnect(now, Peer(node as u32));
                     let conn = self.conn_id(client, epoch);
                     if let Some(r) = self.nodes[node].replica.as_mut() {
                         r.handle_disconnect(conn);
@@ -482,7 +480,7 @@ impl Psim {
                     return;
                 }
                 let now = Instant::from_micros(self.now);
-                self.clients[client].client.handle_message(now, NodeId(node as u64 + 1), *msg);
+                self.clients[client].client.handle_message(now, Peer(node as u32), *msg);
                 self.drain_client(client);
             }
             Ev::NodeTimer { node, generation } => {
@@ -553,7 +551,7 @@ impl Psim {
         let Some(r) = self.nodes[node].replica.as_mut() else {
             // The process is down: the client's connection is refused, and it notices.
             let now = Instant::from_micros(self.now);
-            self.clients[client].client.handle_disconnect(now, NodeId(node as u64 + 1));
+            self.clients[client].client.handle_disconnect(now, Peer(node as u32));
             self.drain_client(client);
             return;
         };
@@ -693,7 +691,8 @@ impl Psim {
             sends.push(s);
         }
         for (node, req) in sends {
-            let to = node.0 as usize - 1;
+            // Endpoints are the nodes in order (psim replicas advertise no addresses).
+            let to = node.0 as usize;
             if to >= n {
                 continue;
             }
@@ -832,7 +831,7 @@ impl Psim {
         // Its client connections break.
         let now = Instant::from_micros(self.now);
         for c in 0..self.clients.len() {
-            self.clients[c].client.handle_disconnect(now, NodeId(victim as u64 + 1));
+            self.clients[c].client.handle_disconnect(now, Peer(victim as u32));
             self.drain_client(c);
         }
         let at = self.now + self.range((50_000, 1_500_000));

@@ -269,6 +269,8 @@ impl Workload {
             return None;
         }
         if self.clients[c].session.is_none() {
+            // Sessions open on demand: this workload wants one before it acts.
+            client.open_session(now);
             return Some(20_000);
         }
         if c == 0 && self.clients[0].watch.is_none() {
@@ -525,7 +527,7 @@ impl Workload {
                 }
                 None
             }
-            ClientEvent::Admin { .. } | ClientEvent::Election { .. } => None,
+            ClientEvent::Admin { .. } | ClientEvent::Election { .. } | ClientEvent::Reached { .. } => None,
         }
     }
 
