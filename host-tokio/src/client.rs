@@ -24,6 +24,7 @@
 //! ```
 
 use crate::frame::{read_frame, write_frame};
+use concord_core::client::calls::{self, AdminCall, Call, Request};
 use concord_core::client::{
     Client as CoreClient, ClientConfig, ClientEvent, Endpoint as CoreEndpoint, Health, OpId, Peer,
 };
@@ -188,40 +189,22 @@ pub struct Done {
     pub index: LogIndex,
     /// The session a command ran in (`None` for reads); what it granted is lost with it.
     pub session: Option<SessionId>,
+    /// The commands that give back what the reply granted, in `session` (empty when it
+    /// granted nothing).
+    pub releases: Vec<Op>,
 }
 
-/// What gives back a grant whose caller stopped waiting for it (its future was dropped,
-/// a timeout around it fired): the commands that release what the reply granted.
-pub(crate) type Undo = Box<dyn FnOnce(&Reply) -> Vec<Op> + Send>;
-
-/// A command's caller: where the result goes, and how to undo a grant nobody took.
-struct Waiter {
-    tx: oneshot::Sender<Result<Done, Error>>,
-    undo: Option<Undo>,
-}
-
-/// A subscription being made: its deliveries go to `tx` once its id is known; until then
-/// they are kept.
-struct PendingSubscription {
-    tx: mpsc::UnboundedSender<SignalDelivery>,
-    early: Vec<SignalDelivery>,
-}
-
-/// Where one subscription's deliveries go.
-struct Route {
-    session: SessionId,
-    subscription: u64,
-    tx: mpsc::UnboundedSender<SignalDelivery>,
-}
+/// Where a command's or read's result goes.
+type Answered = oneshot::Sender<Result<Done, Error>>;
 
 enum Cmd {
-    Submit(Op, Option<SessionId>, Option<Undo>, oneshot::Sender<Result<Done, Error>>),
-    Subscribe(Op, Undo, oneshot::Sender<Result<Done, Error>>, mpsc::UnboundedSender<SignalDelivery>),
-    Read(QueryOp, Consistency, oneshot::Sender<Result<Done, Error>>),
+    Submit(Op, Option<SessionId>, Answered),
+    Subscribe(Op, Answered, mpsc::UnboundedSender<SignalDelivery>),
+    Read(QueryOp, Consistency, Answered),
     Admin(RequestBody, oneshot::Sender<Result<Answer, Error>>),
     Watch(WatchFilter, Option<u64>, mpsc::UnboundedSender<Result<WatchEvent, Error>>),
     Observe(String, mpsc::UnboundedSender<Result<ElectionEvent, Error>>),
-    CloseSession(oneshot::Sender<Result<Done, Error>>),
+    CloseSession(Answered),
     /// Why no endpoint could be used, for `connect`'s error.
     Report(oneshot::Sender<String>),
     Close(oneshot::Sender<()>),
@@ -298,8 +281,7 @@ impl Concord {
             frame_bytes_max: opts.frame_bytes_max,
             dial_timeout: opts.dial_timeout,
             once: BTreeMap::new(),
-            subscribing: BTreeMap::new(),
-            routes: Vec::new(),
+            subscriptions: BTreeMap::new(),
             admin: BTreeMap::new(),
             watches: BTreeMap::new(),
             observers: BTreeMap::new(),
@@ -359,35 +341,59 @@ impl Concord {
     /// drop). The driver takes it even if no runtime is current.
     fn in_background(&self, op: Op, session: SessionId) {
         let (tx, _) = oneshot::channel();
-        let _ = self.cmds.send(Cmd::Submit(op, Some(session), None, tx));
+        let _ = self.cmds.send(Cmd::Submit(op, Some(session), tx));
     }
 
-    /// Applies `op`; if the caller stops waiting and the op then succeeds, the driver
-    /// applies what `undo` makes of the reply, in the same session.
-    pub(crate) async fn execute_undoable(&self, op: Op, undo: Undo) -> Result<Done, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Submit(op, None, Some(undo), tx)).map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+    /// Runs a typed call from [`concord_core::client::calls`]; its typed result and how
+    /// it finished. Reads go with the client's [`Options::read_consistency`].
+    pub async fn call_done<T>(&self, call: Call<T>) -> Result<(T, Done), Error> {
+        let (request, decode) = call.into_parts();
+        let done = match request {
+            Request::Command(op) => self.execute(op).await?,
+            Request::Read(query) => self.read(query, self.reads).await?,
+        };
+        let value = decode.decode(done.reply.clone()).map_err(|e| Error::Unexpected(e.to_string()))?;
+        Ok((value, done))
     }
 
-    /// Subscribes with `op` (in the current session, or the one it opens); the
+    /// Runs a typed call; its typed result.
+    pub async fn call<T>(&self, call: Call<T>) -> Result<T, Error> {
+        Ok(self.call_done(call).await?.0)
+    }
+
+    /// Runs a typed call in `session` only (see [`Concord::execute_in`]).
+    pub(crate) async fn call_in<T>(&self, call: Call<T>, session: SessionId) -> Result<T, Error> {
+        let (request, decode) = call.into_parts();
+        let done = match request {
+            Request::Command(op) => self.execute_in(op, session).await?,
+            Request::Read(query) => self.read(query, self.reads).await?,
+        };
+        decode.decode(done.reply).map_err(|e| Error::Unexpected(e.to_string()))
+    }
+
+    /// Subscribes with `call` (in the current session, or the one it opens); the
     /// subscription's deliveries, and only those, go to the returned stream.
-    pub(crate) async fn execute_subscribe(
+    pub(crate) async fn call_subscribe(
         &self,
-        op: Op,
-        undo: Undo,
-    ) -> Result<(Done, mpsc::UnboundedReceiver<SignalDelivery>), Error> {
+        call: Call<u64>,
+    ) -> Result<(u64, Done, mpsc::UnboundedReceiver<SignalDelivery>), Error> {
+        let (request, decode) = call.into_parts();
+        let Request::Command(op) = request else {
+            return Err(Error::Unexpected("a subscription is a command".into()));
+        };
         let (tx, rx) = oneshot::channel();
         let (deliveries, stream) = mpsc::unbounded_channel();
-        self.cmds.send(Cmd::Subscribe(op, undo, tx, deliveries)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Subscribe(op, tx, deliveries)).map_err(|_| Error::Closed)?;
         let done = rx.await.map_err(|_| Error::Closed)??;
-        Ok((done, stream))
+        let id = decode.decode(done.reply.clone()).map_err(|e| Error::Unexpected(e.to_string()))?;
+        Ok((id, done, stream))
     }
 
     /// Applies `op` (exactly once, whatever the retries), waiting as long as it waits.
+    /// If the caller stops waiting, whatever `op` grants is given back when it comes.
     pub async fn execute(&self, op: Op) -> Result<Done, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Submit(op, None, None, tx)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Submit(op, None, tx)).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -395,7 +401,7 @@ impl Concord {
     /// `SessionLost` and is not applied in the client's next session.
     pub async fn execute_in(&self, op: Op, session: SessionId) -> Result<Done, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Submit(op, Some(session), None, tx)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Submit(op, Some(session), tx)).map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -418,28 +424,26 @@ impl Concord {
         rx.await.map_err(|_| Error::Closed)?
     }
 
+    /// Runs a typed administrative call from [`concord_core::client::calls`].
+    pub async fn admin_call<T>(&self, call: AdminCall<T>) -> Result<T, Error> {
+        let (body, decode) = call.into_parts();
+        let answer = self.admin(body).await?;
+        decode.decode(answer).map_err(|e| Error::Unexpected(e.to_string()))
+    }
+
     /// The status of the node that answers (the leader, if there is one).
     pub async fn status(&self) -> Result<Status, Error> {
-        match self.admin(RequestBody::Status).await? {
-            Answer::Status(s) => Ok(s),
-            other => Err(Error::Unexpected(format!("{other:?}"))),
-        }
+        self.admin_call(calls::status()).await
     }
 
     /// Changes the membership; the log index of the change and the membership in force.
     pub async fn change_membership(&self, change: MembershipChange) -> Result<(LogIndex, Membership), Error> {
-        match self.admin(RequestBody::ChangeMembership(change)).await? {
-            Answer::Membership { index, membership } => Ok((index, membership)),
-            other => Err(Error::Unexpected(format!("{other:?}"))),
-        }
+        self.admin_call(calls::change_membership(change)).await
     }
 
     /// Hands leadership to node `to`; the term it leads in.
     pub async fn transfer_leadership(&self, to: NodeId) -> Result<Term, Error> {
-        match self.admin(RequestBody::TransferLeadership(to)).await? {
-            Answer::Transferred { term } => Ok(term),
-            other => Err(Error::Unexpected(format!("{other:?}"))),
-        }
+        self.admin_call(calls::transfer_leadership(to)).await
     }
 
     /// Watches key-value changes matching `filter`, from revision `from` (or now). The
@@ -494,9 +498,9 @@ struct Driver {
     net_tx: mpsc::UnboundedSender<Net>,
     frame_bytes_max: usize,
     dial_timeout: Duration,
-    once: BTreeMap<OpId, Waiter>,
-    subscribing: BTreeMap<OpId, PendingSubscription>,
-    routes: Vec<Route>,
+    once: BTreeMap<OpId, Answered>,
+    /// Where each subscription's signals go, by the operation that subscribed.
+    subscriptions: BTreeMap<OpId, mpsc::UnboundedSender<SignalDelivery>>,
     admin: BTreeMap<OpId, oneshot::Sender<Result<Answer, Error>>>,
     watches: BTreeMap<OpId, mpsc::UnboundedSender<Result<WatchEvent, Error>>>,
     observers: BTreeMap<OpId, mpsc::UnboundedSender<Result<ElectionEvent, Error>>>,
@@ -537,21 +541,21 @@ impl Driver {
     fn command(&mut self, c: Cmd) {
         let now = self.now();
         match c {
-            Cmd::Submit(op, pin, undo, tx) => {
+            Cmd::Submit(op, pin, tx) => {
                 let id = match pin {
                     Some(session) => self.core.submit_in(now, op, session),
                     None => self.core.submit(now, op),
                 };
-                self.once.insert(id, Waiter { tx, undo });
+                self.once.insert(id, tx);
             }
-            Cmd::Subscribe(op, undo, tx, deliveries) => {
+            Cmd::Subscribe(op, tx, deliveries) => {
                 let id = self.core.submit(now, op);
-                self.once.insert(id, Waiter { tx, undo: Some(undo) });
-                self.subscribing.insert(id, PendingSubscription { tx: deliveries, early: Vec::new() });
+                self.once.insert(id, tx);
+                self.subscriptions.insert(id, deliveries);
             }
             Cmd::Read(q, consistency, tx) => {
                 let id = self.core.read(now, q, consistency);
-                self.once.insert(id, Waiter { tx, undo: None });
+                self.once.insert(id, tx);
             }
             Cmd::Admin(body, tx) => {
                 let id = self.core.admin(now, body);
@@ -567,7 +571,7 @@ impl Driver {
             }
             Cmd::CloseSession(tx) => {
                 let id = self.core.close(now);
-                self.once.insert(id, Waiter { tx, undo: None });
+                self.once.insert(id, tx);
             }
             Cmd::Report(tx) => {
                 let _ = tx.send(self.report());
@@ -664,37 +668,26 @@ impl Driver {
                     s.lost += 1;
                 });
                 // Subscriptions ended with the session: their streams end too.
-                self.routes.clear();
-                self.subscribing.clear();
+                self.subscriptions.clear();
             }
-            ClientEvent::Done { op, result, index, session, .. } => {
-                if let Some(sub) = self.subscribing.remove(&op) {
-                    if let (Ok(Reply::Subscribed { id }), Some(session)) = (&result, session) {
-                        let route = Route { session, subscription: *id, tx: sub.tx };
-                        let mine =
-                            |d: &SignalDelivery| d.session == session && d.subscription == route.subscription;
-                        if sub.early.into_iter().filter(mine).all(|d| route.tx.send(d).is_ok()) {
-                            self.routes.push(route);
-                        }
-                    }
+            ClientEvent::Done { op, result, index, session, releases, .. } => {
+                if result.is_err() {
+                    self.subscriptions.remove(&op);
                 }
-                if let Some(w) = self.once.remove(&op) {
-                    let result = result.map(|reply| Done { reply, index, session }).map_err(Error::Machine);
-                    // Nobody took the grant: give it back, in the session that got it.
-                    if let (Err(Ok(done)), Some(undo)) = (w.tx.send(result), w.undo) {
-                        if let Some(s) = done.session {
-                            let now = self.now();
-                            for op in undo(&done.reply) {
-                                self.core.submit_in(now, op, s);
-                            }
-                        }
+                if let Some(tx) = self.once.remove(&op) {
+                    let result =
+                        result.map(|reply| Done { reply, index, session, releases }).map_err(Error::Machine);
+                    // Nobody took the grant: the core gives it back, in the session that got it.
+                    if let (Err(Ok(done)), Some(s)) = (tx.send(result), session) {
+                        let now = self.now();
+                        self.core.give_back(now, done.releases, s);
                     }
                 }
             }
             ClientEvent::Failed { op, error } => {
-                self.subscribing.remove(&op);
-                if let Some(w) = self.once.remove(&op) {
-                    let _ = w.tx.send(Err(Error::Request(error.clone())));
+                self.subscriptions.remove(&op);
+                if let Some(tx) = self.once.remove(&op) {
+                    let _ = tx.send(Err(Error::Request(error.clone())));
                 }
                 if let Some(tx) = self.admin.remove(&op) {
                     let _ = tx.send(Err(Error::Request(error.clone())));
@@ -711,13 +704,11 @@ impl Driver {
                     let _ = tx.send(Ok(answer));
                 }
             }
-            ClientEvent::Signal(d) => {
-                for sub in self.subscribing.values_mut() {
-                    sub.early.push(d.clone());
+            ClientEvent::Signal { op, delivery } => {
+                // A stream nobody reads any more: its guard unsubscribes when dropped.
+                if self.subscriptions.get(&op).is_some_and(|tx| tx.send(delivery).is_err()) {
+                    self.subscriptions.remove(&op);
                 }
-                self.routes.retain(|r| {
-                    r.session != d.session || r.subscription != d.subscription || r.tx.send(d.clone()).is_ok()
-                });
             }
             ClientEvent::Watch { op, event } => {
                 if self.watches.get(&op).is_some_and(|tx| tx.send(Ok(event)).is_err()) {

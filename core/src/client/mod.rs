@@ -43,7 +43,7 @@
 use crate::machine::election::ElectionEvent;
 use crate::machine::kv::{WatchEvent, WatchFilter};
 use crate::machine::session::SessionOp;
-use crate::machine::signal::SignalDelivery;
+use crate::machine::signal::{SignalDelivery, SignalOp};
 use crate::machine::{Command, Error, Op, Outcome, Query, QueryOp, Reply, SessionId, SessionRef};
 use crate::raft::{Consistency, GroupId, LogIndex, NodeId, RequestError, Term};
 use crate::time::Instant;
@@ -52,6 +52,7 @@ use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 
+pub mod calls;
 pub mod peers;
 
 pub use peers::{Endpoint, Health, Peer, PeerError};
@@ -145,6 +146,10 @@ pub enum ClientEvent {
         /// The machine queued it (a lock wait, …) and a later entry, at `index`, completed
         /// it; `false` when it completed in the entry that applied it.
         queued: bool,
+        /// The commands that give back what the reply granted (a lock, permits, a hold,
+        /// leadership, a subscription), to run in `session` ([`Client::submit_in`]);
+        /// empty when nothing was granted ([`calls::releases`]).
+        releases: Vec<Op>,
     },
     /// An operation failed for a reason outside the state machine (wrong group, a
     /// proposal too large, a watch that cannot start, an administrative request refused).
@@ -161,8 +166,14 @@ pub enum ClientEvent {
         /// The answer.
         answer: Answer,
     },
-    /// A signal for this client's session.
-    Signal(SignalDelivery),
+    /// A signal for subscription `op` (the operation that subscribed), in log order,
+    /// after that operation's `Done`.
+    Signal {
+        /// The subscribe operation.
+        op: OpId,
+        /// The signal.
+        delivery: SignalDelivery,
+    },
     /// A change for a watch.
     Watch {
         /// The watch.
@@ -225,6 +236,14 @@ struct Pending {
     session: Option<SessionId>,
 }
 
+impl Pending {
+    /// A command not sequenced yet and not pinned to a session: it runs in the session
+    /// open when it is sent, which is opened for it if there is none.
+    fn needs_new_session(&self) -> bool {
+        matches!(self.kind, Kind::Command { seq: 0, .. }) && self.session.is_none()
+    }
+}
+
 /// The sans-IO client of one group.
 pub struct Client {
     cfg: ClientConfig,
@@ -250,10 +269,18 @@ pub struct Client {
     last_sent: Instant,
     /// The last signal index delivered per subscription (nodes may both push one).
     signals_seen: BTreeMap<u64, LogIndex>,
+    /// Subscriptions of the session: (session, subscription id) → the subscribe operation.
+    subscriptions: BTreeMap<(SessionId, u64), OpId>,
+    /// Signals that arrived while a subscribe was unanswered: they may be its first ones.
+    early_signals: VecDeque<SignalDelivery>,
+    /// Operations whose caller stopped waiting: what they grant is given back at once.
+    abandoned: BTreeSet<OpId>,
     out: VecDeque<(Peer, ClientRequest)>,
     events: VecDeque<ClientEvent>,
     /// [`Client::close`] was called: a lost session is not replaced.
     closing: bool,
+    /// [`Client::open_session`] was called: a session is wanted even with no command.
+    session_requested: bool,
     /// When the request that last proved the session alive left. The cluster keeps the
     /// session at least a TTL after applying it; past [`Client::lease_deadline`] the
     /// client can no longer be sure, and reports the session lost.
@@ -264,6 +291,9 @@ const SESSION_OP: OpId = OpId(0);
 const KEEP_ALIVE_OP: OpId = OpId(1);
 /// Session opens remembered to catch a second session; older ones are forgotten.
 const OPENS_REMEMBERED: usize = 16;
+/// Signals kept for subscriptions whose reply has not arrived yet; the oldest go first
+/// (a subscription's reply follows its first signals by a round trip at most).
+const EARLY_SIGNALS_MAX: usize = 1024;
 
 impl Client {
     /// A client that starts probing its endpoints at once.
@@ -293,9 +323,13 @@ impl Client {
             cursor,
             last_sent: now,
             signals_seen: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
+            early_signals: VecDeque::new(),
+            abandoned: BTreeSet::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
             closing: false,
+            session_requested: false,
             confirmed: now,
         };
         client.flush();
@@ -350,6 +384,7 @@ impl Client {
         self.now = self.now.max(now);
         if self.session.is_none() {
             self.closing = false;
+            self.session_requested = true;
             self.want_session();
         }
         self.flush();
@@ -369,6 +404,7 @@ impl Client {
                 index: 0,
                 session: None,
                 queued: false,
+                releases: Vec::new(),
             });
             return id;
         }
@@ -395,6 +431,49 @@ impl Client {
     /// that a release can never reach a newer session's hold of the same thing.
     pub fn submit_in(&mut self, now: Instant, op: Op, session: SessionId) -> OpId {
         self.start_in(now, Kind::Command { op, seq: 0 }, Some(session))
+    }
+
+    /// Sends a typed call's request (reads with `consistency`); decode the reply of its
+    /// [`ClientEvent::Done`] with the call's decoder.
+    pub fn call(&mut self, now: Instant, request: calls::Request, consistency: Consistency) -> OpId {
+        match request {
+            calls::Request::Command(op) => self.submit(now, op),
+            calls::Request::Read(query) => self.read(now, query, consistency),
+        }
+    }
+
+    /// The caller of `op` stopped waiting (its future was dropped, its promise aborted):
+    /// its result is not reported, and whatever it grants when it completes is given
+    /// back at once, in the session that got it. An operation not sent yet is dropped.
+    pub fn abandon(&mut self, now: Instant, op: OpId) {
+        self.now = self.now.max(now);
+        let Some(p) = self.ops.get(&op) else { return };
+        match (&p.kind, p.phase) {
+            (Kind::Command { seq: 0, .. } | Kind::Query { .. } | Kind::Admin(_), Phase::Waiting { .. }) => {
+                self.ops.remove(&op);
+                // A session nobody needs any more is not opened.
+                let unsent_open =
+                    matches!(self.ops.get(&SESSION_OP), Some(p) if matches!(p.phase, Phase::Waiting { .. }));
+                if unsent_open
+                    && !self.session_requested
+                    && !self.ops.values().any(Pending::needs_new_session)
+                {
+                    self.ops.remove(&SESSION_OP);
+                }
+            }
+            (Kind::Watch { .. } | Kind::Observe { .. }, _) => self.cancel(now, op),
+            _ => {
+                self.abandoned.insert(op);
+            }
+        }
+    }
+
+    /// Gives back what a reply granted ([`ClientEvent::Done`]'s `releases`) in `session`,
+    /// for a host that learnt only on delivery that nobody waits for it any more.
+    pub fn give_back(&mut self, now: Instant, releases: Vec<Op>, session: SessionId) {
+        for op in releases {
+            self.submit_in(now, op, session);
+        }
     }
 
     /// Submits a read.
@@ -659,9 +738,7 @@ impl Client {
             let rid = self.send_raw(peer, RequestBody::Hello);
             self.probes.insert(rid, peer);
         }
-        let needs_session =
-            |p: &Pending| matches!(p.kind, Kind::Command { seq: 0, .. }) && p.session.is_none();
-        if self.session.is_none() && !self.closing && self.ops.values().any(needs_session) {
+        if self.session.is_none() && !self.closing && self.ops.values().any(Pending::needs_new_session) {
             self.want_session();
         }
         let ids: Vec<OpId> = self.ops.keys().copied().collect();
@@ -913,14 +990,64 @@ impl Client {
     }
 
     fn finish(&mut self, id: OpId, result: Result<Reply, Error>, index: LogIndex, queued: bool) {
-        if let Some(p) = self.ops.remove(&id) {
-            if let Kind::Command { seq, .. } = p.kind {
-                self.seqs.remove(&seq);
+        let Some(p) = self.ops.remove(&id) else { return };
+        self.requests.retain(|_, (o, _)| *o != id);
+        let session = p.session;
+        let mut releases = Vec::new();
+        if let Kind::Command { seq, op } = &p.kind {
+            self.seqs.remove(seq);
+            if let Ok(reply) = &result {
+                releases = calls::releases(op, reply);
+                self.track_subscription(id, op, reply, session);
             }
-            self.requests.retain(|_, (o, _)| *o != id);
-            let session = p.session;
-            self.events.push_back(ClientEvent::Done { op: id, result, index, session, queued });
         }
+        if self.abandoned.remove(&id) {
+            // Nobody takes the grant: give it back, in the session that got it.
+            if let Some(s) = session {
+                self.give_back(self.now, releases, s);
+            }
+            return;
+        }
+        self.events.push_back(ClientEvent::Done { op: id, result, index, session, queued, releases });
+        self.deliver_early_signals(id);
+    }
+
+    /// A subscription was made or ended by `op`: route its signals to `id` from now on
+    /// (unless its caller is gone), or stop routing them.
+    fn track_subscription(&mut self, id: OpId, op: &Op, reply: &Reply, session: Option<SessionId>) {
+        match (op, reply, session) {
+            (Op::Signal(SignalOp::Subscribe { .. }), Reply::Subscribed { id: sub }, Some(s))
+                if !self.abandoned.contains(&id) =>
+            {
+                self.subscriptions.insert((s, *sub), id);
+            }
+            (Op::Signal(SignalOp::Unsubscribe { id: sub }), Reply::Unit, _) => {
+                self.subscriptions.retain(|(_, i), _| i != sub);
+            }
+            _ => {}
+        }
+    }
+
+    /// Signals that arrived before subscription `op`'s reply, in order, now that it is
+    /// known.
+    fn deliver_early_signals(&mut self, op: OpId) {
+        if self.early_signals.is_empty() || !self.subscriptions.values().any(|o| *o == op) {
+            return;
+        }
+        let early = core::mem::take(&mut self.early_signals);
+        for d in early {
+            match self.subscriptions.get(&(d.session, d.subscription)) {
+                Some(&o) if o == op => self.events.push_back(ClientEvent::Signal { op, delivery: d }),
+                _ => self.early_signals.push_back(d),
+            }
+        }
+    }
+
+    /// Whether a subscribe is sent and unanswered (its first signals may come first).
+    fn subscribing(&self) -> bool {
+        self.ops.values().any(|p| {
+            matches!(&p.kind, Kind::Command { op: Op::Signal(SignalOp::Subscribe { .. }), seq } if *seq > 0)
+        })
     }
 
     fn fail(&mut self, id: OpId, error: ClientError) {
@@ -1013,9 +1140,17 @@ impl Client {
                     return;
                 }
                 let seen = self.signals_seen.entry(d.subscription).or_insert(0);
-                if d.index > *seen {
-                    *seen = d.index;
-                    self.events.push_back(ClientEvent::Signal(d));
+                if d.index <= *seen {
+                    return;
+                }
+                *seen = d.index;
+                if let Some(&op) = self.subscriptions.get(&(d.session, d.subscription)) {
+                    self.events.push_back(ClientEvent::Signal { op, delivery: d });
+                } else if self.subscribing() {
+                    if self.early_signals.len() >= EARLY_SIGNALS_MAX {
+                        self.early_signals.pop_front();
+                    }
+                    self.early_signals.push_back(d);
                 }
             }
             Push::Watch { watch, event } => {
@@ -1067,6 +1202,8 @@ impl Client {
         }
         self.seqs.clear();
         self.signals_seen.clear();
+        self.subscriptions.retain(|(s, _), _| *s != lost);
+        self.early_signals.clear();
         // A new session opens when a command needs one (see `flush`).
     }
 }

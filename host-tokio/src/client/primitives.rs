@@ -1,15 +1,16 @@
-//! Typed handles, one per primitive, over [`Concord::execute`] and [`Concord::read`].
+//! Typed handles, one per primitive: async wrappers over the core's typed calls
+//! ([`concord_core::client::calls`]), which build every request, decode every reply and
+//! name what releases every grant.
 //!
 //! A handle names one primitive and borrows the client: `c.semaphore("pool")`,
 //! `c.kv()`, … Ownership comes back as a guard — [`LockGuard`], [`Permits`], [`RwGuard`],
-//! [`Leadership`] — that knows the session it was granted in: it reports when that
-//! session (and so the ownership) is lost, and releases on drop in the background. A
-//! release is pinned to the granting session, so it can never reach a newer hold of
-//! the same primitive taken in a later session. A lock guard also names its grant's
-//! fence ([`LockOp::Release`]): it gives back one hold of that grant only, so after an
-//! operator's `force_unlock` and a new grant in the same session the old guard's release
-//! fails with `NotHeld` and the new hold stays. Other guards release by name within
-//! their session.
+//! [`Leadership`], [`Subscription`] — that knows the session it was granted in: it
+//! reports when that session (and so the ownership) is lost, and sends the release the
+//! core named on drop, in the background. A release is pinned to the granting session,
+//! so it can never reach a newer hold of the same primitive taken in a later session. A
+//! lock guard gives back its grant by fence ([`LockOp::Release`]), so after an operator's
+//! `force_unlock` and a new grant in the same session the old guard's release fails with
+//! `NotHeld` and the new hold stays. Other guards release by name within their session.
 //!
 //! A grant whose caller stopped waiting — the acquiring future was dropped, or a
 //! `tokio::time::timeout` around it fired, while the request was queued in the cluster —
@@ -20,29 +21,21 @@
 //! with [`MachineError::Timeout`] after `d`. The `try_*` forms ask once and answer
 //! `None` when the primitive is taken. Reads go with the client's
 //! [`Options::read_consistency`](super::Options::read_consistency).
+//!
+//! [`LockOp::Release`]: concord_core::machine::lock::LockOp::Release
 
-use super::{Concord, Done, Error, Undo};
-use concord_core::machine::barrier::BarrierOp;
-use concord_core::machine::election::{ElectionOp, ElectionQuery, LeaderInfo};
-use concord_core::machine::kv::{KvEntry, KvOp, KvQuery, PutMode, WatchEvent, WatchFilter};
-use concord_core::machine::latch::{LatchOp, LatchQuery};
-use concord_core::machine::lock::{LockOp, LockQuery};
-use concord_core::machine::long::{LongFn, LongOp, LongQuery};
-use concord_core::machine::reference::{RefFn, RefOp, RefQuery};
-use concord_core::machine::rwlock::{Mode, RwLockOp, RwLockQuery};
-use concord_core::machine::semaphore::{SemaphoreOp, SemaphoreQuery};
-use concord_core::machine::signal::{SignalDelivery, SignalOp};
-use concord_core::machine::{Error as MachineError, Etag, Fence, Op, QueryOp, Reply, SessionId};
+use super::{Concord, Done, Error};
+use concord_core::client::calls::{self, Call};
+pub use concord_core::client::calls::{Fresh, Tripped};
+use concord_core::machine::election::LeaderInfo;
+use concord_core::machine::kv::{KvEntry, PutMode, WatchEvent, WatchFilter};
+use concord_core::machine::long::LongFn;
+use concord_core::machine::reference::RefFn;
+use concord_core::machine::rwlock::Mode;
+use concord_core::machine::signal::SignalDelivery;
+use concord_core::machine::{Error as MachineError, Etag, Fence, Op, SessionId};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-fn unexpected(r: Reply) -> Error {
-    Error::Unexpected(format!("{r:?}"))
-}
-
-fn millis(timeout: Option<Duration>) -> Option<u64> {
-    timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// A try (timeout 0) that found the primitive taken answers `None`.
 fn tried<T>(r: Result<T, Error>) -> Result<Option<T>, Error> {
@@ -52,84 +45,18 @@ fn tried<T>(r: Result<T, Error>) -> Result<Option<T>, Error> {
     }
 }
 
-/// Gives back the lock grant with `fence`, and no later one.
-fn release_grant(name: String, fence: Fence) -> Op {
-    Op::Lock(LockOp::Release { name, fence })
-}
-
-/// An undo that gives back the grants of `names` a fence reply carries.
-fn release_grants(names: Vec<String>) -> Undo {
-    Box::new(move |r| match r {
-        Reply::Fence(f) => names.into_iter().map(|n| release_grant(n, *f)).collect(),
-        _ => Vec::new(),
-    })
-}
-
-/// An undo that applies `op` whatever the reply.
-fn undo_with(op: Op) -> Undo {
-    Box::new(move |_| vec![op])
-}
-
-fn expect_bool(r: Reply) -> Result<bool, Error> {
-    match r {
-        Reply::Bool(b) => Ok(b),
-        r => Err(unexpected(r)),
-    }
-}
-
-fn expect_count(r: Reply) -> Result<u64, Error> {
-    match r {
-        Reply::Count(n) => Ok(n),
-        r => Err(unexpected(r)),
-    }
-}
-
-fn expect_long(r: Reply) -> Result<i64, Error> {
-    match r {
-        Reply::Long(v) => Ok(v),
-        r => Err(unexpected(r)),
-    }
-}
-
-fn expect_value(r: Reply) -> Result<Option<Vec<u8>>, Error> {
-    match r {
-        Reply::Value(v) => Ok(v),
-        r => Err(unexpected(r)),
-    }
-}
-
-fn expect_unit(r: Reply) -> Result<(), Error> {
-    match r {
-        Reply::Unit => Ok(()),
-        r => Err(unexpected(r)),
-    }
-}
-
-fn expect_fence(r: Reply) -> Result<Fence, Error> {
-    match r {
-        Reply::Fence(f) => Ok(f),
-        r => Err(unexpected(r)),
-    }
-}
-
-fn expect_etag(r: Reply) -> Result<Etag, Error> {
-    match r {
-        Reply::KvWritten { etag } => Ok(etag),
-        r => Err(unexpected(r)),
-    }
-}
-
-/// Something a session owns, and the command that gives it back.
+/// Something a session owns, and the commands that give it back.
 struct Hold {
     client: Concord,
     session: SessionId,
-    release: Option<Op>,
+    release: Vec<Op>,
 }
 
 impl Hold {
-    fn new(client: &Concord, done: &Done, release: Op) -> Result<Self, Error> {
+    /// The hold `done` granted, given back by `release` (what the core named for it).
+    fn new(client: &Concord, done: &Done, release: Vec<Op>) -> Result<Self, Error> {
         let session = done.session.ok_or_else(|| Error::Unexpected("a grant outside a session".into()))?;
-        Ok(Self { client: client.clone(), session, release: Some(release) })
+        Ok(Self { client: client.clone(), session, release })
     }
 
     fn is_held(&self) -> bool {
@@ -143,15 +70,17 @@ impl Hold {
     /// Releases now. A lost session released everything already: the release, pinned to
     /// it, fails with `SessionLost` in the client without reaching the cluster.
     async fn release(mut self) -> Result<(), Error> {
-        let op = self.release.take().ok_or(Error::Closed)?;
-        self.client.execute_in(op, self.session).await.map(|_| ())
+        for op in std::mem::take(&mut self.release) {
+            self.client.execute_in(op, self.session).await?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        if let Some(op) = self.release.take() {
-            if self.client.session.borrow().current == Some(self.session) {
+        if self.client.session.borrow().current == Some(self.session) {
+            for op in std::mem::take(&mut self.release) {
                 self.client.in_background(op, self.session);
             }
         }
@@ -192,15 +121,19 @@ owned_by_session!(
 );
 
 impl Concord {
+    /// Runs a call that grants something; the result and the hold it granted.
+    async fn grant<T>(&self, call: Call<T>) -> Result<(T, Hold), Error> {
+        let (value, done) = self.call_done(call).await?;
+        let hold = Hold::new(self, &done, done.releases.clone())?;
+        Ok((value, hold))
+    }
+
     /// Acquires lock `name`, waiting up to `timeout` (`None`: until granted). The guard
     /// carries the fence; dropping it releases the lock in the background. Reentrant: a
     /// second `lock` of a lock the session holds is granted with the same fence, and
     /// each guard releases one hold.
     pub async fn lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockGuard, Error> {
-        let op = Op::Lock(LockOp::Lock { name: name.into(), timeout_ms: millis(timeout) });
-        let done = self.execute_undoable(op, release_grants(vec![name.into()])).await?;
-        let fence = expect_fence(done.reply.clone())?;
-        let hold = Hold::new(self, &done, release_grant(name.into(), fence))?;
+        let (fence, hold) = self.grant(calls::Lock::new(name).lock(timeout)).await?;
         Ok(LockGuard { hold, fence })
     }
 
@@ -212,25 +145,24 @@ impl Concord {
     /// Acquires every lock in `names` at once (all or none), waiting up to `timeout`;
     /// one guard per lock, all with the same fence. None may be held by the session.
     pub async fn lock_all(&self, names: &[&str], timeout: Option<Duration>) -> Result<Vec<LockGuard>, Error> {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let op = LockOp::LockMany { names: names.clone(), timeout_ms: millis(timeout) };
-        let done = self.execute_undoable(Op::Lock(op), release_grants(names.clone())).await?;
-        let fence = expect_fence(done.reply.clone())?;
-        names
-            .into_iter()
-            .map(|name| Ok(LockGuard { hold: Hold::new(self, &done, release_grant(name, fence))?, fence }))
+        let names = names.iter().map(|n| (*n).to_owned()).collect();
+        let (fence, done) = self.call_done(calls::lock_all(names, timeout)).await?;
+        // The core names one release per lock, in order.
+        done.releases
+            .iter()
+            .map(|release| Ok(LockGuard { hold: Hold::new(self, &done, vec![release.clone()])?, fence }))
             .collect()
     }
 
     /// Whether lock `name` is held by anyone.
     pub async fn is_locked(&self, name: &str) -> Result<bool, Error> {
-        expect_bool(self.query(QueryOp::Lock(LockQuery::IsLocked { name: name.into() })).await?)
+        self.call(calls::Lock::new(name).is_locked()).await
     }
 
     /// Releases lock `name` whoever holds it, every hold (an operator's tool): the next
     /// grant's fence supersedes the holder's, and its next unlock fails with `NotHeld`.
     pub async fn force_unlock(&self, name: &str) -> Result<(), Error> {
-        expect_unit(self.execute(Op::Lock(LockOp::ForceUnlock { name: name.into() })).await?.reply)
+        self.call(calls::Lock::new(name).force_unlock()).await
     }
 
     /// Campaigns in election `name` with `value`, waiting up to `timeout`; the guard
@@ -242,50 +174,44 @@ impl Concord {
         value: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<Leadership, Error> {
-        let op = ElectionOp::Campaign { name: name.into(), value, timeout_ms: millis(timeout) };
-        let resign = Op::Election(ElectionOp::Resign { name: name.into() });
-        let done = self.execute_undoable(Op::Election(op), undo_with(resign.clone())).await?;
-        let fence = expect_fence(done.reply.clone())?;
-        let hold = Hold::new(self, &done, resign)?;
-        Ok(Leadership { hold, name: name.into(), fence })
+        let election = calls::Election::new(name);
+        let (fence, hold) = self.grant(election.campaign(value, timeout)).await?;
+        Ok(Leadership { hold, election, fence })
     }
 
     /// The current leader of election `name`, if any.
     pub async fn leader(&self, name: &str) -> Result<Option<LeaderInfo>, Error> {
-        match self.query(QueryOp::Election(ElectionQuery::Leader { name: name.into() })).await? {
-            Reply::Leader(l) => Ok(l),
-            r => Err(unexpected(r)),
-        }
+        self.call(calls::Election::new(name).leader()).await
     }
 
     /// An atomic counter (a 64-bit signed integer, 0 until first written).
     pub fn counter(&self, name: &str) -> Counter<'_> {
-        Counter { client: self, name: name.into() }
+        Counter { client: self, c: calls::Counter::new(name) }
     }
 
     /// An atomic reference to a byte value (null until first written).
     pub fn reference(&self, name: &str) -> Reference<'_> {
-        Reference { client: self, name: name.into() }
+        Reference { client: self, r: calls::Reference::new(name) }
     }
 
     /// A counting semaphore.
     pub fn semaphore(&self, name: &str) -> Semaphore<'_> {
-        Semaphore { client: self, name: name.into() }
+        Semaphore { client: self, s: calls::Semaphore::new(name) }
     }
 
     /// A read-write lock.
     pub fn rwlock(&self, name: &str) -> RwLock<'_> {
-        RwLock { client: self, name: name.into() }
+        RwLock { client: self, l: calls::RwLock::new(name) }
     }
 
     /// A count-down latch.
     pub fn latch(&self, name: &str) -> Latch<'_> {
-        Latch { client: self, name: name.into() }
+        Latch { client: self, l: calls::Latch::new(name) }
     }
 
     /// A cyclic barrier of `parties`.
     pub fn barrier(&self, name: &str, parties: u32) -> Barrier<'_> {
-        Barrier { client: self, name: name.into(), parties }
+        Barrier { client: self, b: calls::Barrier::new(name, parties) }
     }
 
     /// The key-value store.
@@ -295,8 +221,7 @@ impl Concord {
 
     /// Publishes `payload` on `subject`; how many subscriptions received it.
     pub async fn publish(&self, subject: &str, payload: Vec<u8>) -> Result<u64, Error> {
-        let op = SignalOp::Publish { subject: subject.into(), payload };
-        expect_count(self.execute(Op::Signal(op)).await?.reply)
+        self.call(calls::publish(subject, payload)).await
     }
 
     /// Subscribes to subjects matching `pattern` (`*` one token, `>` the rest); with a
@@ -304,19 +229,9 @@ impl Concord {
     /// belongs to the session: its stream ends when the session is lost. Dropping it
     /// unsubscribes.
     pub async fn subscribe(&self, pattern: &str, queue_group: Option<&str>) -> Result<Subscription, Error> {
-        // The subscription runs in the session current now; signals that reach it before
-        // its reply are kept for it.
-        let op = SignalOp::Subscribe { pattern: pattern.into(), group: queue_group.map(str::to_owned) };
-        let undo: Undo = Box::new(|r| match r {
-            Reply::Subscribed { id } => vec![Op::Signal(SignalOp::Unsubscribe { id: *id })],
-            _ => Vec::new(),
-        });
-        let (done, deliveries) = self.execute_subscribe(Op::Signal(op), undo).await?;
-        let id = match done.reply {
-            Reply::Subscribed { id } => id,
-            r => return Err(unexpected(r)),
-        };
-        let hold = Hold::new(self, &done, Op::Signal(SignalOp::Unsubscribe { id }))?;
+        let call = calls::subscribe(pattern, queue_group.map(str::to_owned));
+        let (id, done, deliveries) = self.call_subscribe(call).await?;
+        let hold = Hold::new(self, &done, done.releases.clone())?;
         Ok(Subscription { hold, id, deliveries })
     }
 }
@@ -345,7 +260,7 @@ impl LockGuard {
 /// Leadership won in an election; dropping it resigns in the background.
 pub struct Leadership {
     hold: Hold,
-    name: String,
+    election: calls::Election,
     fence: Fence,
 }
 
@@ -357,8 +272,7 @@ impl Leadership {
 
     /// Announces a new value without an election (observers see it).
     pub async fn proclaim(&self, value: Vec<u8>) -> Result<(), Error> {
-        let op = Op::Election(ElectionOp::Proclaim { name: self.name.clone(), value });
-        self.hold.client.execute_in(op, self.hold.session).await.map(|_| ())
+        self.hold.client.call_in(self.election.proclaim(value), self.hold.session).await
     }
 
     /// Resigns (nothing is sent if the session, and the leadership with it, was lost).
@@ -370,130 +284,121 @@ impl Leadership {
 /// An atomic counter.
 pub struct Counter<'a> {
     client: &'a Concord,
-    name: String,
+    c: calls::Counter,
 }
 
 impl Counter<'_> {
-    async fn op(&self, op: LongOp) -> Result<Reply, Error> {
-        Ok(self.client.execute(Op::Long(op)).await?.reply)
-    }
-
     /// The value.
     pub async fn get(&self) -> Result<i64, Error> {
-        expect_long(self.client.query(QueryOp::Long(LongQuery::Get { name: self.name.clone() })).await?)
+        self.client.call(self.c.get()).await
     }
 
     /// Adds one; the new value.
     pub async fn incr(&self) -> Result<i64, Error> {
-        self.add(1).await
+        self.client.call(self.c.incr()).await
+    }
+
+    /// Subtracts one; the new value.
+    pub async fn decr(&self) -> Result<i64, Error> {
+        self.client.call(self.c.decr()).await
     }
 
     /// Adds `delta`; the new value.
     pub async fn add(&self, delta: i64) -> Result<i64, Error> {
-        expect_long(self.op(LongOp::AddAndGet { name: self.name.clone(), delta }).await?)
+        self.client.call(self.c.add(delta)).await
     }
 
     /// Adds `delta`; the previous value.
     pub async fn get_and_add(&self, delta: i64) -> Result<i64, Error> {
-        expect_long(self.op(LongOp::GetAndAdd { name: self.name.clone(), delta }).await?)
+        self.client.call(self.c.get_and_add(delta)).await
     }
 
     /// Sets the value.
     pub async fn set(&self, value: i64) -> Result<(), Error> {
-        expect_unit(self.op(LongOp::Set { name: self.name.clone(), value }).await?)
+        self.client.call(self.c.set(value)).await
     }
 
     /// Sets the value; the previous one.
     pub async fn get_and_set(&self, value: i64) -> Result<i64, Error> {
-        expect_long(self.op(LongOp::GetAndSet { name: self.name.clone(), value }).await?)
+        self.client.call(self.c.get_and_set(value)).await
     }
 
     /// Sets `new` if the value is `expected`; whether it did.
     pub async fn compare_and_set(&self, expected: i64, new: i64) -> Result<bool, Error> {
-        let op = LongOp::CompareAndSet { name: self.name.clone(), expect: expected, update: new };
-        expect_bool(self.op(op).await?)
+        self.client.call(self.c.compare_and_set(expected, new)).await
     }
 
     /// Replaces the value with `f(value)`; the new value.
     pub async fn alter_and_get(&self, f: LongFn) -> Result<i64, Error> {
-        expect_long(self.op(LongOp::AlterAndGet { name: self.name.clone(), f }).await?)
+        self.client.call(self.c.alter_and_get(f)).await
     }
 
     /// Replaces the value with `f(value)`; the previous value.
     pub async fn get_and_alter(&self, f: LongFn) -> Result<i64, Error> {
-        expect_long(self.op(LongOp::GetAndAlter { name: self.name.clone(), f }).await?)
+        self.client.call(self.c.get_and_alter(f)).await
     }
 
     /// `f(value)`, computed by the cluster without storing it.
     pub async fn apply(&self, f: LongFn) -> Result<i64, Error> {
-        expect_long(self.client.query(QueryOp::Long(LongQuery::Apply { name: self.name.clone(), f })).await?)
+        self.client.call(self.c.apply(f)).await
     }
 }
 
 /// An atomic reference to a byte value; `None` is null.
 pub struct Reference<'a> {
     client: &'a Concord,
-    name: String,
+    r: calls::Reference,
 }
 
 impl Reference<'_> {
-    async fn op(&self, op: RefOp) -> Result<Reply, Error> {
-        Ok(self.client.execute(Op::Ref(op)).await?.reply)
-    }
-
-    async fn query(&self, q: RefQuery) -> Result<Reply, Error> {
-        self.client.query(QueryOp::Ref(q)).await
-    }
-
     /// The value.
     pub async fn get(&self) -> Result<Option<Vec<u8>>, Error> {
-        expect_value(self.query(RefQuery::Get { name: self.name.clone() }).await?)
+        self.client.call(self.r.get()).await
     }
 
     /// Sets the value (`None` clears it).
     pub async fn set(&self, value: Option<Vec<u8>>) -> Result<(), Error> {
-        expect_unit(self.op(RefOp::Set { name: self.name.clone(), value }).await?)
+        self.client.call(self.r.set(value)).await
     }
 
     /// Sets the value; the previous one.
     pub async fn get_and_set(&self, value: Option<Vec<u8>>) -> Result<Option<Vec<u8>>, Error> {
-        expect_value(self.op(RefOp::GetAndSet { name: self.name.clone(), value }).await?)
+        self.client.call(self.r.get_and_set(value)).await
     }
 
-    /// Sets `update` if the value equals `expected`; whether it did.
+    /// Sets `update` if the value equals `expected` (`None`: if it is null); whether it
+    /// did.
     pub async fn compare_and_set(
         &self,
         expected: Option<Vec<u8>>,
         update: Option<Vec<u8>>,
     ) -> Result<bool, Error> {
-        expect_bool(
-            self.op(RefOp::CompareAndSet { name: self.name.clone(), expect: expected, update }).await?,
-        )
+        self.client.call(self.r.compare_and_set(expected, update)).await
     }
 
     /// Replaces the value with `f(value)`; the new value.
     pub async fn alter_and_get(&self, f: RefFn) -> Result<Option<Vec<u8>>, Error> {
-        expect_value(self.op(RefOp::AlterAndGet { name: self.name.clone(), f }).await?)
+        self.client.call(self.r.alter_and_get(f)).await
     }
 
     /// Replaces the value with `f(value)`; the previous value.
     pub async fn get_and_alter(&self, f: RefFn) -> Result<Option<Vec<u8>>, Error> {
-        expect_value(self.op(RefOp::GetAndAlter { name: self.name.clone(), f }).await?)
+        self.client.call(self.r.get_and_alter(f)).await
     }
 
     /// Whether the value is null.
     pub async fn is_null(&self) -> Result<bool, Error> {
-        expect_bool(self.query(RefQuery::IsNull { name: self.name.clone() }).await?)
+        self.client.call(self.r.is_null()).await
     }
 
     /// Whether the value equals `value`.
     pub async fn contains(&self, value: Option<Vec<u8>>) -> Result<bool, Error> {
-        expect_bool(self.query(RefQuery::Contains { name: self.name.clone(), value }).await?)
+        self.client.call(self.r.contains(value)).await
     }
 
     /// `f(value)`, computed by the cluster without storing it.
     pub async fn apply(&self, f: RefFn) -> Result<Option<Vec<u8>>, Error> {
-        expect_value(self.query(RefQuery::Apply { name: self.name.clone(), f }).await?)
+        self.client.call(self.r.apply(f)).await
     }
 }
 
@@ -503,24 +408,18 @@ impl Reference<'_> {
 /// somebody [releases](Semaphore::release) them.
 pub struct Semaphore<'a> {
     client: &'a Concord,
-    name: String,
+    s: calls::Semaphore,
 }
 
 impl Semaphore<'_> {
-    async fn op(&self, op: SemaphoreOp) -> Result<Done, Error> {
-        self.client.execute(Op::Semaphore(op)).await
-    }
-
     /// Creates the semaphore with `permits`; `false` if it existed (it is left as it was).
     pub async fn init(&self, permits: u64) -> Result<bool, Error> {
-        let op = SemaphoreOp::Init { name: self.name.clone(), permits, sessionless: false };
-        expect_bool(self.op(op).await?.reply)
+        self.client.call(self.s.init(permits)).await
     }
 
     /// Creates a semaphore whose permits belong to no session; `false` if it existed.
     pub async fn init_sessionless(&self, permits: u64) -> Result<bool, Error> {
-        let op = SemaphoreOp::Init { name: self.name.clone(), permits, sessionless: true };
-        expect_bool(self.op(op).await?.reply)
+        self.client.call(self.s.init_sessionless(permits)).await
     }
 
     /// Takes `permits` for the session, waiting up to `timeout`; the guard gives them
@@ -528,11 +427,8 @@ impl Semaphore<'_> {
     /// the cluster to take the permits back if the session is lost, which a sessionless
     /// semaphore does not do — use [`Semaphore::take`] and [`Semaphore::release`] there.
     pub async fn acquire(&self, permits: u64, timeout: Option<Duration>) -> Result<Permits, Error> {
-        let op = SemaphoreOp::Acquire { name: self.name.clone(), permits, timeout_ms: millis(timeout) };
-        let release = Op::Semaphore(SemaphoreOp::Release { name: self.name.clone(), permits });
-        let done = self.client.execute_undoable(Op::Semaphore(op), undo_with(release.clone())).await?;
-        expect_unit(done.reply.clone())?;
-        Ok(Permits { hold: Hold::new(self.client, &done, release)?, permits })
+        let ((), hold) = self.client.grant(self.s.acquire(permits, timeout)).await?;
+        Ok(Permits { hold, permits })
     }
 
     /// Takes `permits` if they are free now; `None` if not.
@@ -544,40 +440,37 @@ impl Semaphore<'_> {
     /// semaphore, whose permits outlive the session and are given back with
     /// [`Semaphore::release`], by this client or another.
     pub async fn take(&self, permits: u64, timeout: Option<Duration>) -> Result<(), Error> {
-        let op = SemaphoreOp::Acquire { name: self.name.clone(), permits, timeout_ms: millis(timeout) };
-        expect_unit(self.op(op).await?.reply)
+        self.client.call(self.s.acquire(permits, timeout)).await
     }
 
     /// Gives back `permits` taken with [`Semaphore::take`].
     pub async fn release(&self, permits: u64) -> Result<(), Error> {
-        expect_unit(self.op(SemaphoreOp::Release { name: self.name.clone(), permits }).await?.reply)
+        self.client.call(self.s.release(permits)).await
     }
 
     /// Takes every available permit; how many. They are the session's to give back.
     pub async fn drain(&self) -> Result<u64, Error> {
-        expect_count(self.op(SemaphoreOp::Drain { name: self.name.clone() }).await?.reply)
+        self.client.call(self.s.drain()).await
     }
 
     /// Adds `permits` to the pool.
     pub async fn increase(&self, permits: u64) -> Result<(), Error> {
-        expect_unit(self.op(SemaphoreOp::Increase { name: self.name.clone(), permits }).await?.reply)
+        self.client.call(self.s.increase(permits)).await
     }
 
     /// Removes `permits` from the pool (availability may go negative).
     pub async fn reduce(&self, permits: u64) -> Result<(), Error> {
-        expect_unit(self.op(SemaphoreOp::Reduce { name: self.name.clone(), permits }).await?.reply)
+        self.client.call(self.s.reduce(permits)).await
     }
 
     /// Permits available now (0 if the semaphore was never created).
     pub async fn available(&self) -> Result<i64, Error> {
-        let q = QueryOp::Semaphore(SemaphoreQuery::Available { name: self.name.clone() });
-        expect_long(self.client.query(q).await?)
+        self.client.call(self.s.available()).await
     }
 
     /// Permits the client's session holds.
     pub async fn held(&self) -> Result<u64, Error> {
-        let q = QueryOp::Semaphore(SemaphoreQuery::Held { name: self.name.clone() });
-        expect_count(self.client.query(q).await?)
+        self.client.call(self.s.held()).await
     }
 }
 
@@ -602,16 +495,13 @@ impl Permits {
 /// A read-write lock: many readers or one writer, each grant with a fence.
 pub struct RwLock<'a> {
     client: &'a Concord,
-    name: String,
+    l: calls::RwLock,
 }
 
 impl RwLock<'_> {
     async fn lock(&self, mode: Mode, timeout: Option<Duration>) -> Result<RwGuard, Error> {
-        let op = RwLockOp::Lock { name: self.name.clone(), mode, timeout_ms: millis(timeout) };
-        let release = Op::RwLock(RwLockOp::Unlock { name: self.name.clone() });
-        let done = self.client.execute_undoable(Op::RwLock(op), undo_with(release.clone())).await?;
-        let fence = expect_fence(done.reply.clone())?;
-        Ok(RwGuard { hold: Hold::new(self.client, &done, release)?, fence, mode })
+        let (fence, hold) = self.client.grant(self.l.lock(mode, timeout)).await?;
+        Ok(RwGuard { hold, fence, mode })
     }
 
     /// Takes it for reading, waiting up to `timeout`.
@@ -636,15 +526,12 @@ impl RwLock<'_> {
 
     /// Sessions holding it for reading.
     pub async fn readers(&self) -> Result<u64, Error> {
-        expect_count(
-            self.client.query(QueryOp::RwLock(RwLockQuery::Readers { name: self.name.clone() })).await?,
-        )
+        self.client.call(self.l.readers()).await
     }
 
     /// Whether a writer holds it.
     pub async fn is_write_locked(&self) -> Result<bool, Error> {
-        let q = QueryOp::RwLock(RwLockQuery::IsWriteLocked { name: self.name.clone() });
-        expect_bool(self.client.query(q).await?)
+        self.client.call(self.l.is_write_locked()).await
     }
 }
 
@@ -675,76 +562,44 @@ impl RwGuard {
 /// A count-down latch: [`Latch::wait`] returns once the count reaches zero.
 pub struct Latch<'a> {
     client: &'a Concord,
-    name: String,
+    l: calls::Latch,
 }
 
 impl Latch<'_> {
     /// Sets the count if it is zero; whether it did (`false`: still counting down).
     pub async fn try_set_count(&self, count: u64) -> Result<bool, Error> {
-        let op = LatchOp::TrySetCount { name: self.name.clone(), count };
-        expect_bool(self.client.execute(Op::Latch(op)).await?.reply)
+        self.client.call(self.l.try_set_count(count)).await
     }
 
     /// Counts down by one (exactly once, whatever the retries); the count left.
     pub async fn count_down(&self) -> Result<u64, Error> {
-        expect_count(
-            self.client.execute(Op::Latch(LatchOp::CountDown { name: self.name.clone() })).await?.reply,
-        )
+        self.client.call(self.l.count_down()).await
     }
 
     /// Waits up to `timeout` for the count to reach zero: `true` once it has, `false` if
     /// the time ran out first.
     pub async fn wait(&self, timeout: Option<Duration>) -> Result<bool, Error> {
-        let op = LatchOp::Await { name: self.name.clone(), timeout_ms: millis(timeout) };
-        match self.client.execute(Op::Latch(op)).await {
-            Ok(d) => expect_unit(d.reply).map(|()| true),
-            Err(Error::Machine(MachineError::Timeout)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(tried(self.client.call(self.l.wait(timeout)).await)?.is_some())
     }
 
     /// The current count.
     pub async fn count(&self) -> Result<u64, Error> {
-        expect_count(self.client.query(QueryOp::Latch(LatchQuery::Count { name: self.name.clone() })).await?)
+        self.client.call(self.l.count()).await
     }
 }
 
 /// A cyclic barrier: each generation trips when its parties have all arrived.
 pub struct Barrier<'a> {
     client: &'a Concord,
-    name: String,
-    parties: u32,
-}
-
-/// A barrier generation that tripped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tripped {
-    /// The generation (0, 1, …).
-    pub generation: u64,
-    /// This party's arrival order in it (0 = first).
-    pub arrival: u32,
+    b: calls::Barrier,
 }
 
 impl Barrier<'_> {
     /// Arrives and waits up to `timeout` for the others. A timeout breaks the generation:
     /// every party waiting in it fails with [`MachineError::Timeout`] too.
     pub async fn wait(&self, timeout: Option<Duration>) -> Result<Tripped, Error> {
-        let op =
-            BarrierOp::Wait { name: self.name.clone(), parties: self.parties, timeout_ms: millis(timeout) };
-        match self.client.execute(Op::Barrier(op)).await?.reply {
-            Reply::Barrier { generation, arrival } => Ok(Tripped { generation, arrival }),
-            r => Err(unexpected(r)),
-        }
+        self.client.call(self.b.wait(timeout)).await
     }
-}
-
-/// A conditional read's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fresh {
-    /// The entry changed (or is gone): here it is now.
-    Changed(Option<KvEntry>),
-    /// The entry still has the tag the reader holds.
-    NotModified(Etag),
 }
 
 /// The key-value store: values under string keys, each write tagged with the revision
@@ -754,34 +609,19 @@ pub struct Kv<'a> {
 }
 
 impl Kv<'_> {
-    async fn op(&self, op: KvOp) -> Result<Reply, Error> {
-        Ok(self.client.execute(Op::Kv(op)).await?.reply)
-    }
-
     /// The entry under `key`.
     pub async fn get(&self, key: &str) -> Result<Option<KvEntry>, Error> {
-        match self.get_if_none_match(key, None).await? {
-            Fresh::Changed(e) => Ok(e),
-            Fresh::NotModified(etag) => Err(Error::Unexpected(format!("not modified ({})", etag.0))),
-        }
+        self.client.call(calls::Kv.get(key)).await
     }
 
     /// The entry under `key`, unless it still has tag `etag` (HTTP's `If-None-Match`).
     pub async fn get_if_none_match(&self, key: &str, etag: Option<Etag>) -> Result<Fresh, Error> {
-        let q = KvQuery::Get { key: key.into(), if_none_match: etag };
-        match self.client.query(QueryOp::Kv(q)).await? {
-            Reply::KvEntry(e) => Ok(Fresh::Changed(e)),
-            Reply::NotModified { etag } => Ok(Fresh::NotModified(etag)),
-            r => Err(unexpected(r)),
-        }
+        self.client.call(calls::Kv.get_if_none_match(key, etag)).await
     }
 
     /// The entry under `key` without its value.
     pub async fn head(&self, key: &str) -> Result<Option<KvEntry>, Error> {
-        match self.client.query(QueryOp::Kv(KvQuery::Head { key: key.into() })).await? {
-            Reply::KvEntry(e) => Ok(e),
-            r => Err(unexpected(r)),
-        }
+        self.client.call(calls::Kv.head(key)).await
     }
 
     /// Writes `value` under `key` if `mode` allows it, to expire after `ttl` if given;
@@ -796,7 +636,7 @@ impl Kv<'_> {
         mode: PutMode,
         ttl: Option<Duration>,
     ) -> Result<Etag, Error> {
-        expect_etag(self.op(KvOp::Put { key: key.into(), value, mode, ttl_ms: millis(ttl) }).await?)
+        self.client.call(calls::Kv.put(key, value, mode, ttl)).await
     }
 
     /// Writes `value` under `key`; the new tag.
@@ -816,17 +656,17 @@ impl Kv<'_> {
 
     /// Deletes `key`; whether it existed. With `if_match`, only that version.
     pub async fn delete(&self, key: &str, if_match: Option<Etag>) -> Result<bool, Error> {
-        expect_bool(self.op(KvOp::Delete { key: key.into(), if_match }).await?)
+        self.client.call(calls::Kv.delete(key, if_match)).await
     }
 
     /// Copies `from`'s value to `to`; `to`'s new tag. With `if_absent`, fails if `to` exists.
     pub async fn copy(&self, from: &str, to: &str, if_absent: bool) -> Result<Etag, Error> {
-        expect_etag(self.op(KvOp::Copy { from: from.into(), to: to.into(), if_absent }).await?)
+        self.client.call(calls::Kv.copy(from, to, if_absent)).await
     }
 
     /// Moves `from` to `to` (with its TTL); `to`'s new tag.
     pub async fn rename(&self, from: &str, to: &str, if_absent: bool) -> Result<Etag, Error> {
-        expect_etag(self.op(KvOp::Rename { from: from.into(), to: to.into(), if_absent }).await?)
+        self.client.call(calls::Kv.rename(from, to, if_absent)).await
     }
 
     /// One page of the entries under `prefix`, in key order, after key `after`: the
@@ -837,11 +677,8 @@ impl Kv<'_> {
         after: Option<&str>,
         keys_only: bool,
     ) -> Result<(Vec<KvEntry>, bool), Error> {
-        let q = KvQuery::List { prefix: prefix.into(), after: after.map(str::to_owned), keys_only };
-        match self.client.query(QueryOp::Kv(q)).await? {
-            Reply::KvList { entries, more } => Ok((entries, more)),
-            r => Err(unexpected(r)),
-        }
+        let page = self.client.call(calls::Kv.list_page(prefix, after.map(str::to_owned), keys_only)).await?;
+        Ok((page.entries, page.more))
     }
 
     /// Every entry under `prefix`, page by page. Each page is a consistent read; the

@@ -519,7 +519,7 @@ impl Workload {
                 self.watch_seen.push((event.revision, event.key, event.kind, decode(&event.value)));
                 None
             }
-            ClientEvent::Signal(d) => {
+            ClientEvent::Signal { delivery: d, .. } => {
                 let e = self.deliveries.entry(d.index).or_default();
                 e.0 += 1;
                 if (1..=2).contains(&c) {

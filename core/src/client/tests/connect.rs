@@ -4,55 +4,10 @@
 
 use super::*;
 use crate::machine::long::LongOp;
-use crate::wire::MemberAddr;
 use alloc::vec;
-
-const GROUP: GroupId = GroupId(1);
-
-fn client(endpoints: &[&str]) -> Client {
-    let eps = endpoints.iter().map(|a| Endpoint::addr(*a)).collect();
-    Client::new(ClientConfig::new(GROUP, eps), Instant::ZERO, 0)
-}
-
-fn sent(c: &mut Client) -> Vec<(Peer, ClientRequest)> {
-    core::iter::from_fn(|| c.poll_transmit()).collect()
-}
-
-fn events(c: &mut Client) -> Vec<ClientEvent> {
-    core::iter::from_fn(|| c.poll_event()).collect()
-}
-
-/// Node `node`'s view: `leader` leads, and the members listen at `127.0.0.1:700N`.
-fn view(node: u64, leader: Option<u64>, members: &[u64]) -> Answer {
-    Answer::Cluster(ClusterView {
-        node: NodeId(node),
-        term: 3,
-        leader: leader.map(NodeId),
-        members: members
-            .iter()
-            .map(|m| MemberAddr {
-                node: NodeId(*m),
-                client_addr: Some(alloc::format!("127.0.0.1:700{m}")),
-                voter: true,
-            })
-            .collect(),
-    })
-}
-
-fn answer(c: &mut Client, now: Instant, peer: Peer, id: u64, result: Result<Answer, ClientError>) {
-    c.handle_message(now, peer, ServerMessage::Answer { id, result });
-}
-
-fn applied(outcome: Result<Reply, Error>) -> Result<Answer, ClientError> {
-    Ok(Answer::Applied { index: 5, outcome: Outcome::Done(outcome) })
-}
 
 fn incr() -> Op {
     Op::Long(LongOp::AddAndGet { name: "n".into(), delta: 1 })
-}
-
-fn ms(n: u64) -> Instant {
-    Instant::from_micros(n * 1000)
 }
 
 #[test]
