@@ -23,7 +23,7 @@
 //! # let _ = n; Ok(()) }
 //! ```
 
-use crate::frame::{read_frame, write_frame};
+use crate::frame::{write_frame, FrameReader};
 use concord_core::client::calls::{self, AdminCall, Call, Request};
 use concord_core::client::{
     Client as CoreClient, ClientConfig, ClientEvent, Endpoint as CoreEndpoint, Health, OpId, Peer,
@@ -767,9 +767,9 @@ async fn connection(
         "closed".to_string()
     };
     let reader = async {
-        let mut buf = Vec::new();
+        let mut frames = FrameReader::new(&mut r, frame_bytes_max);
         loop {
-            match read_frame(&mut r, &mut buf, frame_bytes_max).await {
+            match frames.next().await {
                 Ok(Some(Envelope::Response(m))) => {
                     if net.send(Net::Message(peer, generation, m)).is_err() {
                         return "closed".to_string();
@@ -777,7 +777,7 @@ async fn connection(
                 }
                 Ok(None) => return "the node closed the connection".to_string(),
                 Ok(Some(_)) => return "the node sent something other than a response".to_string(),
-                Err(e) => return format!("not a Concord client port? {e}"),
+                Err(e) => return e.to_string(),
             }
         }
     };

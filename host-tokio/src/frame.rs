@@ -3,7 +3,7 @@
 //! A frame's declared length is checked against the limit before any buffer grows for it,
 //! so a peer cannot make the server allocate more than `frame_bytes_max` per connection.
 
-use concord_core::wire::{decode_payload, encode_frame, Envelope, WireError, FRAME_HEADER_BYTES};
+use concord_core::wire::{encode_frame, Envelope, StreamDecoder, WireError};
 use std::fmt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -29,6 +29,7 @@ impl fmt::Display for FrameError {
         match self {
             Self::Io(e) => write!(f, "connection error: {e}"),
             Self::TooLarge { size, max } => write!(f, "frame of {size} bytes exceeds the limit of {max}"),
+            Self::Wire(e @ WireError::Http) => write!(f, "{e}"),
             Self::Wire(e) => write!(f, "malformed frame: {e}"),
         }
     }
@@ -42,26 +43,48 @@ impl From<std::io::Error> for FrameError {
     }
 }
 
-/// Reads one frame. `Ok(None)` when the stream ended cleanly between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    frame_bytes_max: usize,
-) -> Result<Option<Envelope>, FrameError> {
-    let mut header = [0u8; FRAME_HEADER_BYTES];
-    match r.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
+/// Bytes asked of the socket per read.
+const READ_CHUNK_BYTES: usize = 16 << 10;
+
+/// Reads frames from a byte stream through the core's incremental [`StreamDecoder`].
+/// Cancel-safe: a `next` dropped mid-way loses nothing already read.
+pub struct FrameReader<R> {
+    r: R,
+    decoder: StreamDecoder,
+    chunk: Box<[u8]>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Frames of at most `frame_bytes_max` bytes from `r`.
+    pub fn new(r: R, frame_bytes_max: usize) -> Self {
+        Self { r, decoder: StreamDecoder::new(frame_bytes_max), chunk: vec![0; READ_CHUNK_BYTES].into() }
     }
-    let size = u32::from_le_bytes(header) as usize;
-    if size > frame_bytes_max {
-        return Err(FrameError::TooLarge { size, max: frame_bytes_max });
+
+    /// The next frame. `Ok(None)` when the stream ended cleanly between frames.
+    pub async fn next(&mut self) -> Result<Option<Envelope>, FrameError> {
+        loop {
+            if let Some(envelope) = self.decoder.next_frame().map_err(FrameError::from)? {
+                return Ok(Some(envelope));
+            }
+            let n = self.r.read(&mut self.chunk).await?;
+            if n == 0 {
+                if self.decoder.is_idle() {
+                    return Ok(None);
+                }
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            self.decoder.push(&self.chunk[..n]);
+        }
     }
-    buf.clear();
-    buf.resize(size, 0);
-    r.read_exact(buf).await?;
-    decode_payload(buf, frame_bytes_max).map(Some).map_err(FrameError::Wire)
+}
+
+impl From<WireError> for FrameError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::FrameTooLarge { size, max } => Self::TooLarge { size, max },
+            other => Self::Wire(other),
+        }
+    }
 }
 
 /// Writes one frame (encoded into `buf`, which is reused).
@@ -72,10 +95,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     frame_bytes_max: usize,
 ) -> Result<(), FrameError> {
     buf.clear();
-    encode_frame(envelope, frame_bytes_max, buf).map_err(|e| match e {
-        WireError::FrameTooLarge { size, max } => FrameError::TooLarge { size, max },
-        other => FrameError::Wire(other),
-    })?;
+    encode_frame(envelope, frame_bytes_max, buf)?;
     w.write_all(buf).await?;
     Ok(())
 }
@@ -97,10 +117,10 @@ mod tests {
         write_frame(&mut a, &status_request(1), &mut buf, 1024).await.unwrap();
         write_frame(&mut a, &status_request(2), &mut buf, 1024).await.unwrap();
         drop(a);
-        let mut rbuf = Vec::new();
-        assert_eq!(read_frame(&mut b, &mut rbuf, 1024).await.unwrap(), Some(status_request(1)));
-        assert_eq!(read_frame(&mut b, &mut rbuf, 1024).await.unwrap(), Some(status_request(2)));
-        assert_eq!(read_frame(&mut b, &mut rbuf, 1024).await.unwrap(), None);
+        let mut r = FrameReader::new(&mut b, 1024);
+        assert_eq!(r.next().await.unwrap(), Some(status_request(1)));
+        assert_eq!(r.next().await.unwrap(), Some(status_request(2)));
+        assert_eq!(r.next().await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -108,18 +128,35 @@ mod tests {
         let (mut a, mut b) = tokio::io::duplex(64);
         // Declares 4 GiB − 1 but sends nothing more: the reader must not wait or allocate.
         a.write_all(&u32::MAX.to_le_bytes()).await.unwrap();
-        let mut rbuf = Vec::new();
-        let e = read_frame(&mut b, &mut rbuf, 1024).await.unwrap_err();
+        let e = FrameReader::new(&mut b, 1024).next().await.unwrap_err();
         assert!(matches!(e, FrameError::TooLarge { max: 1024, .. }), "{e}");
-        assert!(rbuf.capacity() < 1024);
     }
 
     #[tokio::test]
     async fn garbage_is_a_typed_error() {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&[5, 0, 0, 0, 0xff, 0xfe, 0xfd, 0xfc, 0xfb]).await.unwrap();
-        let mut rbuf = Vec::new();
-        let e = read_frame(&mut b, &mut rbuf, 1024).await.unwrap_err();
+        let e = FrameReader::new(&mut b, 1024).next().await.unwrap_err();
         assert!(matches!(e, FrameError::Wire(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_http_peer_is_named() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await.unwrap();
+        let e = FrameReader::new(&mut b, 1024).next().await.unwrap_err();
+        assert!(e.to_string().contains("HTTP"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_mid_frame_is_an_error_not_a_clean_end() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        let mut buf = Vec::new();
+        write_frame(&mut a, &status_request(1), &mut buf, 1024).await.unwrap();
+        a.write_all(&buf[..buf.len() - 1]).await.unwrap();
+        drop(a);
+        let mut r = FrameReader::new(&mut b, 1024);
+        assert_eq!(r.next().await.unwrap(), Some(status_request(1)));
+        assert!(matches!(r.next().await, Err(FrameError::Io(_))));
     }
 }

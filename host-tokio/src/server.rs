@@ -12,7 +12,7 @@
 //! `handle_persisted`.
 
 use crate::config::{ConfigError, ServerConfig};
-use crate::frame::{read_frame, write_frame, FrameError};
+use crate::frame::{write_frame, FrameError, FrameReader};
 use crate::metrics::{Histogram, StatusReport, LATENCY_BUCKETS_S, LOCK_BUCKETS_S};
 use crate::wal::{Wal, WalError, WalOptions};
 use concord_core::machine::lock::LockEvent;
@@ -591,9 +591,9 @@ async fn dial_peer(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdown: wa
         let up_since = std::time::Instant::now();
         let (mut r, mut w) = stream.into_split();
         let reader = async {
-            let mut rbuf = Vec::new();
+            let mut frames = FrameReader::new(&mut r, frame_bytes_max);
             loop {
-                match read_frame(&mut r, &mut rbuf, frame_bytes_max).await {
+                match frames.next().await {
                     Ok(Some(Envelope::Raft(m))) if m.from.0 == id => {
                         if inputs.send(Input::Peer(m)).is_err() {
                             return;
@@ -678,9 +678,9 @@ async fn serve_peer(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let frame_bytes_max = cfg.frame_bytes_max;
-    let (mut r, mut w) = stream.into_split();
-    let mut buf = Vec::new();
-    let first = tokio::time::timeout(PEER_HELLO_TIMEOUT, read_frame(&mut r, &mut buf, frame_bytes_max)).await;
+    let (r, mut w) = stream.into_split();
+    let mut frames = FrameReader::new(r, frame_bytes_max);
+    let first = tokio::time::timeout(PEER_HELLO_TIMEOUT, frames.next()).await;
     let checked = match first {
         Ok(Ok(Some(Envelope::PeerHello(h)))) => {
             h.check(GroupId(cfg.group), NodeId(cfg.id), &cfg.limits).map(|()| h)
@@ -705,11 +705,10 @@ async fn serve_peer(
             _ = forward_to_peer(&mut w, &mut rx, &mut wbuf, frame_bytes_max) => {}
         }
     });
-    let mut buf = Vec::new();
     loop {
         let frame = tokio::select! {
             _ = shutdown.changed() => return,
-            f = read_frame(&mut r, &mut buf, frame_bytes_max) => f,
+            f = frames.next() => f,
         };
         match frame {
             Ok(Some(Envelope::Raft(m))) if m.from == peer => {
@@ -821,9 +820,9 @@ async fn serve_client(
         }
     };
     let reader = async {
-        let mut buf = Vec::new();
+        let mut frames = FrameReader::new(&mut r, frame_bytes_max);
         loop {
-            match read_frame(&mut r, &mut buf, frame_bytes_max).await {
+            match frames.next().await {
                 Ok(Some(Envelope::Request(req))) => {
                     if inputs.send(Input::Client(conn, req)).is_err() {
                         return;

@@ -8,10 +8,12 @@
 //! any buffer is allocated for it.
 
 mod client;
+mod frame;
 
 pub use client::{
     Answer, ClientError, ClientRequest, ClusterView, MemberAddr, Push, RequestBody, ServerMessage,
 };
+pub use frame::{encode_cobs_frame, CobsDecoder, StreamDecoder, COBS_CRC_BYTES};
 
 use crate::machine::Limits;
 use crate::raft::{GroupId, Message, NodeId};
@@ -139,6 +141,13 @@ pub enum WireError {
     Malformed(postcard::Error),
     /// The frame decoded, but bytes were left over after the envelope.
     TrailingBytes(usize),
+    /// The peer speaks HTTP: a Concord port was given an HTTP server's address, or an
+    /// HTTP client connected to a Concord port.
+    Http,
+    /// A serial frame is not valid COBS (line noise).
+    Cobs,
+    /// A serial frame's CRC does not match its payload (line noise).
+    BadChecksum,
 }
 
 impl fmt::Display for WireError {
@@ -153,6 +162,9 @@ impl fmt::Display for WireError {
             }
             Self::Malformed(e) => write!(f, "malformed payload: {e}"),
             Self::TrailingBytes(n) => write!(f, "{n} unexpected bytes after the envelope"),
+            Self::Http => f.write_str("the other end speaks HTTP, not Concord's protocol (an HTTP port?)"),
+            Self::Cobs => f.write_str("not a valid COBS frame (line noise?)"),
+            Self::BadChecksum => f.write_str("frame checksum mismatch (line noise?)"),
         }
     }
 }

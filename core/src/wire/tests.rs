@@ -161,3 +161,144 @@ fn a_peer_hello_round_trips_and_is_refused_for_another_group_its_own_id_or_other
     // The digest is a function of the limits alone: the same on every node and build.
     assert_eq!(Limits::default().digest(), limits.digest());
 }
+
+/// Every sample, framed for a stream.
+fn stream_of_samples() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for s in samples() {
+        encode_frame(&s, MAX, &mut bytes).unwrap();
+    }
+    bytes
+}
+
+/// Every sample, framed for a serial line.
+fn line_of_samples() -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for s in samples() {
+        encode_cobs_frame(&s, MAX, &mut bytes).unwrap();
+    }
+    bytes
+}
+
+/// Feeds `bytes` to a stream decoder in pieces of `piece` bytes; what came out.
+fn stream_decode(bytes: &[u8], piece: usize) -> Result<Vec<Envelope>, WireError> {
+    let mut d = StreamDecoder::new(MAX);
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(piece.max(1)) {
+        d.push(chunk);
+        while let Some(e) = d.next_frame()? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+fn cobs_decode(bytes: &[u8], piece: usize) -> Vec<Result<Envelope, WireError>> {
+    let mut d = CobsDecoder::new(MAX);
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(piece.max(1)) {
+        d.push(chunk, |f| out.push(f));
+    }
+    out
+}
+
+#[test]
+fn stream_frames_decode_whatever_the_read_sizes() {
+    let bytes = stream_of_samples();
+    for piece in [1, 2, 3, 7, 64, bytes.len()] {
+        assert_eq!(stream_decode(&bytes, piece).unwrap(), samples(), "pieces of {piece}");
+    }
+}
+
+#[test]
+fn a_stream_that_ends_mid_frame_is_not_idle() {
+    let bytes = stream_of_samples();
+    let mut d = StreamDecoder::new(MAX);
+    d.push(&bytes[..bytes.len() - 1]);
+    while d.next_frame().unwrap().is_some() {}
+    assert!(!d.is_idle(), "the last frame is incomplete");
+    d.push(&bytes[bytes.len() - 1..]);
+    assert!(d.next_frame().unwrap().is_some());
+    assert!(d.is_idle());
+}
+
+#[test]
+fn a_stream_refuses_an_oversize_frame_before_buffering_it_and_names_http() {
+    let mut d = StreamDecoder::new(MAX);
+    d.push(&u32::MAX.to_le_bytes());
+    assert_eq!(d.next_frame(), Err(WireError::FrameTooLarge { size: u32::MAX as usize, max: MAX }));
+    let mut d = StreamDecoder::new(MAX);
+    d.push(b"HTTP/1.1 400 Bad Request\r\n");
+    assert_eq!(d.next_frame(), Err(WireError::Http));
+}
+
+#[test]
+fn cobs_frames_round_trip_whatever_the_read_sizes() {
+    let bytes = line_of_samples();
+    assert_eq!(bytes.iter().filter(|b| **b == 0).count(), samples().len(), "one zero byte per frame");
+    for piece in [1, 2, 5, 64, bytes.len()] {
+        let got: Vec<Envelope> = cobs_decode(&bytes, piece).into_iter().map(Result::unwrap).collect();
+        assert_eq!(got, samples(), "pieces of {piece}");
+    }
+}
+
+#[test]
+fn cobs_resynchronises_after_noise_and_refuses_corrupt_frames() {
+    let good = line_of_samples();
+    // Noise before, a frame with one flipped byte, then the good frames again.
+    let mut line = vec![0x13, 0x37, 0xff, 0x00];
+    let mut damaged = Vec::new();
+    encode_cobs_frame(&samples()[0], MAX, &mut damaged).unwrap();
+    damaged[3] ^= 0x40;
+    line.extend_from_slice(&damaged);
+    line.extend_from_slice(&good);
+    let got = cobs_decode(&line, 3);
+    let (bad, ok): (Vec<_>, Vec<_>) = got.into_iter().partition(Result::is_err);
+    assert_eq!(bad.len(), 2, "the noise and the damaged frame: {bad:?}");
+    assert_eq!(
+        ok.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        samples(),
+        "every good frame after them"
+    );
+}
+
+#[test]
+fn cobs_skips_an_endless_frame_and_recovers_at_the_next_zero() {
+    let mut line = vec![0x55; 3 * MAX];
+    line.push(0);
+    line.extend_from_slice(&line_of_samples());
+    let got = cobs_decode(&line, 4096);
+    assert!(matches!(got[0], Err(WireError::FrameTooLarge { .. })));
+    assert_eq!(got.len(), 1 + samples().len(), "one refusal, then every frame");
+    assert!(got[1..].iter().all(Result::is_ok));
+}
+
+proptest! {
+    #[test]
+    fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..2048), piece in 1usize..64) {
+        let _ = stream_decode(&bytes, piece);
+        let _ = cobs_decode(&bytes, piece);
+    }
+
+    #[test]
+    fn a_corrupted_serial_frame_is_never_accepted(which in 0usize..11, pos in any::<usize>(), flip in 1u8..=255) {
+        let mut line = Vec::new();
+        encode_cobs_frame(&samples()[which], MAX, &mut line).unwrap();
+        let i = pos % (line.len() - 1); // not the closing zero
+        line[i] ^= flip;
+        // A flipped byte may split the frame (a new zero) or break COBS or the CRC:
+        // whatever comes out is never a different envelope.
+        for e in cobs_decode(&line, 7).into_iter().flatten() {
+            prop_assert_eq!(e, samples()[which].clone());
+        }
+    }
+
+    #[test]
+    fn truncated_streams_yield_a_prefix_of_the_frames(cut in 0usize..4096) {
+        let bytes = stream_of_samples();
+        let cut = cut % bytes.len();
+        let got = stream_decode(&bytes[..cut], 5).unwrap();
+        prop_assert!(got.len() < samples().len());
+        prop_assert_eq!(&got[..], &samples()[..got.len()]);
+    }
+}
