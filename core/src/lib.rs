@@ -67,6 +67,7 @@ pub mod config;
 pub mod machine;
 pub mod raft;
 pub mod server;
+pub mod setup;
 pub mod time;
 pub mod wire;
 

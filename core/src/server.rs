@@ -13,12 +13,15 @@
 use crate::machine::election::{ElectionChange, ElectionEvent, ElectionQuery};
 use crate::machine::kv::{KvQuery, WatchFilter};
 use crate::machine::lock::LockEvent;
+use crate::machine::session::SessionInfo;
+use crate::machine::View;
 use crate::machine::{
     Concord, Error as MachineError, Event as MachineEvent, Outcome, Query, QueryOp, QueuedOutcome, Reply,
     SessionEnd, SessionId,
 };
 use crate::raft::{
-    Event, Message, Node, NodeError, NodeId, Request, RequestId, Response, StorageWrite, WriteToken,
+    Event, Message, Metrics, Node, NodeError, NodeId, Request, RequestId, Response, Status, StorageWrite,
+    WriteToken,
 };
 use crate::time::Instant;
 use crate::wire::{
@@ -41,12 +44,35 @@ pub struct ConnId(pub u64);
 pub struct ServeLimits {
     /// Watches and election observers open on one connection.
     pub streams_per_connection_max: u32,
+    /// Largest payload the host's transport carries, bytes: a larger answer (a listing
+    /// of many large values, say) is replaced by [`ClientError::AnswerTooLarge`], so the
+    /// client fails that request instead of retrying it forever elsewhere.
+    pub frame_bytes_max: usize,
 }
 
 impl Default for ServeLimits {
     fn default() -> Self {
-        Self { streams_per_connection_max: 64 }
+        Self { streams_per_connection_max: 64, frame_bytes_max: 4 << 20 }
     }
+}
+
+/// What a replica reports about itself, the same on every host: what a status page,
+/// `/status` or a metrics endpoint shows, before the host adds its own counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReplicaReport {
+    /// Raft state.
+    pub raft: Status,
+    /// Raft counters.
+    pub metrics: Metrics,
+    /// Primitives in use: locks and their holders, semaphores, … (at most the number of
+    /// items asked for per kind, with exact totals).
+    pub primitives: View,
+    /// Open sessions (all of them).
+    pub sessions_open: usize,
+    /// Open sessions, the first ones by id (at most the number of items asked for).
+    pub sessions: Vec<SessionInfo>,
+    /// Who leads, and where the members listen for clients.
+    pub cluster: ClusterView,
 }
 
 /// What a node request was for, to route its reply.
@@ -113,6 +139,25 @@ impl Replica {
         let m = self.node.membership();
         if node == self.node.id() || m.voters.contains(&node) || m.learners.contains(&node) {
             self.client_addrs.insert(node, addr);
+        }
+    }
+
+    /// A report of this replica listing at most `items_max` items per kind (0: totals
+    /// only, what a metrics endpoint needs, at constant cost).
+    pub fn report(&self, items_max: usize) -> ReplicaReport {
+        let machine = self.node.machine();
+        let mut sessions = match machine.read(&Query { session: None, op: QueryOp::Sessions }) {
+            Ok(Reply::Sessions(s)) if items_max > 0 => s,
+            _ => Vec::new(),
+        };
+        sessions.truncate(items_max);
+        ReplicaReport {
+            raft: self.node.status(),
+            metrics: *self.node.metrics(),
+            primitives: machine.view_limited(items_max),
+            sessions_open: machine.sessions().count(),
+            sessions,
+            cluster: self.cluster_view(),
         }
     }
 
@@ -317,7 +362,19 @@ impl Replica {
     }
 
     fn answer(&mut self, conn: ConnId, id: u64, result: Result<Answer, ClientError>) {
-        self.out.push_back((conn, ServerMessage::Answer { id, result }));
+        let mut message = ServerMessage::Answer { id, result };
+        // Only reads return lists and values whose size the limits do not bound by a
+        // frame; other answers are small, and are not measured.
+        if let ServerMessage::Answer { result: Ok(Answer::Read { .. }), .. } = &message {
+            let size = postcard::experimental::serialized_size(&message).unwrap_or(usize::MAX);
+            // The version byte and the envelope's tag travel with it.
+            let max = self.limits.frame_bytes_max.saturating_sub(2);
+            if size > max {
+                let error = ClientError::AnswerTooLarge { size: size as u64, max: max as u64 };
+                message = ServerMessage::Answer { id, result: Err(error) };
+            }
+        }
+        self.out.push_back((conn, message));
     }
 
     /// Whether `conn` may open another stream; if not, request `id` is refused.

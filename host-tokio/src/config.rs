@@ -2,6 +2,8 @@
 //! variables and flags (in `bin/concord.rs`), over these defaults.
 
 use concord_core::machine::Limits;
+use concord_core::server::ServeLimits;
+use concord_core::setup::{Bootstrap, NodeSetup};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -99,23 +101,33 @@ impl ServerConfig {
         toml::from_str(text).map_err(|e| ConfigError(format!("config file: {e}")))
     }
 
-    /// The core's Raft configuration for this node.
-    pub fn raft(&self) -> Result<concord_core::Config, ConfigError> {
+    /// The core's setup of this node: Raft settings, state machine and client limits.
+    pub fn setup(&self) -> NodeSetup {
         let mut c =
             concord_core::Config::new(concord_core::NodeId(self.id), concord_core::GroupId(self.group));
         c.election_timeout_min_us = self.election_timeout_min_ms * 1_000;
         c.election_timeout_max_us = self.election_timeout_max_ms * 1_000;
         c.heartbeat_interval_us = self.heartbeat_interval_ms * 1_000;
         c.snapshot_threshold_entries = self.snapshot_threshold_entries;
-        // Entries and snapshot chunks travel in frames: keep them well inside one.
-        c.append_bytes_max = c.append_bytes_max.min(self.frame_bytes_max / 2);
-        c.snapshot_chunk_bytes = c.snapshot_chunk_bytes.min(self.frame_bytes_max / 2);
-        c.proposal_bytes_max = c.proposal_bytes_max.min(self.frame_bytes_max / 2);
-        c.validate().map_err(|e| ConfigError(format!("raft settings: {e}")))?;
-        Ok(c)
+        let serve = ServeLimits {
+            streams_per_connection_max: self.streams_per_connection_max,
+            frame_bytes_max: self.frame_bytes_max,
+        };
+        NodeSetup::new(c, self.limits.clone(), serve)
     }
 
-    /// Checks what the core does not: ids, addresses, limits.
+    /// How this node starts when its data directory is empty: founding a group with its
+    /// peers, or joining one.
+    pub fn bootstrap(&self) -> Bootstrap {
+        if self.join {
+            return Bootstrap::Join;
+        }
+        let ids = self.peers.keys().chain([&self.id]).map(|id| concord_core::NodeId(*id));
+        Bootstrap::NewCluster(concord_core::Membership::with_voters(ids))
+    }
+
+    /// Checks the whole configuration: the core's rules ([`NodeSetup::validate`]) and
+    /// the host's own (ids, connection limits).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.id == 0 {
             return Err(ConfigError("id must not be 0".into()));
@@ -123,31 +135,12 @@ impl ServerConfig {
         if self.peers.contains_key(&0) {
             return Err(ConfigError("peer id 0 is not allowed".into()));
         }
-        if self.frame_bytes_max < 4096 {
-            return Err(ConfigError("frame_bytes_max must be at least 4096".into()));
-        }
         if self.client_queue_max == 0 || self.client_connections_max == 0 {
             return Err(ConfigError("client_queue_max and client_connections_max must be at least 1".into()));
         }
-        self.limits.validate().map_err(|e| ConfigError(format!("limits: {e}")))?;
-        // One value with its key and framing must fit a frame, or a watch event or
-        // signal carrying it could never be delivered.
-        let l = &self.limits;
-        let largest = l.kv_value_bytes_max.max(l.reference_bytes_max).max(l.signal_payload_bytes_max);
-        let needed = largest.saturating_add(2 * l.name_bytes_max).saturating_add(FRAME_OVERHEAD_BYTES);
-        if needed > self.frame_bytes_max {
-            return Err(ConfigError(format!(
-                "frame_bytes_max ({}) must exceed the largest value limit with its key and framing ({needed})",
-                self.frame_bytes_max
-            )));
-        }
-        self.raft()?;
-        Ok(())
+        self.setup().validate().map_err(|e| ConfigError(e.to_string()))
     }
 }
-
-/// What a frame adds around one value: headers, ids, lengths (generous).
-const FRAME_OVERHEAD_BYTES: usize = 1024;
 
 /// Parses `ID=HOST:PORT`.
 pub fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {

@@ -86,7 +86,7 @@ fn esc(s: &str) -> String {
 
 /// The status page: the node, its view of the group, sessions and held primitives.
 fn render_page(r: &StatusReport) -> String {
-    let s = &r.raft;
+    let s = &r.replica.raft;
     let mut h = String::new();
     let _ = write!(
         h,
@@ -119,21 +119,21 @@ fn render_page(r: &StatusReport) -> String {
     let _ = write!(
         h,
         "<h2>Sessions ({})</h2>{}<table><tr><th>id</th><th>ttl ms</th><th>expires in ms</th></tr>",
-        r.sessions_open,
-        shown(r.sessions.len(), r.sessions_open)
+        r.replica.sessions_open,
+        shown(r.replica.sessions.len(), r.replica.sessions_open)
     );
-    for x in &r.sessions {
+    for x in &r.replica.sessions {
         let _ =
             write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", x.id.0, x.ttl_ms, x.expires_in_us / 1000);
     }
-    let n = r.primitives.counts;
+    let n = r.replica.primitives.counts;
     let _ = write!(
         h,
         "</table><h2>Held locks ({})</h2>{}<table><tr><th>name</th><th>holder session</th><th>fence</th><th>waiters</th></tr>",
         n.locks,
-        shown(r.primitives.locks.len(), n.locks)
+        shown(r.replica.primitives.locks.len(), n.locks)
     );
-    for l in &r.primitives.locks {
+    for l in &r.replica.primitives.locks {
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -147,9 +147,9 @@ fn render_page(r: &StatusReport) -> String {
         h,
         "</table><h2>Read-write locks ({})</h2>{}<table><tr><th>name</th><th>writer</th><th>readers</th></tr>",
         n.rwlocks,
-        shown(r.primitives.rwlocks.len(), n.rwlocks)
+        shown(r.replica.primitives.rwlocks.len(), n.rwlocks)
     );
-    for l in &r.primitives.rwlocks {
+    for l in &r.replica.primitives.rwlocks {
         let w = l.writer.map_or("-".to_string(), |(s, f)| format!("session {} (fence {})", s.0, f.0));
         let _ = write!(h, "<tr><td>{}</td><td>{w}</td><td>{}</td></tr>", esc(&l.name), l.readers);
     }
@@ -157,18 +157,18 @@ fn render_page(r: &StatusReport) -> String {
         h,
         "</table><h2>Semaphores ({})</h2>{}<table><tr><th>name</th><th>available</th><th>held</th></tr>",
         n.semaphores,
-        shown(r.primitives.semaphores.len(), n.semaphores)
+        shown(r.replica.primitives.semaphores.len(), n.semaphores)
     );
-    for x in &r.primitives.semaphores {
+    for x in &r.replica.primitives.semaphores {
         let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&x.name), x.available, x.held);
     }
     let _ = write!(
         h,
         "</table><h2>Elections ({})</h2>{}<table><tr><th>name</th><th>leader session</th><th>fence</th></tr>",
         n.elections,
-        shown(r.primitives.elections.len(), n.elections)
+        shown(r.replica.primitives.elections.len(), n.elections)
     );
-    for (name, l) in &r.primitives.elections {
+    for (name, l) in &r.replica.primitives.elections {
         let (who, fence) =
             l.as_ref().map_or(("-".into(), "-".into()), |l| (l.session.0.to_string(), l.fence.0.to_string()));
         let _ = write!(h, "<tr><td>{}</td><td>{who}</td><td>{fence}</td></tr>", esc(name));

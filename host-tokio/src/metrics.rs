@@ -2,9 +2,8 @@
 
 use crate::config::ServerConfig;
 use crate::server::HostCounters;
-use concord_core::machine::session::SessionInfo;
-use concord_core::machine::View;
-use concord_core::{Metrics, Role, Status};
+use concord_core::server::ReplicaReport;
+use concord_core::Role;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -92,30 +91,17 @@ pub struct StatusReport {
     pub http_addr: SocketAddr,
     /// Peer addresses configured, by id.
     pub peers: Vec<(u64, SocketAddr)>,
-    /// Raft state.
-    pub raft: Status,
-    /// Raft counters.
-    pub metrics: Metrics,
-    /// Primitives in use: locks and their holders, semaphores, …
-    pub primitives: View,
-    /// Open sessions (all of them).
-    pub sessions_open: usize,
-    /// Open sessions, the first few by id (see `STATUS_ITEMS_MAX`; none for `/metrics`).
-    pub sessions: Vec<SessionInfo>,
+    /// What the core's replica reports: Raft state and counters, primitives in use,
+    /// sessions (the first few, see `STATUS_ITEMS_MAX`; none for `/metrics`), and the
+    /// cluster view clients get.
+    #[serde(flatten)]
+    pub replica: ReplicaReport,
     /// Host counters.
     pub host: HostReport,
 }
 
 impl StatusReport {
-    pub(crate) fn new(
-        cfg: &ServerConfig,
-        raft: Status,
-        metrics: Metrics,
-        primitives: View,
-        sessions_open: usize,
-        sessions: Vec<SessionInfo>,
-        c: &HostCounters,
-    ) -> Self {
+    pub(crate) fn new(cfg: &ServerConfig, replica: ReplicaReport, c: &HostCounters) -> Self {
         // A histogram whose lock was poisoned is still a valid histogram.
         let snapshot = |h: &std::sync::Mutex<Histogram>| {
             h.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -137,11 +123,7 @@ impl StatusReport {
             peer_addr: cfg.peer_addr,
             http_addr: cfg.http_addr,
             peers: cfg.peers.iter().map(|(id, a)| (*id, *a)).collect(),
-            raft,
-            metrics,
-            primitives,
-            sessions_open,
-            sessions,
+            replica,
             host,
         }
     }
@@ -149,7 +131,7 @@ impl StatusReport {
     /// The Prometheus text exposition of this report.
     pub fn prometheus(&self) -> String {
         let mut out = String::new();
-        let r = &self.raft;
+        let r = &self.replica.raft;
         let role = |x: Role| u8::from(r.role == x);
         let gauges: [(&str, &str, u64); 9] = [
             ("concord_raft_term", "Current Raft term.", r.term),
@@ -159,7 +141,7 @@ impl StatusReport {
             ("concord_raft_last_index", "Last log index stored.", r.last_index),
             ("concord_raft_snapshot_index", "Last index covered by the snapshot.", r.snapshot_index),
             ("concord_raft_voters", "Voting members.", r.membership.voters.len() as u64),
-            ("concord_sessions", "Open sessions.", self.sessions_open as u64),
+            ("concord_sessions", "Open sessions.", self.replica.sessions_open as u64),
             ("concord_client_connections", "Client connections open.", self.host.client_connections),
         ];
         for (name, help, v) in gauges {
@@ -177,7 +159,7 @@ impl StatusReport {
         ] {
             let _ = writeln!(out, "concord_raft_role{{role=\"{label}\"}} {}", role(x));
         }
-        let p = &self.primitives;
+        let p = &self.replica.primitives;
         let _ = writeln!(
             out,
             "# HELP concord_primitives In-use primitives by kind.\n# TYPE concord_primitives gauge"
@@ -193,7 +175,7 @@ impl StatusReport {
         ] {
             let _ = writeln!(out, "concord_primitives{{kind=\"{kind}\"}} {n}");
         }
-        let m = &self.metrics;
+        let m = &self.replica.metrics;
         let counters: [(&str, u64); 14] = [
             ("elections_started", m.elections_started),
             ("elections_won", m.elections_won),

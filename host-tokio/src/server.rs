@@ -12,17 +12,14 @@
 //! `handle_persisted`.
 
 use crate::config::{ConfigError, ServerConfig};
-use crate::frame::{write_frame, FrameError, FrameReader};
+use crate::frame::{write_frame, FrameReader};
 use crate::metrics::{Histogram, StatusReport, LATENCY_BUCKETS_S, LOCK_BUCKETS_S};
 use crate::wal::{Wal, WalError, WalOptions};
 use concord_core::machine::lock::LockEvent;
-use concord_core::machine::{Concord, Query, QueryOp, Reply};
 use concord_core::raft::WriteToken;
-use concord_core::server::{ConnId, Replica, ServeLimits};
-use concord_core::wire::{ClientError, ClientRequest, Envelope, HelloError, PeerHello, ServerMessage};
-use concord_core::{
-    Event, GroupId, Instant, Membership, Message, Node, NodeId, Persisted, Start, StorageWrite,
-};
+use concord_core::server::{ConnId, Replica};
+use concord_core::wire::{ClientRequest, Envelope, HelloError, PeerHello, ServerMessage};
+use concord_core::{Event, GroupId, Instant, Message, NodeId, StorageWrite};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -226,14 +223,11 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         .map_err(|e| ServerError::Io(format!("cannot create data dir {}: {e}", cfg.data_dir.display())))?;
     let opts = WalOptions { segment_bytes_max: cfg.wal_segment_bytes_max, ..WalOptions::default() };
     let (wal, persisted) = Wal::open(&cfg.data_dir, opts)?;
-    let start = start_mode(&cfg, persisted);
     let clock = Clock(std::time::Instant::now());
-    let machine =
-        Concord::new(cfg.limits.clone()).map_err(|e| ServerError::Config(ConfigError(e.to_string())))?;
-    let node = Node::new(cfg.raft()?, machine, start, clock.now(), seed(cfg.id))
+    let mut replica = cfg
+        .setup()
+        .replica(persisted, cfg.bootstrap(), clock.now(), seed(cfg.id))
         .map_err(|e| ServerError::Core(format!("node {} cannot start: {e}", cfg.id)))?;
-    let limits = ServeLimits { streams_per_connection_max: cfg.streams_per_connection_max };
-    let mut replica = Replica::new(node, limits);
     // Lock hand-overs feed the hold and wait time metrics.
     replica.record_lock_events();
 
@@ -302,23 +296,6 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
     };
     let node_loop = tokio::spawn(node_loop.run(input_rx, shutdown_rx));
     Ok(NodeHandle { client_addr, peer_addr, http_addr, id: cfg.id, shutdown, node_loop: Some(node_loop) })
-}
-
-fn start_mode(cfg: &ServerConfig, persisted: Persisted) -> Start {
-    let fresh = persisted.hard_state == Default::default()
-        && persisted.snapshot.is_none()
-        && persisted.entries.is_empty();
-    if !fresh {
-        return Start::Restart(persisted);
-    }
-    if cfg.join {
-        return Start::Join;
-    }
-    let mut voters: Vec<NodeId> = cfg.peers.keys().map(|id| NodeId(*id)).collect();
-    voters.push(NodeId(cfg.id));
-    voters.sort();
-    voters.dedup();
-    Start::NewCluster(Membership::with_voters(voters))
 }
 
 /// The core's randomness (election jitter) is seeded here, from the host.
@@ -526,16 +503,7 @@ impl NodeLoop {
     }
 
     fn report(&self, items: usize) -> StatusReport {
-        let node = self.replica.node();
-        let machine = node.machine();
-        let mut sessions = match machine.read(&Query { session: None, op: QueryOp::Sessions }) {
-            Ok(Reply::Sessions(s)) if items > 0 => s,
-            _ => Vec::new(),
-        };
-        sessions.truncate(items);
-        let view = machine.view_limited(items);
-        let open = machine.sessions().count();
-        StatusReport::new(&self.cfg, node.status(), *node.metrics(), view, open, sessions, &self.counters)
+        StatusReport::new(&self.cfg, self.replica.report(items), &self.counters)
     }
 }
 
@@ -788,24 +756,9 @@ async fn serve_client(
     let writer = async move {
         let mut buf = Vec::new();
         while let Some(m) = rx.recv().await {
-            let id = match &m {
-                ServerMessage::Answer { id, .. } => Some(*id),
-                ServerMessage::Push(_) => None,
-            };
-            let write = async {
-                let sent = write_frame(&mut w, &Envelope::Response(m), &mut buf, frame_bytes_max).await;
-                match (sent, id) {
-                    // An answer too large for a frame (nothing of it was written) becomes
-                    // an error answer: the client fails that request instead of retrying
-                    // it forever elsewhere.
-                    (Err(FrameError::TooLarge { size, max }), Some(id)) => {
-                        let error = ClientError::AnswerTooLarge { size: size as u64, max: max as u64 };
-                        let answer = Envelope::Response(ServerMessage::Answer { id, result: Err(error) });
-                        write_frame(&mut w, &answer, &mut buf, frame_bytes_max).await
-                    }
-                    (sent, _) => sent,
-                }
-            };
+            // The replica already turned an oversize answer into `AnswerTooLarge`.
+            let envelope = Envelope::Response(m);
+            let write = write_frame(&mut w, &envelope, &mut buf, frame_bytes_max);
             match tokio::time::timeout(CLIENT_WRITE_TIMEOUT, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
