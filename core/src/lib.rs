@@ -2,8 +2,9 @@
 //!
 //! Everything Concord *decides* lives in this crate: the Raft log, elections,
 //! replication, snapshots and membership ([`raft`]), the replicated state machine
-//! interface ([`machine`]) and the wire format ([`wire`]). It is fully deterministic: it
-//! contains no networking or storage code, never reads a clock (time is an argument) and
+//! interface ([`machine`]), the wire format ([`wire`]) and the storage format with its
+//! recovery ([`storage`]). It is fully deterministic: it contains no networking code, never
+//! touches a file (a host's storage medium is a trait), never reads a clock (time is an argument) and
 //! never draws randomness it was not seeded with. The same code runs in the `concord`
 //! server, in a browser or edge worker (WebAssembly) and on a microcontroller; it builds
 //! for `thumbv7em-none-eabihf` and `wasm32-unknown-unknown`.
@@ -68,6 +69,7 @@ pub mod machine;
 pub mod raft;
 pub mod server;
 pub mod setup;
+pub mod storage;
 pub mod time;
 pub mod wire;
 

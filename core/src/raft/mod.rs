@@ -21,6 +21,7 @@ pub use message::{Message, MessageBody, TERM_AND_INDEX_MAX};
 pub use metrics::Metrics;
 pub use node::{Event, Node, NodeError, Role, Start, Status};
 pub use request::{Consistency, Reply, Request, RequestError, RequestId, Response};
+pub(crate) use storage::{append_entries, drop_for_snapshot};
 pub use storage::{HardState, InvalidWrite, LogBounds, Persisted, SnapshotWrite, StorageWrite, WriteToken};
 
 use crate::time::Instant;
