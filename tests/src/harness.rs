@@ -2,49 +2,40 @@
 //! message is delivered, dropped or held back, and which node's clock moves.
 
 use crate::register::{RegisterCommand, RegisterMachine, RegisterOutput, RegisterQuery};
-use concord_core::raft::{HardState, Persisted};
+use concord_core::raft::Persisted;
 use concord_core::{
     Config, Consistency, Entry, GroupId, Instant, Membership, Message, MessageBody, Node, NodeId, Payload,
-    Reply, Request, RequestId, Role, Snapshot, Start, StorageWrite,
+    Reply, Request, RequestId, Role, Start, StorageWrite,
 };
 use std::collections::BTreeMap;
+use std::ops::Deref;
 
 /// A node running the register machine.
 pub type N = Node<RegisterMachine>;
 
-/// What a host stored for one node, applying writes exactly as the storage contract says.
+/// What a host stored for one node: the writes it made durable, applied by the storage
+/// contract ([`Persisted::apply`]). Reads as the [`Persisted`] a restart would find.
 #[derive(Default, Clone, Debug)]
-pub struct Disk {
-    hs: HardState,
-    snap: Option<Snapshot>,
-    /// Stored entries.
-    pub entries: Vec<Entry>,
-}
+pub struct Disk(Persisted);
 
 impl Disk {
-    /// Applies one storage write: hard state, then snapshot, then entries.
+    /// Applies one storage write. The core never breaks the storage contract, so a write
+    /// that does is a bug, and fails the test.
     pub fn apply(&mut self, w: &StorageWrite) {
-        if let Some(h) = w.hard_state {
-            self.hs = h;
-        }
-        if let Some(s) = &w.snapshot {
-            let idx = s.snapshot.meta.index;
-            if s.retain_log_after {
-                self.entries.retain(|e| e.index > idx);
-            } else {
-                self.entries.clear();
-            }
-            self.snap = Some(s.snapshot.clone());
-        }
-        if let Some(f) = w.entries.first() {
-            let f = f.index;
-            self.entries.retain(|e| e.index < f);
-            self.entries.extend(w.entries.iter().cloned());
+        if let Err(e) = self.0.apply(w) {
+            panic!("the node broke the storage contract: {e}");
         }
     }
     /// What a restart would find.
     pub fn persisted(&self) -> Persisted {
-        Persisted { hard_state: self.hs, snapshot: self.snap.clone(), entries: self.entries.clone() }
+        self.0.clone()
+    }
+}
+
+impl Deref for Disk {
+    type Target = Persisted;
+    fn deref(&self) -> &Persisted {
+        &self.0
     }
 }
 

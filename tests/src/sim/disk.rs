@@ -1,19 +1,49 @@
 //! A simulated disk: writes complete in order after a latency; a crash loses every write
-//! not yet completed.
+//! not yet completed (the one in flight leaves a torn record behind).
+//!
+//! Completed writes are applied by the storage contract ([`Persisted::apply`]) and also go
+//! through the core's storage format ([`LogStore`] on a [`MemMedia`]); a restart recovers
+//! from those bytes, so every simulated crash also tests the codec and replay.
 
-use concord_core::raft::{HardState, Persisted, WriteToken};
-use concord_core::{Entry, Snapshot, StorageWrite};
+use concord_core::raft::{Persisted, WriteToken};
+use concord_core::storage::record::{self, Record};
+use concord_core::storage::{LogOptions, LogStore, Media, MemMedia};
+use concord_core::StorageWrite;
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
-#[derive(Debug, Default)]
+/// Small segments, so simulated runs roll over and compact through several of them.
+const OPTIONS: LogOptions = LogOptions { segment_bytes_max: 8 << 10, record_bytes_max: 1 << 20 };
+
+#[derive(Debug)]
 pub(crate) struct Disk {
-    hard_state: HardState,
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
+    /// What the completed writes made durable.
+    state: Persisted,
+    /// The same writes as stored bytes; `None` only while a crash swaps the medium.
+    store: Option<LogStore<MemMedia>>,
     pending: VecDeque<StorageWrite>,
     last_done_at: u64,
-    /// A contract breach seen while applying a write.
+    crashes: u64,
+    /// A contract breach seen while applying a write, or a recovery that went wrong.
     fault: Option<String>,
+}
+
+impl Default for Disk {
+    fn default() -> Self {
+        Self {
+            state: Persisted::default(),
+            store: Some(empty_store()),
+            pending: VecDeque::new(),
+            last_done_at: 0,
+            crashes: 0,
+            fault: None,
+        }
+    }
+}
+
+/// A store on an empty medium.
+fn empty_store() -> LogStore<MemMedia> {
+    LogStore::open(MemMedia::new(), OPTIONS).expect("an empty medium always opens").0
 }
 
 impl Disk {
@@ -29,43 +59,23 @@ impl Disk {
         self.pending.is_empty()
     }
 
+    fn store(&mut self) -> &mut LogStore<MemMedia> {
+        self.store.as_mut().expect("the store is back once a crash is over")
+    }
+
     /// Makes the oldest pending write durable and returns its token.
     pub(crate) fn complete_next(&mut self) -> Option<WriteToken> {
         let write = self.pending.pop_front()?;
-        if let Some(hs) = write.hard_state {
-            if hs.term < self.hard_state.term {
-                self.fault =
-                    Some(format!("hard state term went back from {} to {}", self.hard_state.term, hs.term));
-            }
-            self.hard_state = hs;
-        }
-        if let Some(s) = write.snapshot {
-            let index = s.snapshot.meta.index;
-            if s.retain_log_after {
-                self.entries.retain(|e| e.index > index);
-            } else {
-                self.entries.clear();
-            }
-            self.snapshot = Some(s.snapshot);
-        }
-        if let Some(first) = write.entries.first() {
-            let first = first.index;
-            let expected_max = self.entries.last().map_or(self.snapshot_index() + 1, |e| e.index + 1);
-            if first > expected_max || first <= self.snapshot_index() {
-                self.fault = Some(format!(
-                    "write starts at index {first} but the stored log ends at {} (snapshot {})",
-                    expected_max - 1,
-                    self.snapshot_index()
-                ));
-            }
-            self.entries.retain(|e| e.index < first);
-            self.entries.extend(write.entries);
+        if let Err(e) = self.state.apply(&write) {
+            self.fault = Some(format!("the node broke the storage contract: {e}"));
+        } else if let Err(e) = self.store().append(&write).and_then(|()| self.store().sync()) {
+            self.fault = Some(format!("the storage format refused a write the contract allows: {e}"));
         }
         Some(write.token)
     }
 
     fn snapshot_index(&self) -> u64 {
-        self.snapshot.as_ref().map_or(0, |s| s.meta.index)
+        self.state.bounds().snapshot_index
     }
 
     /// Checks the stored log is contiguous after the snapshot.
@@ -73,13 +83,13 @@ impl Disk {
         if let Some(f) = self.fault.take() {
             return Err(f);
         }
-        let mut expected = self.entries.first().map(|e| e.index);
-        if let (Some(first), Some(snap)) = (expected, &self.snapshot) {
+        let mut expected = self.state.entries.first().map(|e| e.index);
+        if let (Some(first), Some(snap)) = (expected, &self.state.snapshot) {
             if first != snap.meta.index + 1 {
                 return Err(format!("stored log starts at {first}, snapshot ends at {}", snap.meta.index));
             }
         }
-        for e in &self.entries {
+        for e in &self.state.entries {
             if Some(e.index) != expected {
                 return Err(format!("stored log has a gap before {}", e.index));
             }
@@ -94,10 +104,10 @@ impl Disk {
         &self,
         node: &concord_core::Node<M>,
     ) -> Result<(), String> {
-        if self.hard_state != node.hard_state() {
+        if self.state.hard_state != node.hard_state() {
             return Err(format!(
                 "stored hard state {:?} but node has {:?}",
-                self.hard_state,
+                self.state.hard_state,
                 node.hard_state()
             ));
         }
@@ -109,11 +119,11 @@ impl Disk {
                 status.snapshot_index
             ));
         }
-        let stored_last = self.entries.last().map_or(self.snapshot_index(), |e| e.index);
+        let stored_last = self.state.bounds().last_index;
         if stored_last != status.last_index {
             return Err(format!("stored log ends at {stored_last} but node's at {}", status.last_index));
         }
-        for e in &self.entries {
+        for e in &self.state.entries {
             if node.entry(e.index) != Some(e) {
                 return Err(format!("stored entry {}@{} differs from the node's", e.index, e.term));
             }
@@ -125,8 +135,8 @@ impl Disk {
     /// (its term, a vote, an acknowledged index) must already be on this disk.
     pub(crate) fn permits(&self, msg: &concord_core::Message) -> Result<(), String> {
         use concord_core::MessageBody as B;
-        let hs = self.hard_state;
-        let durable_last = self.entries.last().map_or(self.snapshot_index(), |e| e.index);
+        let hs = self.state.hard_state;
+        let durable_last = self.state.bounds().last_index;
         let speculative = matches!(msg.body, B::PreVote { .. } | B::PreVoteResponse { .. });
         if !speculative && msg.term > hs.term {
             return Err(format!(
@@ -153,18 +163,65 @@ impl Disk {
         }
     }
 
-    /// A crash: writes not yet completed never happened.
+    /// A crash: writes not yet completed never happened. The oldest one was in flight and
+    /// reached the medium torn (part of its first record, a different part each crash), so
+    /// recovery has a torn tail to cut, and must find exactly the completed writes.
     pub(crate) fn lose_unconfirmed(&mut self) {
+        self.crashes += 1;
+        let in_flight = self.pending.pop_front();
         self.pending.clear();
         self.last_done_at = 0;
+        let Some(store) = self.store.take() else { return };
+        let mut media = store.into_media();
+        let torn = in_flight.map_or(0, |w| tear(&w, self.crashes, &mut media));
+        // Every completed write was synced: the torn bytes are all a crash can keep or lose.
+        media.crash(|_, unsynced| unsynced);
+        let (store, recovered) = match LogStore::open(media, OPTIONS) {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.fault = Some(format!("recovery failed: {e}"));
+                self.store = Some(empty_store());
+                return;
+            }
+        };
+        self.store = Some(store);
+        if recovered.persisted != self.state || recovered.torn_tail.is_some() != (torn > 0) {
+            self.fault = Some(format!(
+                "recovery found {:?} (torn tail {:?}), not the completed writes {:?} ({torn} torn bytes)",
+                recovered.persisted.bounds(),
+                recovered.torn_tail,
+                self.state.bounds()
+            ));
+        }
+        self.state = recovered.persisted;
     }
 
     /// What a restarting node finds.
     pub(crate) fn persisted(&self) -> Persisted {
-        Persisted {
-            hard_state: self.hard_state,
-            snapshot: self.snapshot.clone(),
-            entries: self.entries.clone(),
-        }
+        self.state.clone()
+    }
+}
+
+/// Appends a strict prefix of `w`'s first record to the newest segment, as a crash in the
+/// middle of writing it leaves; returns its length. Whole records never survive here, so
+/// crashes do not change what a simulated node restarts with.
+fn tear(w: &StorageWrite, crashes: u64, media: &mut MemMedia) -> usize {
+    let first = match (w.hard_state, w.entries.is_empty()) {
+        (Some(h), _) => Record::HardState(h),
+        (None, false) => Record::Entries(Cow::Borrowed(&w.entries)),
+        (None, true) => return 0, // a snapshot alone: it is written in its own steps
+    };
+    let mut bytes = Vec::new();
+    let mut seqs = Vec::new();
+    if record::encode(&first, OPTIONS.record_bytes_max, &mut bytes).is_err()
+        || media.segments(&mut seqs).is_err()
+    {
+        return 0;
+    }
+    let Some(&newest) = seqs.last() else { return 0 };
+    let keep = usize::try_from(crashes.wrapping_mul(7919)).unwrap_or(0) % bytes.len();
+    match media.append(newest, &bytes[..keep]) {
+        Ok(()) => keep,
+        Err(never) => match never {},
     }
 }
