@@ -161,7 +161,8 @@ impl<T> IoContext<T> for io::Result<T> {
     }
 }
 
-/// A durable log of one node's Raft storage writes: the core's [`LogStore`] on [`Files`].
+/// A durable log of one node's Raft storage writes: the core's [`LogStore`] on the files of a
+/// data directory.
 #[derive(Debug)]
 pub struct Wal {
     store: LogStore<Files>,
