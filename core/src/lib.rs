@@ -1,13 +1,14 @@
 //! # concord-core
 //!
 //! Everything Concord *decides* lives in this crate: the Raft log, elections,
-//! replication, snapshots and membership ([`raft`]), the replicated state machine
-//! interface ([`machine`]), the wire format ([`wire`]) and the storage format with its
-//! recovery ([`storage`]). It is fully deterministic: it contains no networking code, never
-//! touches a file (a host's storage medium is a trait), never reads a clock (time is an argument) and
-//! never draws randomness it was not seeded with. The same code runs in the `concord`
-//! server, in a browser or edge worker (WebAssembly) and on a microcontroller; it builds
-//! for `thumbv7em-none-eabihf` and `wasm32-unknown-unknown`.
+//! replication, snapshots, membership and the [`StateMachine`] contract Raft applies
+//! entries through ([`raft`]), the coordination state machine ([`machine`]), the replica
+//! and client ([`server`], [`client`]), the wire format ([`wire`]) and the storage format
+//! with its recovery ([`storage`]). It is fully deterministic: it contains no networking
+//! code, never touches a file (a host's storage medium is a trait), never reads a clock
+//! (time is an argument) and never draws randomness it was not seeded with. The same code
+//! runs in the `concord` server, in a browser or edge worker (WebAssembly) and on a
+//! microcontroller; it builds for `thumbv7em-none-eabihf` and `wasm32-unknown-unknown`.
 //!
 //! ## The run-loop contract
 //!
@@ -18,7 +19,7 @@
 //!
 //! ```
 //! use concord_core::{Config, GroupId, Instant, Membership, Node, NodeId, Start};
-//! # use concord_core::machine::{ApplyContext, RestoreError, StateMachine};
+//! # use concord_core::{ApplyContext, RestoreError, StateMachine};
 //! # struct Nothing;
 //! # impl StateMachine for Nothing {
 //! #     type Output = ();
@@ -74,10 +75,10 @@ pub mod time;
 pub mod wire;
 
 pub use config::{Config, ConfigError};
-pub use machine::{ApplyContext, RestoreError, StateMachine};
 pub use raft::{
-    Consistency, Entry, Event, GroupId, LogIndex, Membership, MembershipChange, Message, MessageBody,
-    Metrics, Node, NodeError, NodeId, Payload, Persisted, Reply, Request, RequestError, RequestId, Response,
-    Role, Snapshot, SnapshotMeta, Start, Status, StorageWrite, Term,
+    ApplyContext, Consistency, Entry, Event, GroupId, LogIndex, Membership, MembershipChange, Message,
+    MessageBody, Metrics, Node, NodeError, NodeId, Payload, Persisted, Reply, Request, RequestError,
+    RequestId, Response, RestoreError, Role, Snapshot, SnapshotMeta, Start, StateMachine, Status,
+    StorageWrite, Term,
 };
 pub use time::Instant;

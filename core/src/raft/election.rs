@@ -2,8 +2,7 @@
 
 use super::node::{Node, Role, Transfer};
 use super::request::{RequestError, RequestId};
-use super::{Message, MessageBody, NodeId, Payload, Term};
-use crate::machine::StateMachine;
+use super::{Message, MessageBody, NodeId, Payload, StateMachine, Term};
 use alloc::vec::Vec;
 
 impl<M: StateMachine> Node<M> {

@@ -14,6 +14,7 @@ mod read;
 mod replication;
 mod request;
 mod snapshot;
+mod state_machine;
 mod storage;
 
 pub use membership::{Membership, MembershipChange, MembershipError};
@@ -21,6 +22,7 @@ pub use message::{Message, MessageBody, TERM_AND_INDEX_MAX};
 pub use metrics::Metrics;
 pub use node::{Event, Node, NodeError, Role, Start, Status};
 pub use request::{Consistency, Reply, Request, RequestError, RequestId, Response};
+pub use state_machine::{ApplyContext, RestoreError, StateMachine};
 pub(crate) use storage::{append_entries, drop_for_snapshot};
 pub use storage::{HardState, InvalidWrite, LogBounds, Persisted, SnapshotWrite, StorageWrite, WriteToken};
 
@@ -91,7 +93,7 @@ pub enum Payload {
     /// A new cluster configuration; it takes effect as soon as it is appended.
     Membership(Membership),
     /// Appended by the leader when the state machine has a deadline due
-    /// ([`StateMachine::next_deadline`](crate::StateMachine::next_deadline)): it carries
+    /// ([`StateMachine::next_deadline`]): it carries
     /// nothing but the leader-stamped time, which advances the machine's clock.
     Tick,
 }

@@ -8,11 +8,11 @@ use super::read::ReadState;
 use super::request::{Reply, Request, RequestError, RequestId, Response};
 use super::snapshot::IncomingSnapshot;
 use super::{
-    Entry, HardState, LogIndex, Membership, MembershipChange, Message, MessageBody, NodeId, Payload,
-    Persisted, Snapshot, SnapshotMeta, SnapshotWrite, StorageWrite, Term, WriteToken,
+    ApplyContext, Entry, HardState, LogIndex, Membership, MembershipChange, Message, MessageBody, NodeId,
+    Payload, Persisted, RestoreError, Snapshot, SnapshotMeta, SnapshotWrite, StateMachine, StorageWrite,
+    Term, WriteToken,
 };
 use crate::config::{Config, ConfigError};
-use crate::machine::{ApplyContext, RestoreError, StateMachine};
 use crate::time::Instant;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;

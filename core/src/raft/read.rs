@@ -5,8 +5,7 @@
 use super::node::{Node, Role};
 use super::progress::ReplicationState;
 use super::request::{Consistency, RequestError, RequestId, Response};
-use super::{LogIndex, MessageBody, NodeId};
-use crate::machine::StateMachine;
+use super::{LogIndex, MessageBody, NodeId, StateMachine};
 use crate::time::Instant;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;

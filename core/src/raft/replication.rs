@@ -3,8 +3,7 @@
 
 use super::node::Node;
 use super::progress::ReplicationState;
-use super::{Entry, LogIndex, MessageBody, NodeId, Payload, Term};
-use crate::machine::StateMachine;
+use super::{Entry, LogIndex, MessageBody, NodeId, Payload, StateMachine, Term};
 use alloc::vec::Vec;
 
 impl<M: StateMachine> Node<M> {

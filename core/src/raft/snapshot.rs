@@ -3,8 +3,7 @@
 
 use super::node::{Event, Node};
 use super::progress::ReplicationState;
-use super::{LogIndex, MessageBody, NodeId, Snapshot, SnapshotMeta, SnapshotWrite};
-use crate::machine::StateMachine;
+use super::{LogIndex, MessageBody, NodeId, Snapshot, SnapshotMeta, SnapshotWrite, StateMachine};
 use alloc::vec::Vec;
 
 /// How many snapshot thresholds' worth of entries may pile up while compaction waits for

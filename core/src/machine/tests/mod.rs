@@ -14,10 +14,10 @@ mod session;
 mod signal;
 
 use super::{
-    ApplyContext, Command, Concord, Error, Event, Limits, Op, Outcome, Query, QueryOp, Reply, SessionId,
-    SessionRef, StateMachine,
+    Command, Concord, Error, Event, Limits, Op, Outcome, Query, QueryOp, Reply, SessionId, SessionRef,
 };
 use crate::machine::session::SessionOp;
+use crate::raft::{ApplyContext, StateMachine};
 use crate::time::Instant;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
