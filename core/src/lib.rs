@@ -65,7 +65,6 @@ extern crate alloc;
 mod fmt;
 
 pub mod client;
-pub mod config;
 pub mod machine;
 pub mod raft;
 pub mod server;
@@ -74,11 +73,12 @@ pub mod storage;
 pub mod time;
 pub mod wire;
 
-pub use config::{Config, ConfigError};
+// Where the configuration lived before it moved in with Raft, which it configures.
+pub use raft::config;
 pub use raft::{
-    ApplyContext, Consistency, Entry, Event, GroupId, LogIndex, Membership, MembershipChange, Message,
-    MessageBody, Metrics, Node, NodeError, NodeId, Payload, Persisted, Reply, Request, RequestError,
-    RequestId, Response, RestoreError, Role, Snapshot, SnapshotMeta, Start, StateMachine, Status,
-    StorageWrite, Term,
+    ApplyContext, Config, ConfigError, Consistency, Entry, Event, GroupId, LogIndex, Membership,
+    MembershipChange, Message, MessageBody, Metrics, Node, NodeError, NodeId, Payload, Persisted, Reply,
+    Request, RequestError, RequestId, Response, RestoreError, Role, Snapshot, SnapshotMeta, Start,
+    StateMachine, Status, StorageWrite, Term,
 };
 pub use time::Instant;

@@ -3,6 +3,7 @@
 //!
 //! One file per protocol concern; [`Node`] ties them together.
 
+pub mod config;
 mod election;
 mod log;
 mod membership;
@@ -17,6 +18,7 @@ mod snapshot;
 mod state_machine;
 mod storage;
 
+pub use config::{Config, ConfigError};
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use message::{Message, MessageBody, TERM_AND_INDEX_MAX};
 pub use metrics::Metrics;

@@ -1,5 +1,6 @@
 //! [`Node`]: one member of one Raft group, driven by its host.
 
+use super::config::{Config, ConfigError};
 use super::log::RaftLog;
 use super::membership::MembershipLog;
 use super::metrics::Metrics;
@@ -12,7 +13,6 @@ use super::{
     Payload, Persisted, RestoreError, Snapshot, SnapshotMeta, SnapshotWrite, StateMachine, StorageWrite,
     Term, WriteToken,
 };
-use crate::config::{Config, ConfigError};
 use crate::time::Instant;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;

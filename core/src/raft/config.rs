@@ -1,6 +1,6 @@
 //! Configuration of a Raft node: timing and every named limit.
 
-use crate::raft::{GroupId, NodeId};
+use super::{GroupId, NodeId};
 use core::fmt;
 
 /// Rules a simulator can deliberately break to prove that its checkers catch violations.
