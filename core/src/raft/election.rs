@@ -323,7 +323,7 @@ impl<M: StateMachine> Node<M> {
             self.metrics.transfers_started += 1;
             // The target may win at any time from now on, with votes that bypass the
             // followers' lease check: this leader's lease can no longer be trusted.
-            self.reads.lease_disabled = true;
+            self.reads.disable_lease();
             self.send(t.target, MessageBody::TimeoutNow);
             if let Some(t) = &mut self.transfer {
                 t.timeout_now_sent = true;

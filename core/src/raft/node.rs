@@ -5,8 +5,8 @@ use super::log::RaftLog;
 use super::membership::MembershipLog;
 use super::metrics::Metrics;
 use super::progress::Progress;
-use super::read::ReadState;
-use super::request::{Reply, Request, RequestError, RequestId, Response};
+use super::read::{Confirmation, ReadIndex};
+use super::request::{Consistency, Reply, Request, RequestError, RequestId, Response};
 use super::snapshot::IncomingSnapshot;
 use super::{
     ApplyContext, Entry, HardState, LogIndex, Membership, MembershipChange, Message, MessageBody, NodeId,
@@ -176,7 +176,8 @@ pub struct Node<M: StateMachine> {
     /// Appends may be due to some follower; flushed lazily when transmits are polled so
     /// that proposals made between two drains travel in one message.
     pub(super) appends_due: bool,
-    pub(super) reads: ReadState,
+    /// Linearizable reads waiting for confirmation, and the heartbeat rounds confirming them.
+    pub(super) reads: ReadIndex,
     pub(super) transfer: Option<Transfer>,
     /// Leader: (local clock, log time) when this term began. Entries are stamped
     /// `log time + (now - local clock)`, so the log's clock runs on without jumps whatever
@@ -293,7 +294,7 @@ impl<M: StateMachine> Node<M> {
             clock_base: (Instant::ZERO, Instant::ZERO),
             tick_pending: 0,
             appends_due: false,
-            reads: ReadState::default(),
+            reads: ReadIndex::default(),
             transfer: None,
             proposals: BTreeMap::new(),
             incoming_snapshot: None,
@@ -686,8 +687,8 @@ impl<M: StateMachine> Node<M> {
         self.appends_due = false;
         self.heartbeat_deadline = Instant::MAX;
         self.check_quorum_deadline = Instant::MAX;
-        for read in self.reads.take_all() {
-            self.push_reply(read.id, Err(RequestError::NotLeader { leader: None }));
+        for id in self.reads.take_all() {
+            self.push_reply(id, Err(RequestError::NotLeader { leader: None }));
         }
         // Proposals still pending may yet commit under the next leader, or not: only it
         // knows. This node might never learn (it may be partitioned, or removed), so it
@@ -823,6 +824,66 @@ impl<M: StateMachine> Node<M> {
         self.appends_due = true;
     }
 
+    // ----- reads --------------------------------------------------------------------
+
+    /// A client read: a stale one is answered at once from this replica's state; a
+    /// linearizable one waits on the leader until [`ReadIndex`] lets it through.
+    fn read(&mut self, id: RequestId, query: Vec<u8>, consistency: Consistency) {
+        if consistency == Consistency::Stale {
+            self.metrics.reads_stale += 1;
+            let output = self.machine.query(&query);
+            let index = self.applied;
+            self.push_reply(id, Ok(Response::Read { index, output }));
+            return;
+        }
+        if self.role != Role::Leader {
+            let leader = self.leader;
+            self.push_reply(id, Err(RequestError::NotLeader { leader }));
+            return;
+        }
+        let index = (self.commit >= self.term_start_index).then_some(self.commit);
+        let lease = index.is_some() && consistency == Consistency::Lease && self.lease_valid();
+        match self.reads.add(id, query, index, lease, self.cfg.pending_reads_max) {
+            Ok(Confirmation::Lease) => self.metrics.reads_lease += 1,
+            Ok(Confirmation::Quorum) => {}
+            Err(e) => self.push_reply(id, Err(e)),
+        }
+    }
+
+    /// Whether the leader's lease covers `now`: a quorum acknowledged heartbeats sent
+    /// recently enough that none of them can have voted for another leader yet.
+    fn lease_valid(&self) -> bool {
+        if self.transfer.is_some() {
+            return false;
+        }
+        self.quorum_value(self.now, |p| p.acked_sent_at)
+            .is_some_and(|start| self.now < start.add_us(self.cfg.lease_duration_us()))
+    }
+
+    /// The highest heartbeat round a quorum of voters (this leader included) echoed.
+    fn quorum_acked_round(&self) -> u64 {
+        self.quorum_value(self.reads.last_round(), |p| Some(p.acked_seq)).unwrap_or(0)
+    }
+
+    /// Leader: answers reads whose leadership is confirmed and whose index is applied.
+    fn serve_ready_reads(&mut self) {
+        if self.reads.is_empty() {
+            return;
+        }
+        #[cfg(feature = "bug-injection")]
+        let confirmed =
+            if self.cfg.bugs.read_index_without_quorum { u64::MAX } else { self.quorum_acked_round() };
+        #[cfg(not(feature = "bug-injection"))]
+        let confirmed = self.quorum_acked_round();
+        let applied = self.applied;
+        let advance = self.reads.advance(confirmed, applied);
+        self.metrics.reads_read_index += advance.confirmed;
+        for (id, query) in advance.ready {
+            let output = self.machine.query(&query);
+            self.push_reply(id, Ok(Response::Read { index: applied, output }));
+        }
+    }
+
     // ----- commit and apply ---------------------------------------------------------
 
     /// The index up to which this node's own log is durable.
@@ -847,7 +908,9 @@ impl<M: StateMachine> Node<M> {
             self.metrics.entries_committed_as_leader += candidate - self.commit;
             self.commit = candidate;
             self.appends_due = true;
-            self.on_commit_advanced();
+            if self.commit >= self.term_start_index {
+                self.reads.term_committed(self.commit);
+            }
         }
     }
 

@@ -1,9 +1,10 @@
-//! Log replication: appends on the follower side, flow control and fast backtracking on
-//! the leader side.
+//! Log replication: appends and heartbeats on the follower side; flow control, fast
+//! backtracking and, from heartbeat echoes, loss detection on the leader side.
 
 use super::node::Node;
 use super::progress::ReplicationState;
 use super::{Entry, LogIndex, MessageBody, NodeId, Payload, StateMachine, Term};
+use crate::time::Instant;
 use alloc::vec::Vec;
 
 impl<M: StateMachine> Node<M> {
@@ -149,10 +150,70 @@ impl<M: StateMachine> Node<M> {
         self.appends_due = true;
     }
 
+    /// Leader: sends a heartbeat to every follower, carrying a fresh read round.
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        let now = self.now;
+        self.heartbeat_deadline = now.add_us(self.cfg.heartbeat_interval_us);
+        let seq = self.reads.heartbeat_sent(now);
+        let targets: Vec<(NodeId, LogIndex)> =
+            self.progress.iter().map(|(id, p)| (*id, p.match_index.min(self.commit))).collect();
+        for (peer, commit) in targets {
+            self.send(peer, MessageBody::Heartbeat { commit, seq });
+        }
+    }
+
+    /// Follower: a heartbeat from the current leader.
+    pub(super) fn handle_heartbeat(&mut self, from: NodeId, commit: LogIndex, seq: u64) {
+        // The leader sends min(its commit, our match), so this prefix matches its log.
+        let commit = commit.min(self.log.last_index());
+        if commit > self.commit {
+            self.commit = commit;
+        }
+        self.send(from, MessageBody::HeartbeatResponse { seq });
+    }
+
+    /// Leader: a follower echoed a heartbeat. Besides confirming leadership for reads and
+    /// renewing the lease, the echo tells what the follower must have received: a
+    /// follower answers only after its pending writes, so on a link that delivers in order
+    /// (TCP), an append or snapshot chunk sent *before* this heartbeat and still
+    /// unanswered was lost, and is resent. On a reordering link the guess can be wrong;
+    /// that only costs a redundant resend (the late answer still counts).
+    pub(super) fn handle_heartbeat_response(&mut self, from: NodeId, seq: u64) {
+        let Ok(sent) = self.reads.recv_ack(seq) else {
+            self.metrics.malformed_messages += 1;
+            return; // Echo of a heartbeat never sent: forged or corrupt.
+        };
+        let now = self.now;
+        let (last, commit) = (self.log.last_index(), self.commit);
+        let Some(pr) = self.progress.get_mut(&from) else { return };
+        pr.last_heard = now;
+        if seq > pr.acked_seq {
+            pr.acked_seq = seq;
+            pr.acked_sent_at = sent;
+        }
+        let lost = |at: Instant| sent.is_some_and(|hb| at < hb);
+        let mut resend_snapshot = false;
+        match pr.state {
+            ReplicationState::Probe { .. } => pr.state = ReplicationState::Probe { paused: false },
+            ReplicationState::Replicate => {
+                if pr.inflight.front().is_some_and(|&(_, at)| lost(at)) {
+                    pr.become_probe();
+                }
+            }
+            ReplicationState::Snapshot { sent_at, .. } => resend_snapshot = lost(sent_at),
+        }
+        if pr.match_index < last || pr.commit_sent < commit {
+            self.appends_due = true;
+        }
+        if resend_snapshot {
+            self.send_snapshot_chunk(from);
+        }
+    }
+
     /// Leader: sends whatever is due — heartbeats requested by reads, appends to every
     /// follower as flow control allows.
     pub(super) fn flush_leader_messages(&mut self) {
-        if self.reads.heartbeat_due {
+        if self.reads.heartbeat_due() {
             self.broadcast_heartbeat();
         }
         if !self.appends_due {
