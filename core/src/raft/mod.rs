@@ -5,6 +5,7 @@
 
 pub mod config;
 mod election;
+mod incoming_snapshot;
 mod log;
 mod membership;
 mod message;

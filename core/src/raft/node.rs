@@ -1,13 +1,13 @@
 //! [`Node`]: one member of one Raft group, driven by its host.
 
 use super::config::{Config, ConfigError};
+use super::incoming_snapshot::IncomingSnapshot;
 use super::log::RaftLog;
 use super::membership::MembershipLog;
 use super::metrics::Metrics;
 use super::progress::Progress;
 use super::read::{Confirmation, ReadIndex};
 use super::request::{Consistency, Reply, Request, RequestError, RequestId, Response};
-use super::snapshot::IncomingSnapshot;
 use super::{
     ApplyContext, Entry, HardState, LogIndex, Membership, MembershipChange, Message, MessageBody, NodeId,
     Payload, Persisted, RestoreError, Snapshot, SnapshotMeta, SnapshotWrite, StateMachine, StorageWrite,
@@ -190,7 +190,8 @@ pub struct Node<M: StateMachine> {
     /// Answered when applied, or with `OutcomeUnknown` when leadership ends first, so
     /// only a leader ever holds any.
     pub(super) proposals: BTreeMap<LogIndex, RequestId>,
-    pub(super) incoming_snapshot: Option<IncomingSnapshot>,
+    /// Follower: the snapshot the leader is sending, as far as it arrived.
+    pub(super) incoming_snapshot: IncomingSnapshot,
 
     // Persistence: `write` accumulates changes and is handed out by `poll_storage` under
     // token `next_token`.
@@ -297,7 +298,7 @@ impl<M: StateMachine> Node<M> {
             reads: ReadIndex::default(),
             transfer: None,
             proposals: BTreeMap::new(),
-            incoming_snapshot: None,
+            incoming_snapshot: IncomingSnapshot::default(),
             write: StorageWrite {
                 token: WriteToken(1),
                 hard_state: None,

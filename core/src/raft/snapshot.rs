@@ -1,6 +1,8 @@
 //! Snapshots: taking them to compact the log, sending them in chunks to followers that
-//! fell behind the compaction point, and installing them on the follower side.
+//! fell behind the compaction point, and installing them on the follower side once
+//! [`IncomingSnapshot`](super::incoming_snapshot::IncomingSnapshot) has them whole.
 
+use super::incoming_snapshot::Received;
 use super::node::{Event, Node};
 use super::progress::ReplicationState;
 use super::{LogIndex, MessageBody, NodeId, Snapshot, SnapshotMeta, SnapshotWrite, StateMachine};
@@ -9,14 +11,6 @@ use alloc::vec::Vec;
 /// How many snapshot thresholds' worth of entries may pile up while compaction waits for
 /// a follower's snapshot transfer to finish.
 pub(super) const SNAPSHOT_DEFER_FACTOR: u64 = 4;
-
-/// A snapshot being received chunk by chunk.
-#[derive(Clone, Debug)]
-pub(super) struct IncomingSnapshot {
-    meta: SnapshotMeta,
-    total: u64,
-    data: Vec<u8>,
-}
 
 impl<M: StateMachine> Node<M> {
     /// Takes a snapshot once enough applied entries accumulated since the last one.
@@ -167,39 +161,19 @@ impl<M: StateMachine> Node<M> {
             self.send(from, MessageBody::InstallSnapshotResponse { index, next_offset: total, done: true });
             return;
         }
-        if total > self.cfg.snapshot_bytes_max as u64 {
-            warn!("{} refuses a {} byte snapshot (snapshot_bytes_max)", self.cfg.id, total);
-            return;
-        }
-        let resumable =
-            self.incoming_snapshot.as_ref().is_some_and(|inc| inc.meta == meta && inc.total == total);
-        if offset == 0 && !resumable {
-            // A duplicated first chunk must not throw away what already arrived.
-            self.incoming_snapshot = Some(IncomingSnapshot { meta: meta.clone(), total, data: Vec::new() });
-        }
-        let received = match &mut self.incoming_snapshot {
-            Some(inc) if inc.meta == meta && inc.total == total && inc.data.len() as u64 == offset => {
-                if offset + data.len() as u64 > total {
-                    self.incoming_snapshot = None;
+        let snapshot =
+            match self.incoming_snapshot.receive(meta, offset, total, &data, self.cfg.snapshot_bytes_max) {
+                Received::Complete(snapshot) => snapshot,
+                Received::Holding { next_offset } => {
+                    self.send(from, MessageBody::InstallSnapshotResponse { index, next_offset, done: false });
                     return;
                 }
-                inc.data.extend_from_slice(&data);
-                inc.data.len() as u64
-            }
-            Some(inc) if inc.meta == meta => inc.data.len() as u64,
-            _ => 0,
-        };
-        if received < total {
-            self.send(
-                from,
-                MessageBody::InstallSnapshotResponse { index, next_offset: received, done: false },
-            );
-            return;
-        }
-        let Some(inc) = self.incoming_snapshot.take() else {
-            return;
-        };
-        let snapshot = Snapshot { meta: inc.meta, data: inc.data };
+                Received::TooLarge => {
+                    warn!("{} refuses a {} byte snapshot (snapshot_bytes_max)", self.cfg.id, total);
+                    return;
+                }
+                Received::Dropped => return,
+            };
         if let Err(_e) = self.machine.restore(&snapshot.data) {
             warn!("{} cannot restore snapshot {}: {}", self.cfg.id, index, _e);
             self.send(from, MessageBody::InstallSnapshotResponse { index, next_offset: 0, done: false });
