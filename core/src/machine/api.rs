@@ -1,6 +1,7 @@
 //! The commands, queries, replies, errors and events of the coordination state machine:
 //! what clients send (postcard-encoded inside Raft entries and read requests) and what
-//! they get back.
+//! they get back. Each enum lists every primitive; the words they share (sessions,
+//! fences, limit checks) are in `vocab.rs`.
 
 use super::barrier::{BarrierError, BarrierOp};
 use super::election::{ElectionError, ElectionEvent, ElectionOp, ElectionQuery, LeaderInfo};
@@ -14,60 +15,11 @@ use super::rwlock::{RwLockError, RwLockOp, RwLockQuery};
 use super::semaphore::{SemaphoreError, SemaphoreOp, SemaphoreQuery};
 use super::session::{SessionInfo, SessionOp};
 use super::signal::{SignalDelivery, SignalError, SignalOp};
+use super::vocab::{Etag, Fence, SessionEnd, SessionId, SessionRef};
 use crate::raft::LogIndex;
 use alloc::vec::Vec;
 use core::fmt;
 use serde::{Deserialize, Serialize};
-
-/// A session: the identity that owns locks, permits, waiters, candidacies and
-/// subscriptions, kept alive by heartbeats. Its id is the log index of the entry that
-/// opened it, so ids are unique for the life of the group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SessionId(pub u64);
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "session {}", self.0)
-    }
-}
-
-/// A fencing token: the log index of the entry that granted ownership. Strictly
-/// increasing per lock (and per election, per read-write lock) for the life of the group.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Fence(pub u64);
-
-/// An entity tag of a key-value entry: the revision that last wrote it. Any write changes
-/// it; equal tags mean equal contents.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Etag(pub u64);
-
-/// The session part of a command.
-///
-/// **Exactly-once.** A command with `seq > 0` is applied at most once per (session, seq):
-/// the outcome is cached and a retry with the same `seq` is answered from the cache,
-/// without applying again — across leader changes too, because the cache is replicated
-/// state.
-///
-/// **What the cache keeps.** `acked` is the client's promise that it has an answer for
-/// every sequence below it (a final result, or `Pending` for a queued command). Outcomes
-/// answered at once are dropped below `acked`. Queued commands keep their entry below it:
-/// while pending, and after a later entry completes them (the client learns that from a
-/// push it may miss). Beyond
-/// [`Limits::session_replies_max`](super::Limits::session_replies_max) entries, the
-/// lowest completed sequence is evicted. The floor rises past acknowledged and evicted
-/// sequences; a sequence below the floor that is not cached is refused with
-/// [`Error::StaleSequence`] rather than applied. A client that keeps fewer than
-/// `session_replies_max` requests unanswered never sees this. `seq = 0` opts out (for
-/// idempotent operations such as keep-alives).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionRef {
-    /// The session.
-    pub id: SessionId,
-    /// The client's sequence number for this request (1, 2, …), or 0 for none.
-    pub seq: u64,
-    /// The client has an answer (a result, or `Pending`) for every sequence below this.
-    pub acked: u64,
-}
 
 /// A command: replicated through the log, then applied on every replica.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,15 +271,6 @@ impl From<Result<Reply, Error>> for Outcome {
     }
 }
 
-/// Why a session ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SessionEnd {
-    /// The client closed it.
-    Closed,
-    /// No request arrived within its TTL.
-    Expired,
-}
-
 /// Something applying an entry produced for others than its proposer. Every replica
 /// produces the same events at the same log positions; a host forwards each to the
 /// clients connected to it that it concerns.
@@ -361,17 +304,4 @@ pub enum Event {
     Signal(SignalDelivery),
     /// A fenced lock changed hands (for metrics: hold and wait times in log time).
     Lock(LockEvent),
-}
-
-/// Checks a name against the limits: non-empty and at most `name_bytes_max` bytes.
-pub(crate) fn check_name(limits: &super::Limits, name: &str) -> Result<(), Error> {
-    if name.is_empty() || name.len() > limits.name_bytes_max {
-        return Err(Error::Limit { limit: Limit::NameBytes, max: limits.name_bytes_max as u64 });
-    }
-    Ok(())
-}
-
-/// The error for exceeding `limit`, whose value is `max`.
-pub(crate) fn limit(limit: Limit, max: impl TryInto<u64>) -> Error {
-    Error::Limit { limit, max: max.try_into().unwrap_or(u64::MAX) }
 }

@@ -6,9 +6,10 @@
 //! the generation is broken: every other waiter is answered with
 //! [`BarrierError::Broken`], and the next arrival starts a new generation.
 
-use super::api::{check_name, limit, Error, Reply};
-use super::fx::{check_objects, Caller, Fx, Kind, Step};
+use super::api::{Error, Reply};
+use super::fx::{Caller, Fx, Kind, Step};
 use super::limits::Limit;
+use super::vocab::{check_name, check_objects, limit};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;

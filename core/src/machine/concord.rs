@@ -1,8 +1,7 @@
 //! [`Concord`]: the coordination state machine, every primitive behind one
 //! [`StateMachine`].
 
-use super::api::Fence;
-use super::api::{Command, Error, Event, Outcome, Query, QueryOp, Reply, SessionEnd, SessionId, SessionRef};
+use super::api::{Command, Error, Event, Outcome, Query, QueryOp, Reply};
 use super::barrier::Barriers;
 use super::election::{Elections, LeaderInfo};
 use super::fx::{Caller, Fx, Kind, Step, Timer};
@@ -16,6 +15,7 @@ use super::rwlock::RwLocks;
 use super::semaphore::Semaphores;
 use super::session::{Cached, Lookup, SessionOp, Sessions};
 use super::signal::Signals;
+use super::vocab::{Fence, SessionEnd, SessionId, SessionRef};
 use crate::raft::{ApplyContext, LogIndex, RestoreError, StateMachine};
 use crate::time::Instant;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};

@@ -5,9 +5,10 @@
 //! failover), the next candidate is elected in the same entry, with a new, larger fence.
 //! Every change is an [`ElectionEvent`] for observers.
 
-use super::api::{check_name, limit, Error, Event, Fence, Reply, SessionId};
-use super::fx::{check_objects, check_waiters, Caller, Fx, Kind, Step};
+use super::api::{Error, Event, Reply};
+use super::fx::{Caller, Fx, Kind, Step};
 use super::limits::Limit;
+use super::vocab::{check_name, check_objects, check_waiters, limit, Fence, SessionId};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -1,8 +1,9 @@
 //! The context a primitive applies an operation in, and what it hands back to the
 //! machine: completions of queued waiters, events, timers.
 
-use super::api::{limit, Error, Event, Reply, SessionId};
+use super::api::{Error, Event, Reply};
 use super::limits::{Limit, Limits};
+use super::vocab::{limit, Fence, SessionId};
 use crate::raft::LogIndex;
 use crate::time::Instant;
 use alloc::string::String;
@@ -119,23 +120,7 @@ impl<'a> Fx<'a> {
     }
 
     /// The fence a grant made by this entry carries.
-    pub(crate) fn fence(&self) -> super::api::Fence {
-        super::api::Fence(self.index)
+    pub(crate) fn fence(&self) -> Fence {
+        Fence(self.index)
     }
-}
-
-/// Fails with the waiters limit when `queued` waiters are already queued.
-pub(crate) fn check_waiters(limits: &Limits, queued: usize) -> Result<(), Error> {
-    if queued >= limits.waiters_per_object_max {
-        return Err(limit(Limit::Waiters, limits.waiters_per_object_max));
-    }
-    Ok(())
-}
-
-/// Fails with the objects limit when `count` objects of a kind already exist.
-pub(crate) fn check_objects(limits: &Limits, count: usize) -> Result<(), Error> {
-    if count >= limits.objects_per_kind_max {
-        return Err(limit(Limit::Objects, limits.objects_per_kind_max));
-    }
-    Ok(())
 }

@@ -13,10 +13,11 @@
 //!   them) are kept. A watch may resume from any revision still in that window; older
 //!   ones get [`KvError::Compacted`] naming the oldest revision still available.
 
-use super::api::{check_name, limit, Error, Etag, Reply};
+use super::api::{Error, Reply};
 use super::fx::{Fx, Step, Timer};
 use super::limits::{Limit, Limits};
 use super::pattern;
+use super::vocab::{check_name, limit, Etag};
 use crate::time::Instant;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;

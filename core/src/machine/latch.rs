@@ -4,8 +4,9 @@
 //! at once. `TrySetCount` only succeeds at zero, so a round cannot be reset while it is
 //! counting; waiters are answered in the entry whose count-down reaches zero, never before.
 
-use super::api::{check_name, Error, Reply};
-use super::fx::{check_objects, check_waiters, Caller, Fx, Kind, Step};
+use super::api::{Error, Reply};
+use super::fx::{Caller, Fx, Kind, Step};
+use super::vocab::{check_name, check_objects, check_waiters};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;

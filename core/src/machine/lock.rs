@@ -14,9 +14,10 @@
 //!   by log position, so two multi-lock waiters cannot deadlock.
 //! - When the owning session ends, its holds and places are released.
 
-use super::api::{check_name, limit, Error, Event, Fence, Reply, SessionId};
-use super::fx::{check_objects, check_waiters, Caller, Fx, Kind, Step};
+use super::api::{Error, Event, Reply};
+use super::fx::{Caller, Fx, Kind, Step};
 use super::limits::Limit;
+use super::vocab::{check_name, check_objects, check_waiters, limit, Fence, SessionId};
 use crate::time::Instant;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;

@@ -1,8 +1,9 @@
 //! AtomicLong: named 64-bit signed counters. A counter never written reads as 0.
 //! Arithmetic wraps on overflow, as `java.util.concurrent.atomic.AtomicLong` does.
 
-use super::api::{check_name, Error, Reply};
-use super::fx::{check_objects, Fx, Step};
+use super::api::{Error, Reply};
+use super::fx::{Fx, Step};
+use super::vocab::{check_name, check_objects};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use serde::{Deserialize, Serialize};

@@ -21,14 +21,14 @@ pub mod session;
 pub mod signal;
 #[cfg(test)]
 mod tests;
+mod vocab;
 
-pub use api::{
-    Command, Error, Etag, Event, Fence, Op, Outcome, Query, QueryOp, Reply, SessionEnd, SessionId, SessionRef,
-};
+pub use api::{Command, Error, Event, Op, Outcome, Query, QueryOp, Reply};
 pub use concord::{BarrierView, Concord, QueuedOutcome, RwLockView, SemaphoreView, View, ViewCounts};
 #[cfg(feature = "bug-injection")]
 pub use limits::MachineBugs;
 pub use limits::{Limit, Limits, LimitsError};
+pub use vocab::{Etag, Fence, SessionEnd, SessionId, SessionRef};
 // The trait lives with Raft, its consumer; these keep the paths machines were written
 // against.
 #[doc(no_inline)]

@@ -1,8 +1,9 @@
 //! AtomicReference: named byte values, or null. A reference never written is null.
 
-use super::api::{check_name, limit, Error, Reply};
-use super::fx::{check_objects, Fx, Step};
+use super::api::{Error, Reply};
+use super::fx::{Fx, Step};
 use super::limits::Limit;
+use super::vocab::{check_name, check_objects, limit};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -5,9 +5,10 @@
 //! queued writer, in the entry that released it. Holds are reentrant within one mode; a
 //! session holding one mode cannot take the other (no upgrade or downgrade).
 
-use super::api::{check_name, limit, Error, Fence, Reply, SessionId};
-use super::fx::{check_objects, check_waiters, Caller, Fx, Kind, Step};
+use super::api::{Error, Reply};
+use super::fx::{Caller, Fx, Kind, Step};
 use super::limits::Limit;
+use super::vocab::{check_name, check_objects, check_waiters, limit, Fence, SessionId};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use core::fmt;

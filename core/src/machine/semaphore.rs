@@ -9,9 +9,10 @@
 //! permits, so a large request is not starved. Availability may go negative after
 //! [`SemaphoreOp::Reduce`].
 
-use super::api::{check_name, limit, Error, Reply, SessionId};
-use super::fx::{check_objects, check_waiters, Caller, Fx, Kind, Step};
+use super::api::{Error, Reply};
+use super::fx::{Caller, Fx, Kind, Step};
 use super::limits::Limit;
+use super::vocab::{check_name, check_objects, check_waiters, limit, SessionId};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use core::fmt;

@@ -7,8 +7,9 @@
 //! by one TTL from the new leader's first entry, so a session whose client could not reach
 //! any leader during the election is not expired for it.
 
-use super::api::{limit, Error, Reply, SessionId, SessionRef};
+use super::api::{Error, Reply};
 use super::limits::{Limit, Limits};
+use super::vocab::{limit, SessionId, SessionRef};
 use crate::raft::LogIndex;
 use crate::time::Instant;
 use alloc::collections::BTreeMap;

@@ -6,10 +6,11 @@
 //! Delivery is at most once: a subscriber not connected when the signal is applied
 //! misses it (use the key-value store and watches for durable, resumable streams).
 
-use super::api::{check_name, limit, Error, Event, Reply, SessionId};
+use super::api::{Error, Event, Reply};
 use super::fx::{Fx, Step};
 use super::limits::Limit;
 use super::pattern;
+use super::vocab::{check_name, limit, SessionId};
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
