@@ -9,8 +9,9 @@
 use super::api::{Error, Reply};
 use super::fx::{Caller, Fx, Kind, Step};
 use super::limits::Limit;
-use super::vocab::{check_name, check_objects, limit};
-use alloc::collections::BTreeMap;
+use super::primitives::{Primitive, Waits};
+use super::vocab::{check_name, check_objects, limit, SessionId};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -77,12 +78,40 @@ pub(crate) struct Barriers {
     barriers: BTreeMap<String, BarrierState>,
 }
 
-impl Barriers {
-    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: BarrierOp) -> Step {
+impl Primitive for Barriers {
+    type Op = BarrierOp;
+
+    fn apply(&mut self, fx: &mut Fx<'_>, op: BarrierOp) -> Step {
         let BarrierOp::Wait { name, parties, timeout_ms } = op;
         self.wait(fx, name, parties, timeout_ms).unwrap_or_else(Step::from)
     }
 
+    fn end_session(&mut self, _: &mut Fx<'_>, _: SessionId) {
+        // A barrier holds nothing: its parties are queued requests, which the machine cancels (breaking the generation).
+    }
+
+    fn owners(&self, _: &mut BTreeSet<SessionId>) {
+        // A barrier's parties are queued requests the machine tracks, not holdings.
+    }
+}
+
+impl Waits for Barriers {
+    /// `caller` left `name` (timed out or lost its session): the generation breaks.
+    fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
+        let Some(b) = self.barriers.get_mut(name) else { return };
+        if !b.arrived.contains(&caller) {
+            return;
+        }
+        b.generation += 1;
+        for w in core::mem::take(&mut b.arrived) {
+            if w != caller {
+                fx.complete(w, Err(BarrierError::Broken.into()));
+            }
+        }
+    }
+}
+
+impl Barriers {
     fn wait(
         &mut self,
         fx: &mut Fx<'_>,
@@ -124,20 +153,6 @@ impl Barriers {
         }
         b.arrived.push(caller);
         Ok(Step::Wait { deadline, kind: Kind::Barrier, name })
-    }
-
-    /// `caller` left `name` (timed out or lost its session): the generation breaks.
-    pub(crate) fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
-        let Some(b) = self.barriers.get_mut(name) else { return };
-        if !b.arrived.contains(&caller) {
-            return;
-        }
-        b.generation += 1;
-        for w in core::mem::take(&mut b.arrived) {
-            if w != caller {
-                fx.complete(w, Err(BarrierError::Broken.into()));
-            }
-        }
     }
 
     /// How many exist (in constant time).

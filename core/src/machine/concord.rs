@@ -1,20 +1,12 @@
 //! [`Concord`]: the coordination state machine, every primitive behind one
 //! [`StateMachine`].
 
-use super::api::{Command, Error, Event, Outcome, Query, QueryOp, Reply};
-use super::barrier::Barriers;
-use super::election::{Elections, LeaderInfo};
+use super::api::{Command, Error, Event, Op, Outcome, Query, Reply};
+use super::election::LeaderInfo;
 use super::fx::{Caller, Fx, Kind, Step, Timer};
-use super::kv::Kv;
-use super::latch::Latches;
 use super::limits::{Limits, LimitsError};
-use super::lock::Locks;
-use super::long::Longs;
-use super::reference::Refs;
-use super::rwlock::RwLocks;
-use super::semaphore::Semaphores;
+use super::primitives::{Primitives, ReadCx};
 use super::session::{Cached, Lookup, SessionOp, Sessions};
-use super::signal::Signals;
 use super::vocab::{Fence, SessionEnd, SessionId, SessionRef};
 use crate::raft::{ApplyContext, LogIndex, RestoreError, StateMachine};
 use crate::time::Instant;
@@ -43,16 +35,9 @@ struct State {
     timers: BTreeSet<(Instant, Timer)>,
     /// Queued requests by (session, seq).
     waits: BTreeMap<Caller, WaitRef>,
-    locks: Locks,
-    semaphores: Semaphores,
-    rwlocks: RwLocks,
-    latches: Latches,
-    barriers: Barriers,
-    longs: Longs,
-    refs: Refs,
-    kv: Kv,
-    elections: Elections,
-    signals: Signals,
+    /// Last, so that the snapshot encodes each primitive where it did when they were
+    /// fields of this struct.
+    primitives: Primitives,
 }
 
 /// The coordination state machine. Deterministic: replicas that apply the same entries
@@ -126,23 +111,16 @@ impl Concord {
 
     /// The key-value store's revision.
     pub fn kv_revision(&self) -> u64 {
-        self.state.kv.revision()
+        self.state.primitives.kv.revision()
     }
 
     /// Answers a decoded query.
     pub fn read(&self, q: &Query) -> Result<Reply, Error> {
         let s = &self.state;
-        let list_max = self.limits.list_max;
-        match &q.op {
-            QueryOp::Sessions => Ok(Reply::Sessions(s.sessions.list(s.now, list_max))),
-            QueryOp::Lock(l) => s.locks.query(q.session, l, list_max),
-            QueryOp::Semaphore(l) => s.semaphores.query(q.session, l),
-            QueryOp::RwLock(l) => Ok(s.rwlocks.query(l)),
-            QueryOp::Latch(l) => Ok(s.latches.query(l)),
-            QueryOp::Long(l) => Ok(s.longs.query(l)),
-            QueryOp::Ref(l) => Ok(s.refs.query(l)),
-            QueryOp::Kv(l) => s.kv.query(l, s.now, list_max, self.limits.list_bytes_max),
-            QueryOp::Election(l) => Ok(s.elections.query(l)),
+        let cx = ReadCx { session: q.session, now: s.now, limits: &self.limits };
+        match s.primitives.query(&cx, &q.op) {
+            Some(answer) => answer,
+            None => Ok(Reply::Sessions(s.sessions.list(s.now, self.limits.list_max))),
         }
     }
 
@@ -222,20 +200,10 @@ impl Concord {
         })
     }
 
-    fn dispatch(state: &mut State, fx: &mut Fx<'_>, op: super::api::Op) -> Step {
-        use super::api::Op;
-        match op {
-            Op::Session(op) => Self::session_op(state, fx, op),
-            Op::Lock(op) => state.locks.apply(fx, op),
-            Op::Semaphore(op) => state.semaphores.apply(fx, op),
-            Op::RwLock(op) => state.rwlocks.apply(fx, op),
-            Op::Latch(op) => state.latches.apply(fx, op),
-            Op::Barrier(op) => state.barriers.apply(fx, op),
-            Op::Long(op) => state.longs.apply(fx, op),
-            Op::Ref(op) => state.refs.apply(fx, op),
-            Op::Kv(op) => state.kv.apply(fx, op),
-            Op::Election(op) => state.elections.apply(fx, op),
-            Op::Signal(op) => state.signals.apply(fx, op),
+    fn dispatch(state: &mut State, fx: &mut Fx<'_>, op: Op) -> Step {
+        match state.primitives.apply(fx, op) {
+            Ok(step) => step,
+            Err(op) => Self::session_op(state, fx, op),
         }
     }
 
@@ -284,7 +252,7 @@ impl Concord {
                         fx.complete(caller, Err(Error::Timeout));
                     }
                 }
-                Timer::Key(key) => state.kv.expire(&mut fx, &key),
+                Timer::Key(key) => state.primitives.kv.expire(&mut fx, &key),
             }
             let out = FxOut::from(fx);
             self.settle(out);
@@ -330,7 +298,7 @@ impl Concord {
     /// The same view with at most `max` items per kind (in name order), so that a status
     /// page stays small however many primitives exist; [`View::counts`] has the totals.
     pub fn view_limited(&self, max: usize) -> View {
-        let s = &self.state;
+        let s = &self.state.primitives;
         let counts = ViewCounts {
             locks: s.locks.len(),
             rwlocks: s.rwlocks.len(),
@@ -385,12 +353,7 @@ impl Concord {
     pub fn owning_sessions(&self) -> BTreeSet<SessionId> {
         let s = &self.state;
         let mut owners: BTreeSet<SessionId> = s.waits.keys().map(|c| c.session).collect();
-        owners.extend(s.locks.holders().map(|(_, h, _)| h));
-        owners.extend(s.locks.queued_sessions());
-        owners.extend(s.rwlocks.sessions());
-        owners.extend(s.semaphores.holding_sessions());
-        owners.extend(s.elections.leaders().filter_map(|(_, l)| l.map(|l| l.session)));
-        owners.extend(s.signals.subscriptions().map(|(_, s)| s));
+        s.primitives.owners(&mut owners);
         owners
     }
 }
@@ -481,14 +444,7 @@ pub struct BarrierView {
 
 /// Removes `caller`'s queued request from its primitive (a timeout).
 fn cancel_wait(state: &mut State, fx: &mut Fx<'_>, caller: Caller, w: &WaitRef) {
-    match w.kind {
-        Kind::Lock => state.locks.cancel(fx, &w.name, caller),
-        Kind::Semaphore => state.semaphores.cancel(fx, &w.name, caller),
-        Kind::RwLock => state.rwlocks.cancel(fx, &w.name, caller),
-        Kind::Latch => state.latches.cancel(&w.name, caller),
-        Kind::Barrier => state.barriers.cancel(fx, &w.name, caller),
-        Kind::Election => state.elections.cancel(fx, &w.name, caller),
-    }
+    state.primitives.cancel(fx, w.kind, &w.name, caller);
 }
 
 /// Ends a session: answers its queued requests with `SessionLost`, releases everything
@@ -507,11 +463,7 @@ fn end_session(state: &mut State, fx: &mut Fx<'_>, id: SessionId, reason: Sessio
         cancel_wait(state, fx, *caller, w);
         fx.complete(*caller, Err(Error::SessionLost(id)));
     }
-    state.locks.end_session(fx, id);
-    state.semaphores.end_session(fx, id);
-    state.rwlocks.end_session(fx, id);
-    state.elections.end_session(fx, id);
-    state.signals.end_session(id);
+    state.primitives.end_session(fx, id);
     fx.events.push(Event::SessionEnded { session: id, reason, index: fx.index });
 }
 

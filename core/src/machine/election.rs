@@ -8,8 +8,9 @@
 use super::api::{Error, Event, Reply};
 use super::fx::{Caller, Fx, Kind, Step};
 use super::limits::Limit;
+use super::primitives::{Primitive, ReadCx, Reads, Waits};
 use super::vocab::{check_name, check_objects, check_waiters, limit, Fence, SessionId};
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -134,11 +135,56 @@ pub(crate) struct Elections {
     elections: BTreeMap<String, ElectionState>,
 }
 
-impl Elections {
-    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: ElectionOp) -> Step {
+impl Primitive for Elections {
+    type Op = ElectionOp;
+
+    fn apply(&mut self, fx: &mut Fx<'_>, op: ElectionOp) -> Step {
         self.apply_inner(fx, op).unwrap_or_else(Step::from)
     }
 
+    /// Drops `session`'s candidacies and, where it leads, fails over to the next
+    /// candidate.
+    fn end_session(&mut self, fx: &mut Fx<'_>, session: SessionId) {
+        let names: Vec<String> = self.elections.keys().cloned().collect();
+        for name in names {
+            let Some(e) = self.elections.get_mut(&name) else { continue };
+            e.candidates.retain(|(c, _)| c.session != session);
+            if e.leader.as_ref().is_some_and(|l| l.session == session) {
+                e.leader = None;
+                emit(fx, &name, ElectionChange::Failover, None);
+            }
+            self.pump(fx, &name);
+        }
+    }
+
+    fn owners(&self, out: &mut BTreeSet<SessionId>) {
+        out.extend(self.leaders().filter_map(|(_, leader)| leader.map(|l| l.session)));
+    }
+}
+
+impl Reads for Elections {
+    type Query = ElectionQuery;
+
+    fn query(&self, _: &ReadCx<'_>, q: &ElectionQuery) -> Result<Reply, Error> {
+        Ok(match q {
+            ElectionQuery::Leader { name } => {
+                Reply::Leader(self.elections.get(name).and_then(|e| e.leader.clone()))
+            }
+        })
+    }
+}
+
+impl Waits for Elections {
+    /// A queued campaign of `caller` timed out.
+    fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
+        if let Some(e) = self.elections.get_mut(name) {
+            e.candidates.retain(|(c, _)| *c != caller);
+            self.pump(fx, name);
+        }
+    }
+}
+
+impl Elections {
     fn apply_inner(&mut self, fx: &mut Fx<'_>, op: ElectionOp) -> Result<Step, Error> {
         let limits = fx.limits;
         let check_value = |v: &Vec<u8>| {
@@ -206,29 +252,6 @@ impl Elections {
         }
     }
 
-    /// A queued campaign of `caller` timed out.
-    pub(crate) fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
-        if let Some(e) = self.elections.get_mut(name) {
-            e.candidates.retain(|(c, _)| *c != caller);
-            self.pump(fx, name);
-        }
-    }
-
-    /// Drops `session`'s candidacies and, where it leads, fails over to the next
-    /// candidate.
-    pub(crate) fn end_session(&mut self, fx: &mut Fx<'_>, session: SessionId) {
-        let names: Vec<String> = self.elections.keys().cloned().collect();
-        for name in names {
-            let Some(e) = self.elections.get_mut(&name) else { continue };
-            e.candidates.retain(|(c, _)| c.session != session);
-            if e.leader.as_ref().is_some_and(|l| l.session == session) {
-                e.leader = None;
-                emit(fx, &name, ElectionChange::Failover, None);
-            }
-            self.pump(fx, &name);
-        }
-    }
-
     /// Elects the next candidate if nobody leads; forgets empty elections.
     fn pump(&mut self, fx: &mut Fx<'_>, name: &str) {
         let Some(e) = self.elections.get_mut(name) else { return };
@@ -241,14 +264,6 @@ impl Elections {
                 fx.complete(caller, Ok(Reply::Fence(fence)));
             } else {
                 self.elections.remove(name);
-            }
-        }
-    }
-
-    pub(crate) fn query(&self, q: &ElectionQuery) -> Reply {
-        match q {
-            ElectionQuery::Leader { name } => {
-                Reply::Leader(self.elections.get(name).and_then(|e| e.leader.clone()))
             }
         }
     }

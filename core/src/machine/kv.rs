@@ -17,9 +17,10 @@ use super::api::{Error, Reply};
 use super::fx::{Fx, Step, Timer};
 use super::limits::{Limit, Limits};
 use super::pattern;
-use super::vocab::{check_name, limit, Etag};
+use super::primitives::{Primitive, ReadCx, Reads};
+use super::vocab::{check_name, limit, Etag, SessionId};
 use crate::time::Instant;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -263,14 +264,74 @@ impl Default for Kv {
     }
 }
 
-impl Kv {
-    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: KvOp) -> Step {
+impl Primitive for Kv {
+    type Op = KvOp;
+
+    fn apply(&mut self, fx: &mut Fx<'_>, op: KvOp) -> Step {
         match self.apply_inner(fx, op) {
             Ok(r) => Step::Done(Ok(r)),
             Err(e) => e.into(),
         }
     }
 
+    fn end_session(&mut self, _: &mut Fx<'_>, _: SessionId) {
+        // Keys belong to no session (they expire by their own TTL).
+    }
+
+    fn owners(&self, _: &mut BTreeSet<SessionId>) {
+        // Keys belong to no session.
+    }
+}
+
+impl Reads for Kv {
+    type Query = KvQuery;
+
+    fn query(&self, cx: &ReadCx<'_>, q: &KvQuery) -> Result<Reply, Error> {
+        let (now, list_max, list_bytes_max) = (cx.now, cx.limits.list_max, cx.limits.list_bytes_max);
+        match q {
+            KvQuery::Get { key, if_none_match } => {
+                let Some(s) = self.entries.get(key) else { return Ok(Reply::KvEntry(None)) };
+                if *if_none_match == Some(Etag(s.mod_revision)) {
+                    return Ok(Reply::NotModified { etag: Etag(s.mod_revision) });
+                }
+                Ok(Reply::KvEntry(Some(self.entry(key, s, now, true))))
+            }
+            KvQuery::Head { key } => {
+                Ok(Reply::KvEntry(self.entries.get(key).map(|s| self.entry(key, s, now, false))))
+            }
+            KvQuery::List { prefix, after, keys_only } => {
+                use core::ops::Bound;
+                let start = match after {
+                    Some(a) if a.as_str() >= prefix.as_str() => Bound::Excluded(a.clone()),
+                    _ => Bound::Included(prefix.clone()),
+                };
+                let it = self
+                    .entries
+                    .range((start, Bound::Unbounded))
+                    .take_while(|(k, _)| k.starts_with(prefix.as_str()))
+                    .map(|(k, s)| self.entry(k, s, now, !keys_only));
+                let (entries, more) = page(it, list_max, list_bytes_max, |e| kv_bytes(&e.key, &e.value));
+                Ok(Reply::KvList { entries, more })
+            }
+            KvQuery::History { filter, from } => {
+                if !filter.is_valid() {
+                    return Err(KvError::InvalidPattern.into());
+                }
+                // Revision 0 never existed: from 0 means from the first change, which is
+                // compacted only once that change was dropped.
+                if (*from).max(1) < self.oldest {
+                    return Err(KvError::Compacted { oldest: self.oldest }.into());
+                }
+                let start = self.history.partition_point(|e| e.revision < *from);
+                let it = self.history.range(start..).filter(|e| filter.matches(&e.key)).cloned();
+                let (events, more) = page(it, list_max, list_bytes_max, |e| kv_bytes(&e.key, &e.value));
+                Ok(Reply::WatchHistory { events, revision: self.revision, more })
+            }
+        }
+    }
+}
+
+impl Kv {
     fn apply_inner(&mut self, fx: &mut Fx<'_>, op: KvOp) -> Result<Reply, Error> {
         let limits = fx.limits;
         match op {
@@ -420,55 +481,6 @@ impl Kv {
             version: s.version,
             create_revision: s.create_revision,
             expires_in_ms: s.expires.map(|t| t.saturating_since_us(now) / 1000),
-        }
-    }
-
-    pub(crate) fn query(
-        &self,
-        q: &KvQuery,
-        now: Instant,
-        list_max: usize,
-        list_bytes_max: usize,
-    ) -> Result<Reply, Error> {
-        match q {
-            KvQuery::Get { key, if_none_match } => {
-                let Some(s) = self.entries.get(key) else { return Ok(Reply::KvEntry(None)) };
-                if *if_none_match == Some(Etag(s.mod_revision)) {
-                    return Ok(Reply::NotModified { etag: Etag(s.mod_revision) });
-                }
-                Ok(Reply::KvEntry(Some(self.entry(key, s, now, true))))
-            }
-            KvQuery::Head { key } => {
-                Ok(Reply::KvEntry(self.entries.get(key).map(|s| self.entry(key, s, now, false))))
-            }
-            KvQuery::List { prefix, after, keys_only } => {
-                use core::ops::Bound;
-                let start = match after {
-                    Some(a) if a.as_str() >= prefix.as_str() => Bound::Excluded(a.clone()),
-                    _ => Bound::Included(prefix.clone()),
-                };
-                let it = self
-                    .entries
-                    .range((start, Bound::Unbounded))
-                    .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                    .map(|(k, s)| self.entry(k, s, now, !keys_only));
-                let (entries, more) = page(it, list_max, list_bytes_max, |e| kv_bytes(&e.key, &e.value));
-                Ok(Reply::KvList { entries, more })
-            }
-            KvQuery::History { filter, from } => {
-                if !filter.is_valid() {
-                    return Err(KvError::InvalidPattern.into());
-                }
-                // Revision 0 never existed: from 0 means from the first change, which is
-                // compacted only once that change was dropped.
-                if (*from).max(1) < self.oldest {
-                    return Err(KvError::Compacted { oldest: self.oldest }.into());
-                }
-                let start = self.history.partition_point(|e| e.revision < *from);
-                let it = self.history.range(start..).filter(|e| filter.matches(&e.key)).cloned();
-                let (events, more) = page(it, list_max, list_bytes_max, |e| kv_bytes(&e.key, &e.value));
-                Ok(Reply::WatchHistory { events, revision: self.revision, more })
-            }
         }
     }
 

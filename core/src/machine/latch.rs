@@ -6,8 +6,9 @@
 
 use super::api::{Error, Reply};
 use super::fx::{Caller, Fx, Kind, Step};
-use super::vocab::{check_name, check_objects, check_waiters};
-use alloc::collections::BTreeMap;
+use super::primitives::{Primitive, ReadCx, Reads, Waits};
+use super::vocab::{check_name, check_objects, check_waiters, SessionId};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -83,11 +84,42 @@ pub(crate) struct Latches {
     latches: BTreeMap<String, LatchState>,
 }
 
-impl Latches {
-    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: LatchOp) -> Step {
+impl Primitive for Latches {
+    type Op = LatchOp;
+
+    fn apply(&mut self, fx: &mut Fx<'_>, op: LatchOp) -> Step {
         self.apply_inner(fx, op).unwrap_or_else(Step::from)
     }
 
+    fn end_session(&mut self, _: &mut Fx<'_>, _: SessionId) {
+        // A latch holds nothing: its waiters are queued requests, which the machine cancels.
+    }
+
+    fn owners(&self, _: &mut BTreeSet<SessionId>) {
+        // A latch's waiters are queued requests the machine tracks, not holdings.
+    }
+}
+
+impl Reads for Latches {
+    type Query = LatchQuery;
+
+    fn query(&self, _: &ReadCx<'_>, q: &LatchQuery) -> Result<Reply, Error> {
+        Ok(match q {
+            LatchQuery::Count { name } => Reply::Count(self.latches.get(name).map_or(0, |l| l.count)),
+        })
+    }
+}
+
+impl Waits for Latches {
+    /// A queued await of `caller` timed out (or its session ended).
+    fn cancel(&mut self, _: &mut Fx<'_>, name: &str, caller: Caller) {
+        if let Some(l) = self.latches.get_mut(name) {
+            l.waiters.retain(|w| *w != caller);
+        }
+    }
+}
+
+impl Latches {
     fn apply_inner(&mut self, fx: &mut Fx<'_>, op: LatchOp) -> Result<Step, Error> {
         let limits = fx.limits;
         match op {
@@ -139,19 +171,6 @@ impl Latches {
                 l.waiters.push(caller);
                 Ok(Step::Wait { deadline, kind: Kind::Latch, name })
             }
-        }
-    }
-
-    /// A queued await of `caller` timed out (or its session ended).
-    pub(crate) fn cancel(&mut self, name: &str, caller: Caller) {
-        if let Some(l) = self.latches.get_mut(name) {
-            l.waiters.retain(|w| *w != caller);
-        }
-    }
-
-    pub(crate) fn query(&self, q: &LatchQuery) -> Reply {
-        match q {
-            LatchQuery::Count { name } => Reply::Count(self.latches.get(name).map_or(0, |l| l.count)),
         }
     }
 

@@ -17,6 +17,7 @@
 use super::api::{Error, Event, Reply};
 use super::fx::{Caller, Fx, Kind, Step};
 use super::limits::Limit;
+use super::primitives::{Primitive, ReadCx, Reads, Waits};
 use super::vocab::{check_name, check_objects, check_waiters, limit, Fence, SessionId};
 use crate::time::Instant;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -259,8 +260,10 @@ pub(crate) struct Locks {
     locks: BTreeMap<String, LockState>,
 }
 
-impl Locks {
-    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: LockOp) -> Step {
+impl Primitive for Locks {
+    type Op = LockOp;
+
+    fn apply(&mut self, fx: &mut Fx<'_>, op: LockOp) -> Step {
         let r = match op {
             LockOp::Lock { name, timeout_ms } => self.lock(fx, vec![name], timeout_ms, true),
             LockOp::LockMany { names, timeout_ms } => self.lock(fx, names, timeout_ms, false),
@@ -273,6 +276,72 @@ impl Locks {
         r.unwrap_or_else(Step::from)
     }
 
+    /// Releases everything `session` holds and every place it has.
+    fn end_session(&mut self, fx: &mut Fx<'_>, session: SessionId) {
+        #[cfg(feature = "bug-injection")]
+        if fx.bugs.session_end_keeps_locks {
+            return;
+        }
+        let mut touched: Vec<String> = Vec::new();
+        for (name, state) in &mut self.locks {
+            let before = state.queue.len();
+            state.queue.retain(|t| t.session != session);
+            if state.holder.as_ref().is_some_and(|h| h.session == session) {
+                release(fx, name, state);
+                touched.push(name.clone());
+            } else if state.queue.len() != before {
+                touched.push(name.clone());
+            }
+        }
+        let names: Vec<&str> = touched.iter().map(String::as_str).collect();
+        self.pump(fx, &names);
+    }
+
+    fn owners(&self, out: &mut BTreeSet<SessionId>) {
+        out.extend(self.holders().map(|(_, holder, _)| holder));
+        out.extend(self.queued_sessions());
+    }
+}
+
+impl Reads for Locks {
+    type Query = LockQuery;
+
+    fn query(&self, cx: &ReadCx<'_>, q: &LockQuery) -> Result<Reply, Error> {
+        let holder = |name: &str| self.locks.get(name).and_then(|s| s.holder.as_ref());
+        Ok(match q {
+            LockQuery::IsLocked { name } => Reply::Bool(holder(name).is_some()),
+            LockQuery::IsLockedByMe { name } => {
+                let me = cx.session.ok_or(Error::SessionRequired)?;
+                Reply::Bool(holder(name).is_some_and(|h| h.session == me))
+            }
+            LockQuery::LockCount { name } => Reply::Count(holder(name).map_or(0, |h| u64::from(h.count))),
+            LockQuery::List { start } => {
+                Reply::Locks(self.infos(self.locks.range(start.clone()..)).take(cx.limits.list_max).collect())
+            }
+        })
+    }
+}
+
+impl Waits for Locks {
+    /// A queued request of `caller` timed out: drop its place (an `Await` keeps the
+    /// `Enqueue` place).
+    fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
+        let Some(state) = self.locks.get_mut(name) else { return };
+        let Some(i) =
+            state.queue.iter().position(|t| t.session == caller.session && t.pending == Some(caller.seq))
+        else {
+            return;
+        };
+        if state.queue[i].enqueued {
+            state.queue[i].pending = None;
+            return;
+        }
+        let ticket = state.queue[i].clone();
+        self.remove_ticket(fx, &ticket);
+    }
+}
+
+impl Locks {
     fn check_new(&self, fx: &Fx<'_>, names: &[String]) -> Result<(), Error> {
         let new = names.iter().filter(|n| !self.locks.contains_key(*n)).count();
         if new > 0 {
@@ -455,44 +524,6 @@ impl Locks {
         Ok(Step::Done(Ok(Reply::Unit)))
     }
 
-    /// A queued request of `caller` timed out: drop its place (an `Await` keeps the
-    /// `Enqueue` place).
-    pub(crate) fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
-        let Some(state) = self.locks.get_mut(name) else { return };
-        let Some(i) =
-            state.queue.iter().position(|t| t.session == caller.session && t.pending == Some(caller.seq))
-        else {
-            return;
-        };
-        if state.queue[i].enqueued {
-            state.queue[i].pending = None;
-            return;
-        }
-        let ticket = state.queue[i].clone();
-        self.remove_ticket(fx, &ticket);
-    }
-
-    /// Releases everything `session` holds and every place it has.
-    pub(crate) fn end_session(&mut self, fx: &mut Fx<'_>, session: SessionId) {
-        #[cfg(feature = "bug-injection")]
-        if fx.bugs.session_end_keeps_locks {
-            return;
-        }
-        let mut touched: Vec<String> = Vec::new();
-        for (name, state) in &mut self.locks {
-            let before = state.queue.len();
-            state.queue.retain(|t| t.session != session);
-            if state.holder.as_ref().is_some_and(|h| h.session == session) {
-                release(fx, name, state);
-                touched.push(name.clone());
-            } else if state.queue.len() != before {
-                touched.push(name.clone());
-            }
-        }
-        let names: Vec<&str> = touched.iter().map(String::as_str).collect();
-        self.pump(fx, &names);
-    }
-
     fn remove_ticket(&mut self, fx: &mut Fx<'_>, ticket: &Ticket) {
         for n in &ticket.names {
             if let Some(state) = self.locks.get_mut(n) {
@@ -541,26 +572,6 @@ impl Locks {
         if self.locks.get(name).is_some_and(|s| s.holder.is_none() && s.queue.is_empty()) {
             self.locks.remove(name);
         }
-    }
-
-    pub(crate) fn query(
-        &self,
-        session: Option<SessionId>,
-        q: &LockQuery,
-        list_max: usize,
-    ) -> Result<Reply, Error> {
-        let holder = |name: &str| self.locks.get(name).and_then(|s| s.holder.as_ref());
-        Ok(match q {
-            LockQuery::IsLocked { name } => Reply::Bool(holder(name).is_some()),
-            LockQuery::IsLockedByMe { name } => {
-                let me = session.ok_or(Error::SessionRequired)?;
-                Reply::Bool(holder(name).is_some_and(|h| h.session == me))
-            }
-            LockQuery::LockCount { name } => Reply::Count(holder(name).map_or(0, |h| u64::from(h.count))),
-            LockQuery::List { start } => {
-                Reply::Locks(self.infos(self.locks.range(start.clone()..)).take(list_max).collect())
-            }
-        })
     }
 
     /// Every lock in `range` that is held or has waiters.

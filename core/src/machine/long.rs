@@ -3,8 +3,9 @@
 
 use super::api::{Error, Reply};
 use super::fx::{Fx, Step};
-use super::vocab::{check_name, check_objects};
-use alloc::collections::BTreeMap;
+use super::primitives::{Primitive, ReadCx, Reads};
+use super::vocab::{check_name, check_objects, SessionId};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use serde::{Deserialize, Serialize};
 
@@ -134,8 +135,10 @@ pub(crate) struct Longs {
     values: BTreeMap<String, i64>,
 }
 
-impl Longs {
-    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: LongOp) -> Step {
+impl Primitive for Longs {
+    type Op = LongOp;
+
+    fn apply(&mut self, fx: &mut Fx<'_>, op: LongOp) -> Step {
         let (name, f, reply): (String, LongFn, fn(i64, i64) -> Reply) = match op {
             LongOp::Set { name, value } => (name, LongFn::Set(value), |_, _| Reply::Unit),
             LongOp::GetAndSet { name, value } => (name, LongFn::Set(value), |old, _| Reply::Long(old)),
@@ -163,6 +166,27 @@ impl Longs {
         }
     }
 
+    fn end_session(&mut self, _: &mut Fx<'_>, _: SessionId) {
+        // Counters belong to no session.
+    }
+
+    fn owners(&self, _: &mut BTreeSet<SessionId>) {
+        // Counters belong to no session.
+    }
+}
+
+impl Reads for Longs {
+    type Query = LongQuery;
+
+    fn query(&self, _: &ReadCx<'_>, q: &LongQuery) -> Result<Reply, Error> {
+        Ok(match q {
+            LongQuery::Get { name } => Reply::Long(self.get(name)),
+            LongQuery::Apply { name, f } => Reply::Long(f.call(self.get(name))),
+        })
+    }
+}
+
+impl Longs {
     fn get(&self, name: &str) -> i64 {
         self.values.get(name).copied().unwrap_or(0)
     }
@@ -178,12 +202,5 @@ impl Longs {
             self.values.insert(name, value);
         }
         Ok(())
-    }
-
-    pub(crate) fn query(&self, q: &LongQuery) -> Reply {
-        match q {
-            LongQuery::Get { name } => Reply::Long(self.get(name)),
-            LongQuery::Apply { name, f } => Reply::Long(f.call(self.get(name))),
-        }
     }
 }

@@ -14,6 +14,7 @@ mod limits;
 pub mod lock;
 pub mod long;
 pub mod pattern;
+mod primitives;
 pub mod reference;
 pub mod rwlock;
 pub mod semaphore;

@@ -3,8 +3,9 @@
 use super::api::{Error, Reply};
 use super::fx::{Fx, Step};
 use super::limits::Limit;
-use super::vocab::{check_name, check_objects, limit};
-use alloc::collections::BTreeMap;
+use super::primitives::{Primitive, ReadCx, Reads};
+use super::vocab::{check_name, check_objects, limit, SessionId};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -125,14 +126,40 @@ pub(crate) struct Refs {
     values: BTreeMap<String, Vec<u8>>,
 }
 
-impl Refs {
-    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: RefOp) -> Step {
+impl Primitive for Refs {
+    type Op = RefOp;
+
+    fn apply(&mut self, fx: &mut Fx<'_>, op: RefOp) -> Step {
         match self.apply_inner(fx, op) {
             Ok(r) => Step::Done(Ok(r)),
             Err(e) => e.into(),
         }
     }
 
+    fn end_session(&mut self, _: &mut Fx<'_>, _: SessionId) {
+        // References belong to no session.
+    }
+
+    fn owners(&self, _: &mut BTreeSet<SessionId>) {
+        // References belong to no session.
+    }
+}
+
+impl Reads for Refs {
+    type Query = RefQuery;
+
+    fn query(&self, _: &ReadCx<'_>, q: &RefQuery) -> Result<Reply, Error> {
+        let get = |name: &str| self.values.get(name).map(Vec::as_slice);
+        Ok(match q {
+            RefQuery::Get { name } => Reply::Value(get(name).map(<[u8]>::to_vec)),
+            RefQuery::IsNull { name } => Reply::Bool(get(name).is_none()),
+            RefQuery::Contains { name, value } => Reply::Bool(get(name) == value.as_deref()),
+            RefQuery::Apply { name, f } => Reply::Value(f.call(get(name))),
+        })
+    }
+}
+
+impl Refs {
     fn apply_inner(&mut self, fx: &mut Fx<'_>, op: RefOp) -> Result<Reply, Error> {
         let old = |s: &Self, name: &str| s.values.get(name).cloned();
         Ok(match op {
@@ -185,15 +212,5 @@ impl Refs {
         }
         self.values.insert(name, value);
         Ok(())
-    }
-
-    pub(crate) fn query(&self, q: &RefQuery) -> Reply {
-        let get = |name: &str| self.values.get(name).map(Vec::as_slice);
-        match q {
-            RefQuery::Get { name } => Reply::Value(get(name).map(<[u8]>::to_vec)),
-            RefQuery::IsNull { name } => Reply::Bool(get(name).is_none()),
-            RefQuery::Contains { name, value } => Reply::Bool(get(name) == value.as_deref()),
-            RefQuery::Apply { name, f } => Reply::Value(f.call(get(name))),
-        }
     }
 }

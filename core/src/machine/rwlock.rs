@@ -8,8 +8,9 @@
 use super::api::{Error, Reply};
 use super::fx::{Caller, Fx, Kind, Step};
 use super::limits::Limit;
+use super::primitives::{Primitive, ReadCx, Reads, Waits};
 use super::vocab::{check_name, check_objects, check_waiters, limit, Fence, SessionId};
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -106,8 +107,10 @@ pub(crate) struct RwLocks {
     locks: BTreeMap<String, RwState>,
 }
 
-impl RwLocks {
-    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: RwLockOp) -> Step {
+impl Primitive for RwLocks {
+    type Op = RwLockOp;
+
+    fn apply(&mut self, fx: &mut Fx<'_>, op: RwLockOp) -> Step {
         let r = match op {
             RwLockOp::Lock { name, mode, timeout_ms } => self.lock(fx, name, mode, timeout_ms),
             RwLockOp::Unlock { name } => self.unlock(fx, &name),
@@ -115,6 +118,51 @@ impl RwLocks {
         r.unwrap_or_else(Step::from)
     }
 
+    /// Releases whatever `session` holds and drops its waiters.
+    fn end_session(&mut self, fx: &mut Fx<'_>, session: SessionId) {
+        let names: alloc::vec::Vec<String> = self.locks.keys().cloned().collect();
+        for name in names {
+            let Some(s) = self.locks.get_mut(&name) else { continue };
+            s.queue.retain(|(c, _)| c.session != session);
+            s.readers.remove(&session);
+            if s.writer.as_ref().is_some_and(|(w, _)| *w == session) {
+                s.writer = None;
+            }
+            self.pump(fx, &name);
+        }
+    }
+
+    fn owners(&self, out: &mut BTreeSet<SessionId>) {
+        out.extend(self.sessions());
+    }
+}
+
+impl Reads for RwLocks {
+    type Query = RwLockQuery;
+
+    fn query(&self, _: &ReadCx<'_>, q: &RwLockQuery) -> Result<Reply, Error> {
+        Ok(match q {
+            RwLockQuery::Readers { name } => {
+                Reply::Count(self.locks.get(name).map_or(0, |s| s.readers.len() as u64))
+            }
+            RwLockQuery::IsWriteLocked { name } => {
+                Reply::Bool(self.locks.get(name).is_some_and(|s| s.writer.is_some()))
+            }
+        })
+    }
+}
+
+impl Waits for RwLocks {
+    /// A queued lock of `caller` timed out.
+    fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
+        if let Some(s) = self.locks.get_mut(name) {
+            s.queue.retain(|(c, _)| *c != caller);
+            self.pump(fx, name);
+        }
+    }
+}
+
+impl RwLocks {
     fn lock(
         &mut self,
         fx: &mut Fx<'_>,
@@ -197,28 +245,6 @@ impl RwLocks {
         Ok(Step::Done(Ok(Reply::Count(u64::from(left)))))
     }
 
-    /// A queued lock of `caller` timed out.
-    pub(crate) fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
-        if let Some(s) = self.locks.get_mut(name) {
-            s.queue.retain(|(c, _)| *c != caller);
-            self.pump(fx, name);
-        }
-    }
-
-    /// Releases whatever `session` holds and drops its waiters.
-    pub(crate) fn end_session(&mut self, fx: &mut Fx<'_>, session: SessionId) {
-        let names: alloc::vec::Vec<String> = self.locks.keys().cloned().collect();
-        for name in names {
-            let Some(s) = self.locks.get_mut(&name) else { continue };
-            s.queue.retain(|(c, _)| c.session != session);
-            s.readers.remove(&session);
-            if s.writer.as_ref().is_some_and(|(w, _)| *w == session) {
-                s.writer = None;
-            }
-            self.pump(fx, &name);
-        }
-    }
-
     /// Admits the head writer, or the readers up to the next writer, if the lock allows;
     /// forgets the lock when nobody holds or waits for it.
     fn pump(&mut self, fx: &mut Fx<'_>, name: &str) {
@@ -241,17 +267,6 @@ impl RwLocks {
         }
         if s.writer.is_none() && s.readers.is_empty() && s.queue.is_empty() {
             self.locks.remove(name);
-        }
-    }
-
-    pub(crate) fn query(&self, q: &RwLockQuery) -> Reply {
-        match q {
-            RwLockQuery::Readers { name } => {
-                Reply::Count(self.locks.get(name).map_or(0, |s| s.readers.len() as u64))
-            }
-            RwLockQuery::IsWriteLocked { name } => {
-                Reply::Bool(self.locks.get(name).is_some_and(|s| s.writer.is_some()))
-            }
         }
     }
 

@@ -12,8 +12,9 @@
 use super::api::{Error, Reply};
 use super::fx::{Caller, Fx, Kind, Step};
 use super::limits::Limit;
+use super::primitives::{Primitive, ReadCx, Reads, Waits};
 use super::vocab::{check_name, check_objects, check_waiters, limit, SessionId};
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -135,11 +136,54 @@ pub(crate) struct Semaphores {
     sems: BTreeMap<String, SemState>,
 }
 
-impl Semaphores {
-    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: SemaphoreOp) -> Step {
+impl Primitive for Semaphores {
+    type Op = SemaphoreOp;
+
+    fn apply(&mut self, fx: &mut Fx<'_>, op: SemaphoreOp) -> Step {
         self.apply_inner(fx, op).unwrap_or_else(Step::from)
     }
 
+    /// Returns what `session` held (session-aware semaphores) and drops its waiters.
+    fn end_session(&mut self, fx: &mut Fx<'_>, session: SessionId) {
+        for s in self.sems.values_mut() {
+            s.queue.retain(|w| w.caller.session != session);
+            if let Some(held) = s.held.remove(&session) {
+                s.available += held as i64;
+            }
+            pump(fx, s);
+        }
+    }
+
+    fn owners(&self, out: &mut BTreeSet<SessionId>) {
+        out.extend(self.holding_sessions());
+    }
+}
+
+impl Reads for Semaphores {
+    type Query = SemaphoreQuery;
+
+    fn query(&self, cx: &ReadCx<'_>, q: &SemaphoreQuery) -> Result<Reply, Error> {
+        Ok(match q {
+            SemaphoreQuery::Available { name } => Reply::Long(self.sems.get(name).map_or(0, |s| s.available)),
+            SemaphoreQuery::Held { name } => {
+                let me = cx.session.ok_or(Error::SessionRequired)?;
+                Reply::Count(self.sems.get(name).and_then(|s| s.held.get(&me).copied()).unwrap_or(0))
+            }
+        })
+    }
+}
+
+impl Waits for Semaphores {
+    /// A queued acquire of `caller` timed out.
+    fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
+        if let Some(s) = self.sems.get_mut(name) {
+            s.queue.retain(|w| w.caller != caller);
+            pump(fx, s);
+        }
+    }
+}
+
+impl Semaphores {
     fn apply_inner(&mut self, fx: &mut Fx<'_>, op: SemaphoreOp) -> Result<Step, Error> {
         let limits = fx.limits;
         let max = limits.semaphore_permits_max;
@@ -246,35 +290,6 @@ impl Semaphores {
                 done(Reply::Unit)
             }
         }
-    }
-
-    /// A queued acquire of `caller` timed out.
-    pub(crate) fn cancel(&mut self, fx: &mut Fx<'_>, name: &str, caller: Caller) {
-        if let Some(s) = self.sems.get_mut(name) {
-            s.queue.retain(|w| w.caller != caller);
-            pump(fx, s);
-        }
-    }
-
-    /// Returns what `session` held (session-aware semaphores) and drops its waiters.
-    pub(crate) fn end_session(&mut self, fx: &mut Fx<'_>, session: SessionId) {
-        for s in self.sems.values_mut() {
-            s.queue.retain(|w| w.caller.session != session);
-            if let Some(held) = s.held.remove(&session) {
-                s.available += held as i64;
-            }
-            pump(fx, s);
-        }
-    }
-
-    pub(crate) fn query(&self, session: Option<SessionId>, q: &SemaphoreQuery) -> Result<Reply, Error> {
-        Ok(match q {
-            SemaphoreQuery::Available { name } => Reply::Long(self.sems.get(name).map_or(0, |s| s.available)),
-            SemaphoreQuery::Held { name } => {
-                let me = session.ok_or(Error::SessionRequired)?;
-                Reply::Count(self.sems.get(name).and_then(|s| s.held.get(&me).copied()).unwrap_or(0))
-            }
-        })
     }
 
     /// Sessions holding permits.

@@ -10,8 +10,9 @@ use super::api::{Error, Event, Reply};
 use super::fx::{Fx, Step};
 use super::limits::Limit;
 use super::pattern;
+use super::primitives::Primitive;
 use super::vocab::{check_name, limit, SessionId};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -96,11 +97,28 @@ pub(crate) struct Signals {
     cursors: BTreeMap<String, u64>,
 }
 
-impl Signals {
-    pub(crate) fn apply(&mut self, fx: &mut Fx<'_>, op: SignalOp) -> Step {
+impl Primitive for Signals {
+    type Op = SignalOp;
+
+    fn apply(&mut self, fx: &mut Fx<'_>, op: SignalOp) -> Step {
         self.apply_inner(fx, op).map_or_else(Step::from, |r| Step::Done(Ok(r)))
     }
 
+    /// Ends every subscription of `session`.
+    fn end_session(&mut self, _: &mut Fx<'_>, session: SessionId) {
+        let ids: Vec<u64> =
+            self.subs.iter().filter(|(_, s)| s.session == session).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+
+    fn owners(&self, out: &mut BTreeSet<SessionId>) {
+        out.extend(self.subscriptions().map(|(_, session)| session));
+    }
+}
+
+impl Signals {
     fn apply_inner(&mut self, fx: &mut Fx<'_>, op: SignalOp) -> Result<Reply, Error> {
         let limits = fx.limits;
         match op {
@@ -172,15 +190,6 @@ impl Signals {
             if !self.subs.values().any(|s| s.group.as_deref() == Some(g.as_str())) {
                 self.cursors.remove(&g);
             }
-        }
-    }
-
-    /// Ends every subscription of `session`.
-    pub(crate) fn end_session(&mut self, session: SessionId) {
-        let ids: Vec<u64> =
-            self.subs.iter().filter(|(_, s)| s.session == session).map(|(id, _)| *id).collect();
-        for id in ids {
-            self.remove(id);
         }
     }
 
