@@ -3,7 +3,7 @@
 //! snapshot save`). Each report asks the node loop for a fresh [`StatusReport`].
 
 use crate::metrics::StatusReport;
-use crate::server::{Input, STATUS_ITEMS_MAX};
+use crate::server::{StatusInputs, STATUS_ITEMS_MAX};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -12,9 +12,9 @@ use axum::{Json, Router};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
-type Inputs = mpsc::UnboundedSender<Input>;
+type Inputs = StatusInputs;
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -38,10 +38,10 @@ pub(crate) async fn serve(
 
 /// A report from the node loop listing at most `items` of each kind.
 async fn report(inputs: &Inputs, items: usize) -> Result<StatusReport, Response> {
-    let (tx, rx) = oneshot::channel();
-    let unavailable = || (StatusCode::SERVICE_UNAVAILABLE, "node is stopping").into_response();
-    inputs.send(Input::Status(items, tx)).map_err(|_| unavailable())?;
-    rx.await.map_err(|_| unavailable())
+    inputs
+        .report(items)
+        .await
+        .ok_or_else(|| (StatusCode::SERVICE_UNAVAILABLE, "node is stopping").into_response())
 }
 
 /// The stored snapshot as the WAL keeps it (read off disk, not through the node loop).

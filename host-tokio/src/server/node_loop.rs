@@ -1,0 +1,181 @@
+//! The node loop: the one task that owns the core's [`Replica`]. It takes inputs in
+//! bounded batches, and after each batch drains every `poll_*` queue, as the core's
+//! contract demands.
+
+use super::inputs::{Input, InputQueue};
+use super::{Clock, HostCounters, ServerError};
+use crate::config::ServerConfig;
+use crate::metrics::StatusReport;
+use concord_core::machine::lock::LockEvent;
+use concord_core::server::{ConnId, Replica};
+use concord_core::wire::ServerMessage;
+use concord_core::{Event, Message, NodeId, StorageWrite};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, error, info, warn};
+
+/// Inputs the node loop takes before it drains its outputs.
+const INPUT_BATCH_MAX: usize = 256;
+
+pub(super) struct NodeLoop {
+    pub(super) replica: Replica,
+    pub(super) clock: Clock,
+    pub(super) peers: BTreeMap<NodeId, mpsc::Sender<Message>>,
+    pub(super) conns: BTreeMap<ConnId, mpsc::Sender<ServerMessage>>,
+    pub(super) storage: Option<std::sync::mpsc::Sender<StorageWrite>>,
+    pub(super) storage_thread: Option<std::thread::JoinHandle<()>>,
+    pub(super) counters: Arc<HostCounters>,
+    pub(super) cfg: ServerConfig,
+    /// Writes handed to the storage thread and not yet confirmed.
+    pub(super) unsynced: u64,
+    /// Stops every task of the node when the loop ends, for whatever reason.
+    pub(super) shutdown: Arc<watch::Sender<bool>>,
+}
+
+impl NodeLoop {
+    pub(super) async fn run(
+        mut self,
+        mut inputs: InputQueue,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ServerError> {
+        let result = loop {
+            let deadline = self.clock.tokio_at(self.replica.poll_timeout());
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break Ok(()),
+                input = inputs.recv() => {
+                    let Some(input) = input else { break Ok(()) };
+                    if let Err(e) = self.handle(input) {
+                        break Err(e);
+                    }
+                    // Take what else is waiting before draining, so one drain serves many.
+                    for _ in 0..INPUT_BATCH_MAX {
+                        let Ok(input) = inputs.try_recv() else { break };
+                        if let Err(e) = self.handle(input) {
+                            return self.stop(Err(e));
+                        }
+                    }
+                    // Timers are due even while inputs keep coming (heartbeats, elections).
+                    let now = self.clock.now();
+                    if self.replica.poll_timeout() <= now {
+                        self.replica.handle_timeout(now);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = self.clock.now();
+                    self.replica.handle_timeout(now);
+                }
+            }
+            self.drain();
+        };
+        self.stop(result)
+    }
+
+    /// Graceful stop: the storage thread finishes its batch and syncs before it exits.
+    fn stop(mut self, result: Result<(), ServerError>) -> Result<(), ServerError> {
+        self.storage.take();
+        if let Some(t) = self.storage_thread.take() {
+            let _ = t.join();
+        }
+        // Listeners, peer links and the HTTP endpoint go with the loop: a node that cannot
+        // write its log must not linger half alive.
+        let _ = self.shutdown.send(true);
+        info!(id = self.cfg.id, unsynced = self.unsynced, "node stopped");
+        result
+    }
+
+    fn handle(&mut self, input: Input) -> Result<(), ServerError> {
+        let now = self.clock.now();
+        match input {
+            Input::Peer(m) => {
+                if let Err(e) = self.replica.handle_message(now, m) {
+                    debug!(error = %e, "peer message refused");
+                }
+            }
+            Input::PeerInbound(id, client_addr, tx) => {
+                if let Some(addr) = client_addr {
+                    self.replica.set_client_addr(id, addr);
+                }
+                if !self.cfg.peers.contains_key(&id.0) {
+                    self.peers.insert(id, tx);
+                }
+            }
+            Input::ClientOpen(conn, tx) => {
+                self.conns.insert(conn, tx);
+            }
+            Input::Client(conn, req) => self.replica.handle_client(now, conn, req),
+            Input::ClientClosed(conn) => {
+                self.conns.remove(&conn);
+                self.replica.handle_disconnect(conn);
+            }
+            Input::Persisted(token) => {
+                self.unsynced = 0;
+                self.replica
+                    .handle_persisted(token)
+                    .map_err(|e| ServerError::Core(format!("storage confirmation refused: {e}")))?;
+            }
+            Input::StorageFailed(e) => {
+                error!(error = %e, "write-ahead log failed; stopping");
+                return Err(ServerError::Io(format!("write-ahead log failed: {e}")));
+            }
+            Input::Status(items, reply) => {
+                let _ = reply.send(self.report(items));
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) {
+        while let Some(w) = self.replica.poll_storage() {
+            self.unsynced += 1;
+            if let Some(s) = &self.storage {
+                let _ = s.send(w);
+            }
+        }
+        while let Some(m) = self.replica.poll_transmit() {
+            match self.peers.get(&m.to) {
+                Some(tx) => {
+                    if tx.try_send(m).is_err() {
+                        self.counters.peer_messages_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                None => debug!(to = m.to.0, "no address for peer; message dropped"),
+            }
+        }
+        while let Some((conn, msg)) = self.replica.poll_client() {
+            let Some(tx) = self.conns.get(&conn) else { continue };
+            if tx.try_send(msg).is_err() {
+                // A client that does not read its answers is cut off rather than
+                // buffered without bound.
+                warn!(conn = conn.0, "client too slow or gone; closing its connection");
+                self.counters.client_slow_closed.fetch_add(1, Ordering::Relaxed);
+                self.conns.remove(&conn);
+                self.replica.handle_disconnect(conn);
+            }
+        }
+        while let Some(e) = self.replica.poll_lock_event() {
+            let (h, us) = match e {
+                LockEvent::Granted { waited_us, .. } => (&self.counters.lock_wait, waited_us),
+                LockEvent::Released { held_us, .. } => (&self.counters.lock_hold, held_us),
+            };
+            if let Ok(mut h) = h.lock() {
+                h.observe(us as f64 / 1e6);
+            }
+        }
+        while let Some(e) = self.replica.poll_event() {
+            match e {
+                Event::StateChanged { role, term, leader } => {
+                    info!(id = self.cfg.id, ?role, term, leader = leader.map(|l| l.0), "raft state changed");
+                }
+                Event::SnapshotInstalled { index } => info!(id = self.cfg.id, index, "snapshot installed"),
+                Event::Machine(()) => {}
+            }
+        }
+    }
+
+    fn report(&self, items: usize) -> StatusReport {
+        StatusReport::new(&self.cfg, self.replica.report(items), &self.counters)
+    }
+}
