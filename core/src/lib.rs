@@ -55,6 +55,76 @@
 //! Each call does bounded work: at most one message, request or timer's worth, plus at
 //! most `apply_batch_max` applied entries (while more remain, `poll_timeout` returns the
 //! current time). All limits are named fields of [`Config`].
+//!
+//! ## A replica and a client
+//!
+//! A [`server::Replica`] is a node running the coordination machine and serving client
+//! connections; a [`client::Client`] is everything a client decides. Both follow the same
+//! contract — every `handle_*` (and every call that starts an operation) is followed by a
+//! complete drain of every `poll_*` — and a host is the bytes and the time between them.
+//! Here one replica and one client are wired in memory: the client probes its endpoint,
+//! opens a session for the command, and the typed call decodes the answer.
+//!
+//! ```
+//! use concord_core::client::{calls, Client, ClientConfig, ClientEvent, Endpoint};
+//! use concord_core::server::{ConnId, ServeLimits};
+//! use concord_core::setup::{Bootstrap, NodeSetup};
+//! use concord_core::machine::Limits;
+//! use concord_core::{Config, Consistency, GroupId, Instant, Membership, NodeId, Persisted};
+//!
+//! let (me, group) = (NodeId(1), GroupId(1));
+//! let setup = NodeSetup::new(Config::new(me, group), Limits::default(), ServeLimits::default());
+//! let bootstrap = Bootstrap::NewCluster(Membership::with_voters([me]));
+//! let mut replica = setup.replica(Persisted::default(), bootstrap, Instant::ZERO, 7)?;
+//! let mut disk = Persisted::default(); // the host's storage medium
+//!
+//! let mut client = Client::new(ClientConfig::new(group, vec![Endpoint::addr("mem:1")]), Instant::ZERO, 3);
+//! let (request, decode) = calls::Counter::new("visits").incr().into_parts();
+//! let op = client.call(Instant::ZERO, request, Consistency::Linearizable);
+//!
+//! let mut now = Instant::ZERO;
+//! let mut answer = None;
+//! while answer.is_none() && now < Instant::from_micros(10_000_000) {
+//!     now = replica.poll_timeout().min(client.poll_timeout()).max(now);
+//!     replica.handle_timeout(now);
+//!     client.handle_timeout(now);
+//!     // The replica: storage first (durable, then confirmed), then peers, then clients.
+//!     while let Some(write) = replica.poll_storage() {
+//!         disk.apply(&write).expect("the node keeps the storage contract");
+//!         replica.handle_persisted(write.token)?;
+//!     }
+//!     while let Some(_peer_message) = replica.poll_transmit() { /* a single node has no peers */ }
+//!     while let Some(_event) = replica.poll_event() {}
+//!     // The client's requests reach the replica on connection 1 …
+//!     while let Some((_peer, req)) = client.poll_transmit() {
+//!         replica.handle_client(now, ConnId(1), req);
+//!     }
+//!     // … and its answers come back to the client's endpoint.
+//!     while let Some((_conn, msg)) = replica.poll_client() {
+//!         let peer = client.endpoints().next().map(|(peer, ..)| peer).expect("one endpoint");
+//!         client.handle_message(now, peer, msg);
+//!     }
+//!     while let Some(event) = client.poll_event() {
+//!         if let ClientEvent::Done { op: done, result: Ok(reply), .. } = event {
+//!             if done == op {
+//!                 answer = Some(decode.decode(reply).expect("a counter value"));
+//!             }
+//!         }
+//!     }
+//! }
+//! assert_eq!(answer, Some(1));
+//! # Ok::<(), Box<dyn core::error::Error>>(())
+//! ```
+//!
+//! What fills each queue:
+//!
+//! | queue | filled by |
+//! |---|---|
+//! | `Replica::poll_storage`, `poll_transmit` | `handle_timeout`, `handle_message`, `handle_client` (commands), `handle_persisted` |
+//! | `Replica::poll_client` | `handle_client` (answers), and entries applied in any call (completions, watch events, signals, observer changes, session ends) |
+//! | `Replica::poll_event` | any call that changes the role or installs a snapshot |
+//! | `Client::poll_transmit` | every call that starts an operation, `handle_message`, `handle_timeout` (probes, resends, keep-alives), `handle_disconnect` |
+//! | `Client::poll_event` | `handle_message` (results, signals, watch and observer events, endpoints reached), `handle_timeout` (a session given up), `close`, `abandon` |
 
 #![no_std]
 #![forbid(unsafe_code)]

@@ -87,6 +87,8 @@ impl fmt::Display for SetupError {
     }
 }
 
+impl core::error::Error for SetupError {}
+
 /// A node's whole configuration: Raft, the state machine's limits (the same on every node
 /// of a group) and the client-facing limits.
 #[derive(Clone, Debug, PartialEq, Eq)]

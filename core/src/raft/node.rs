@@ -79,6 +79,8 @@ impl fmt::Display for NodeError {
     }
 }
 
+impl core::error::Error for NodeError {}
+
 impl From<ConfigError> for NodeError {
     fn from(e: ConfigError) -> Self {
         Self::Config(e)

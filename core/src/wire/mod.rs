@@ -169,6 +169,10 @@ impl fmt::Display for WireError {
     }
 }
 
+impl core::error::Error for WireError {}
+
+impl core::error::Error for HelloError {}
+
 /// A postcard output that appends to a caller-owned buffer.
 struct AppendTo<'a>(&'a mut Vec<u8>);
 

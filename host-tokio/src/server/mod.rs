@@ -1,4 +1,4 @@
-//! One Concord node on tokio: the core's [`Replica`] driven by a single task (the *node
+//! One Concord node on tokio: the core's [`Replica`](concord_core::server::Replica) driven by a single task (the *node
 //! loop*), a storage thread that writes the WAL with group commit, TCP listeners for peers
 //! and clients, and the HTTP endpoint.
 //!
