@@ -75,6 +75,21 @@ pub struct ReplicaReport {
     pub cluster: ClusterView,
 }
 
+/// Events recorded for the host ([`Replica::record_machine_events`],
+/// [`Replica::record_lock_events`]) that may wait to be drained, per queue.
+pub const RECORDED_EVENTS_MAX: usize = 65_536;
+
+/// Appends to a recorded-events queue, dropping its oldest entry when full; whether one
+/// was dropped.
+fn bounded_push<T>(q: &mut VecDeque<T>, item: T) -> bool {
+    let full = q.len() >= RECORDED_EVENTS_MAX;
+    if full {
+        q.pop_front();
+    }
+    q.push_back(item);
+    full
+}
+
 /// What a node request was for, to route its reply.
 #[derive(Clone, Copy, Debug)]
 struct Route {
@@ -103,6 +118,8 @@ pub struct Replica {
     applied: Option<VecDeque<MachineEvent>>,
     /// Lock hand-overs kept for the host's hold and wait metrics, if asked for.
     lock_events: Option<VecDeque<LockEvent>>,
+    /// Recorded events dropped from the two queues above.
+    recorded_dropped: u64,
     /// The key-value revision up to which changes were routed to watches.
     kv_routed: u64,
     /// Where each node (this one included) listens for clients, as it advertised; told
@@ -128,6 +145,7 @@ impl Replica {
             events: VecDeque::new(),
             applied: None,
             lock_events: None,
+            recorded_dropped: 0,
             client_addrs: BTreeMap::new(),
         }
     }
@@ -181,16 +199,23 @@ impl Replica {
 
     /// Also keep every machine event the node applies (completions, session ends, key-value
     /// changes, election changes, signals), to drain with
-    /// [`Replica::poll_machine_event`]: for audit logs and checkers.
+    /// [`Replica::poll_machine_event`]: for audit logs and checkers. At most
+    /// [`RECORDED_EVENTS_MAX`] wait to be drained; beyond that the oldest are dropped and
+    /// counted ([`Replica::recorded_events_dropped`]).
     pub fn record_machine_events(&mut self) {
         self.applied.get_or_insert_with(VecDeque::new);
     }
 
     /// Also keep lock grants and releases (with their wait and hold times), to drain with
     /// [`Replica::poll_lock_event`]: what a host needs for lock metrics, without copying
-    /// every other event.
+    /// every other event. Bounded like [`Replica::record_machine_events`].
     pub fn record_lock_events(&mut self) {
         self.lock_events.get_or_insert_with(VecDeque::new);
+    }
+
+    /// Recorded events dropped because the host did not drain them in time.
+    pub fn recorded_events_dropped(&self) -> u64 {
+        self.recorded_dropped
     }
 
     /// The next lock event recorded since [`Replica::record_lock_events`].
@@ -537,7 +562,7 @@ impl Replica {
 
     fn route_machine_event(&mut self, event: MachineEvent) {
         if let Some(log) = self.applied.as_mut() {
-            log.push_back(event.clone());
+            self.recorded_dropped += u64::from(bounded_push(log, event.clone()));
         }
         match event {
             MachineEvent::Completed { session, seq, result, index } => {
@@ -565,7 +590,7 @@ impl Replica {
             // For the host's metrics only (see `record_machine_events`).
             MachineEvent::Lock(e) => {
                 if let Some(q) = self.lock_events.as_mut() {
-                    q.push_back(e);
+                    self.recorded_dropped += u64::from(bounded_push(q, e));
                 }
             }
             MachineEvent::Election(event) => {

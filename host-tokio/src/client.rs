@@ -50,6 +50,16 @@ pub use primitives::{
 
 /// How long [`Concord::close`] tries to close the session.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Calls waiting for the driver; callers wait when it is full.
+const COMMAND_QUEUE_MAX: usize = 4_096;
+/// Messages from connections waiting for the driver; connections stop reading when full.
+const NET_QUEUE_MAX: usize = 1_024;
+/// Requests waiting to be written on one connection; a connection that falls this far
+/// behind is dropped, and what it carried moves to another node.
+const CONNECTION_QUEUE_MAX: usize = 1_024;
+/// Events a watch, observer or subscription holds for its reader; one that is not read
+/// fast enough ends (a watch or observer with [`Error::Overloaded`]).
+pub const STREAM_BUFFER_MAX: usize = 1_024;
 
 /// Why a call failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +77,9 @@ pub enum Error {
     Closed,
     /// The reply was not what this call expects (a client/server version mismatch).
     Unexpected(String),
+    /// A bounded queue of the client was full: too many calls at once, or a stream
+    /// (watch, observer) not read fast enough, which then ends with this error.
+    Overloaded(&'static str),
 }
 
 impl fmt::Display for Error {
@@ -78,6 +91,7 @@ impl fmt::Display for Error {
             Self::Config(e) => write!(f, "{e}"),
             Self::Closed => f.write_str("the client is closed"),
             Self::Unexpected(e) => write!(f, "unexpected reply: {e}"),
+            Self::Overloaded(what) => write!(f, "overloaded: {what}"),
         }
     }
 }
@@ -199,11 +213,11 @@ type Answered = oneshot::Sender<Result<Done, Error>>;
 
 enum Cmd {
     Submit(Op, Option<SessionId>, Answered),
-    Subscribe(Op, Answered, mpsc::UnboundedSender<SignalDelivery>),
+    Subscribe(Op, Answered, mpsc::Sender<SignalDelivery>),
     Read(QueryOp, Consistency, Answered),
     Admin(RequestBody, oneshot::Sender<Result<Answer, Error>>),
-    Watch(WatchFilter, Option<u64>, mpsc::UnboundedSender<Result<WatchEvent, Error>>),
-    Observe(String, mpsc::UnboundedSender<Result<ElectionEvent, Error>>),
+    Watch(WatchFilter, Option<u64>, mpsc::Sender<Result<WatchEvent, Error>>),
+    Observe(String, mpsc::Sender<Result<ElectionEvent, Error>>),
     CloseSession(Answered),
     /// Why no endpoint could be used, for `connect`'s error.
     Report(oneshot::Sender<String>),
@@ -228,7 +242,7 @@ enum Reach {
 /// A connected client. Cheap to clone; every clone shares the session.
 #[derive(Clone)]
 pub struct Concord {
-    cmds: mpsc::UnboundedSender<Cmd>,
+    cmds: mpsc::Sender<Cmd>,
     session: watch::Receiver<SessionState>,
     nodes: watch::Receiver<BTreeMap<NodeId, String>>,
     reads: Consistency,
@@ -236,12 +250,12 @@ pub struct Concord {
 }
 
 /// Stops the driver when the last clone goes.
-struct DriverGuard(mpsc::UnboundedSender<Cmd>);
+struct DriverGuard(mpsc::Sender<Cmd>);
 
 impl Drop for DriverGuard {
     fn drop(&mut self) {
         let (tx, _) = oneshot::channel();
-        let _ = self.0.send(Cmd::Close(tx));
+        let _ = self.0.try_send(Cmd::Close(tx));
     }
 }
 
@@ -264,9 +278,9 @@ impl Concord {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let core = CoreClient::new(cc, Instant::ZERO, seed ^ u64::from(std::process::id()));
-        let (cmds, cmd_rx) = mpsc::unbounded_channel();
+        let (cmds, cmd_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let (session_tx, session) = watch::channel(SessionState::default());
-        let (net_tx, net_rx) = mpsc::unbounded_channel();
+        let (net_tx, net_rx) = mpsc::channel(NET_QUEUE_MAX);
         let (known, nodes) = watch::channel(BTreeMap::new());
         let (reach_tx, mut reach) = watch::channel(Reach::Trying);
         let driver = Driver {
@@ -306,7 +320,7 @@ impl Concord {
             Ok(Ok(Reach::Trying) | Err(_)) => Err(Error::Closed),
             Err(_) => {
                 // Ask the driver why each endpoint failed.
-                let _ = client.cmds.send(Cmd::Report(report_tx));
+                let _ = client.cmds.send(Cmd::Report(report_tx)).await;
                 let why = tokio::time::timeout(Duration::from_secs(1), report_rx).await;
                 let why = why.ok().and_then(Result::ok).unwrap_or_else(|| "no endpoint answered".into());
                 Err(Error::Unreachable(format!("within {:?}: {why}", opts.connect_timeout)))
@@ -341,7 +355,18 @@ impl Concord {
     /// drop). The driver takes it even if no runtime is current.
     fn in_background(&self, op: Op, session: SessionId) {
         let (tx, _) = oneshot::channel();
-        let _ = self.cmds.send(Cmd::Submit(op, Some(session), tx));
+        match self.cmds.try_send(Cmd::Submit(op, Some(session), tx)) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            // Too many calls at once: send it when there is room, if a runtime is about;
+            // otherwise the session's end releases it.
+            Err(mpsc::error::TrySendError::Full(cmd)) => match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let cmds = self.cmds.clone();
+                    rt.spawn(async move { cmds.send(cmd).await });
+                }
+                Err(_) => tracing::warn!("client queue full: a release waits for the session to end"),
+            },
+        }
     }
 
     /// Runs a typed call from [`concord_core::client::calls`]; its typed result and how
@@ -376,14 +401,14 @@ impl Concord {
     pub(crate) async fn call_subscribe(
         &self,
         call: Call<u64>,
-    ) -> Result<(u64, Done, mpsc::UnboundedReceiver<SignalDelivery>), Error> {
+    ) -> Result<(u64, Done, mpsc::Receiver<SignalDelivery>), Error> {
         let (request, decode) = call.into_parts();
         let Request::Command(op) = request else {
             return Err(Error::Unexpected("a subscription is a command".into()));
         };
         let (tx, rx) = oneshot::channel();
-        let (deliveries, stream) = mpsc::unbounded_channel();
-        self.cmds.send(Cmd::Subscribe(op, tx, deliveries)).map_err(|_| Error::Closed)?;
+        let (deliveries, stream) = mpsc::channel(STREAM_BUFFER_MAX);
+        self.cmds.send(Cmd::Subscribe(op, tx, deliveries)).await.map_err(|_| Error::Closed)?;
         let done = rx.await.map_err(|_| Error::Closed)??;
         let id = decode.decode(done.reply.clone()).map_err(|e| Error::Unexpected(e.to_string()))?;
         Ok((id, done, stream))
@@ -393,7 +418,7 @@ impl Concord {
     /// If the caller stops waiting, whatever `op` grants is given back when it comes.
     pub async fn execute(&self, op: Op) -> Result<Done, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Submit(op, None, tx)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Submit(op, None, tx)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -401,7 +426,7 @@ impl Concord {
     /// `SessionLost` and is not applied in the client's next session.
     pub async fn execute_in(&self, op: Op, session: SessionId) -> Result<Done, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Submit(op, Some(session), tx)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Submit(op, Some(session), tx)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -413,14 +438,14 @@ impl Concord {
     /// Reads `query` with `consistency`.
     pub async fn read(&self, query: QueryOp, consistency: Consistency) -> Result<Done, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Read(query, consistency, tx)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Read(query, consistency, tx)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
     /// An administrative request (status, membership, leadership transfer).
     pub async fn admin(&self, body: RequestBody) -> Result<Answer, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Admin(body, tx)).map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Admin(body, tx)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -449,21 +474,25 @@ impl Concord {
     /// Watches key-value changes matching `filter`, from revision `from` (or now). The
     /// stream resumes across node changes without gaps; it ends with an error if the
     /// history it needs was compacted.
-    pub fn watch(
-        &self,
-        filter: WatchFilter,
-        from: Option<u64>,
-    ) -> mpsc::UnboundedReceiver<Result<WatchEvent, Error>> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = self.cmds.send(Cmd::Watch(filter, from, tx));
+    pub fn watch(&self, filter: WatchFilter, from: Option<u64>) -> mpsc::Receiver<Result<WatchEvent, Error>> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER_MAX);
+        if let Err(mpsc::error::TrySendError::Full(Cmd::Watch(_, _, tx))) =
+            self.cmds.try_send(Cmd::Watch(filter, from, tx))
+        {
+            let _ = tx.try_send(Err(Error::Overloaded("too many calls at once")));
+        }
         rx
     }
 
     /// Observes election `name`: first its current state (`ElectionChange::Current`),
     /// then every change. Resumed on another node, it starts again with the state there.
-    pub fn observe(&self, name: &str) -> mpsc::UnboundedReceiver<Result<ElectionEvent, Error>> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = self.cmds.send(Cmd::Observe(name.into(), tx));
+    pub fn observe(&self, name: &str) -> mpsc::Receiver<Result<ElectionEvent, Error>> {
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER_MAX);
+        if let Err(mpsc::error::TrySendError::Full(Cmd::Observe(_, tx))) =
+            self.cmds.try_send(Cmd::Observe(name.into(), tx))
+        {
+            let _ = tx.try_send(Err(Error::Overloaded("too many calls at once")));
+        }
         rx
     }
 
@@ -471,11 +500,11 @@ impl Concord {
     /// node answers within [`CLOSE_TIMEOUT`], the session is left to expire after its TTL.
     pub async fn close(self) {
         let (tx, rx) = oneshot::channel();
-        if self.cmds.send(Cmd::CloseSession(tx)).is_ok() {
+        if self.cmds.send(Cmd::CloseSession(tx)).await.is_ok() {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, rx).await;
         }
         let (tx, rx) = oneshot::channel();
-        if self.cmds.send(Cmd::Close(tx)).is_ok() {
+        if self.cmds.send(Cmd::Close(tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -483,7 +512,7 @@ impl Concord {
 
 struct Conn {
     generation: u64,
-    tx: mpsc::UnboundedSender<ClientRequest>,
+    tx: mpsc::Sender<ClientRequest>,
 }
 
 struct Driver {
@@ -495,15 +524,15 @@ struct Driver {
     /// Why the last connection to each endpoint failed.
     dial_errors: BTreeMap<Peer, String>,
     generation: u64,
-    net_tx: mpsc::UnboundedSender<Net>,
+    net_tx: mpsc::Sender<Net>,
     frame_bytes_max: usize,
     dial_timeout: Duration,
     once: BTreeMap<OpId, Answered>,
     /// Where each subscription's signals go, by the operation that subscribed.
-    subscriptions: BTreeMap<OpId, mpsc::UnboundedSender<SignalDelivery>>,
+    subscriptions: BTreeMap<OpId, mpsc::Sender<SignalDelivery>>,
     admin: BTreeMap<OpId, oneshot::Sender<Result<Answer, Error>>>,
-    watches: BTreeMap<OpId, mpsc::UnboundedSender<Result<WatchEvent, Error>>>,
-    observers: BTreeMap<OpId, mpsc::UnboundedSender<Result<ElectionEvent, Error>>>,
+    watches: BTreeMap<OpId, mpsc::Sender<Result<WatchEvent, Error>>>,
+    observers: BTreeMap<OpId, mpsc::Sender<Result<ElectionEvent, Error>>>,
     session: watch::Sender<SessionState>,
     closing: Option<oneshot::Sender<()>>,
 }
@@ -513,7 +542,7 @@ impl Driver {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
 
-    async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Cmd>, mut net: mpsc::UnboundedReceiver<Net>) {
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, mut net: mpsc::Receiver<Net>) {
         loop {
             // What the core queued (its first probes included) goes out before any wait.
             self.drain();
@@ -616,7 +645,8 @@ impl Driver {
 
     fn drain(&mut self) {
         while let Some((peer, req)) = self.core.poll_transmit() {
-            let sent = self.connection(peer).is_some_and(|tx| tx.send(req).is_ok());
+            // A connection this far behind is as good as broken: what it carried moves on.
+            let sent = self.connection(peer).is_some_and(|tx| tx.try_send(req).is_ok());
             if !sent {
                 self.conns.remove(&peer);
                 let now = self.now();
@@ -631,12 +661,12 @@ impl Driver {
         }
     }
 
-    fn connection(&mut self, peer: Peer) -> Option<&mpsc::UnboundedSender<ClientRequest>> {
+    fn connection(&mut self, peer: Peer) -> Option<&mpsc::Sender<ClientRequest>> {
         if !self.conns.contains_key(&peer) {
             let addr = self.core.peer_addr(peer)?.to_string();
             self.generation += 1;
             let generation = self.generation;
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(CONNECTION_QUEUE_MAX);
             let link = Link {
                 peer,
                 generation,
@@ -693,10 +723,10 @@ impl Driver {
                     let _ = tx.send(Err(Error::Request(error.clone())));
                 }
                 if let Some(tx) = self.watches.remove(&op) {
-                    let _ = tx.send(Err(Error::Request(error.clone())));
+                    let _ = tx.try_send(Err(Error::Request(error.clone())));
                 }
                 if let Some(tx) = self.observers.remove(&op) {
-                    let _ = tx.send(Err(Error::Request(error)));
+                    let _ = tx.try_send(Err(Error::Request(error)));
                 }
             }
             ClientEvent::Admin { op, answer } => {
@@ -706,19 +736,20 @@ impl Driver {
             }
             ClientEvent::Signal { op, delivery } => {
                 // A stream nobody reads any more: its guard unsubscribes when dropped.
-                if self.subscriptions.get(&op).is_some_and(|tx| tx.send(delivery).is_err()) {
+                // … and one read too slowly ends (its guard still unsubscribes on drop).
+                if self.subscriptions.get(&op).is_some_and(|tx| tx.try_send(delivery).is_err()) {
                     self.subscriptions.remove(&op);
                 }
             }
             ClientEvent::Watch { op, event } => {
-                if self.watches.get(&op).is_some_and(|tx| tx.send(Ok(event)).is_err()) {
+                if self.watches.get(&op).is_some_and(|tx| !stream_send(tx, Ok(event))) {
                     self.watches.remove(&op);
                     let now = self.now();
                     self.core.cancel(now, op);
                 }
             }
             ClientEvent::Election { op, event } => {
-                if self.observers.get(&op).is_some_and(|tx| tx.send(Ok(event)).is_err()) {
+                if self.observers.get(&op).is_some_and(|tx| !stream_send(tx, Ok(event))) {
                     self.observers.remove(&op);
                     let now = self.now();
                     self.core.cancel(now, op);
@@ -726,6 +757,16 @@ impl Driver {
             }
         }
     }
+}
+
+/// Sends `item` on a watch or observer stream; `false` when the stream is gone or ends
+/// now because its reader fell [`STREAM_BUFFER_MAX`] behind (its last item then says so).
+fn stream_send<T>(tx: &mpsc::Sender<Result<T, Error>>, item: Result<T, Error>) -> bool {
+    if tx.capacity() <= 1 {
+        let _ = tx.try_send(Err(Error::Overloaded("the stream was not read fast enough")));
+        return false;
+    }
+    tx.try_send(item).is_ok()
 }
 
 /// Which connection a task serves, and its limits.
@@ -737,21 +778,18 @@ struct Link {
 }
 
 /// One connection to a node: requests out, server messages in; reports when it ends.
-async fn connection(
-    link: Link,
-    addr: String,
-    mut rx: mpsc::UnboundedReceiver<ClientRequest>,
-    net: mpsc::UnboundedSender<Net>,
-) {
+async fn connection(link: Link, addr: String, mut rx: mpsc::Receiver<ClientRequest>, net: mpsc::Sender<Net>) {
     let Link { peer, generation, frame_bytes_max, dial_timeout } = link;
     let stream = match tokio::time::timeout(dial_timeout, TcpStream::connect(addr.as_str())).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            let _ = net.send(Net::Closed(peer, generation, e.to_string()));
+            let _ = net.send(Net::Closed(peer, generation, e.to_string())).await;
             return;
         }
         Err(_) => {
-            let _ = net.send(Net::Closed(peer, generation, format!("no connection within {dial_timeout:?}")));
+            let _ = net
+                .send(Net::Closed(peer, generation, format!("no connection within {dial_timeout:?}")))
+                .await;
             return;
         }
     };
@@ -771,7 +809,7 @@ async fn connection(
         loop {
             match frames.next().await {
                 Ok(Some(Envelope::Response(m))) => {
-                    if net.send(Net::Message(peer, generation, m)).is_err() {
+                    if net.send(Net::Message(peer, generation, m)).await.is_err() {
                         return "closed".to_string();
                     }
                 }
@@ -785,5 +823,5 @@ async fn connection(
         why = writer => why,
         why = reader => why,
     };
-    let _ = net.send(Net::Closed(peer, generation, why));
+    let _ = net.send(Net::Closed(peer, generation, why)).await;
 }

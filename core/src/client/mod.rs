@@ -83,6 +83,9 @@ pub struct ClientConfig {
     pub reprobe_interval_us: u64,
     /// Endpoints the client keeps (given and learnt); later ones are ignored.
     pub endpoints_max: usize,
+    /// Operations (commands, reads, streams) the client holds at once, sent or waiting;
+    /// one more fails at once with [`ClientError::TooManyOperations`].
+    pub operations_max: usize,
 }
 
 impl ClientConfig {
@@ -99,6 +102,7 @@ impl ClientConfig {
             probe_timeout_us: 500_000,
             reprobe_interval_us: 1_000_000,
             endpoints_max: 64,
+            operations_max: 10_000,
         }
     }
 
@@ -527,6 +531,12 @@ impl Client {
     fn start_in(&mut self, now: Instant, kind: Kind, session: Option<SessionId>) -> OpId {
         self.now = self.now.max(now);
         let id = self.new_op_id();
+        if self.ops.len() >= self.cfg.operations_max {
+            let max = u32::try_from(self.cfg.operations_max).unwrap_or(u32::MAX);
+            self.events
+                .push_back(ClientEvent::Failed { op: id, error: ClientError::TooManyOperations { max } });
+            return id;
+        }
         self.ops.insert(id, Pending { kind, phase: Phase::Waiting { at: self.now }, session });
         self.flush();
         id

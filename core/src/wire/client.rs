@@ -185,6 +185,12 @@ pub enum ClientError {
         /// The frame limit, bytes.
         max: u64,
     },
+    /// Raised by the client itself, never sent: it holds `operations_max` operations
+    /// already; wait for some to finish.
+    TooManyOperations {
+        /// The client's limit.
+        max: u32,
+    },
 }
 
 impl core::fmt::Display for ClientError {
@@ -194,6 +200,9 @@ impl core::fmt::Display for ClientError {
             Self::WrongGroup { serves } => write!(f, "this node serves group {}", serves.0),
             Self::Watch(e) => write!(f, "cannot watch: {e}"),
             Self::TooManyStreams { max } => write!(f, "more than {max} streams on one connection"),
+            Self::TooManyOperations { max } => {
+                write!(f, "the client holds {max} operations already; wait for some to finish")
+            }
             Self::AnswerTooLarge { size, max } => {
                 write!(f, "the answer ({size} bytes) exceeds the frame limit of {max} bytes; ask for less")
             }

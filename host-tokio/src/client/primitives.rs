@@ -698,11 +698,7 @@ impl Kv<'_> {
 
     /// Changes to keys matching `filter`, from revision `from` (or from now on): see
     /// [`Concord::watch`].
-    pub fn watch(
-        &self,
-        filter: WatchFilter,
-        from: Option<u64>,
-    ) -> mpsc::UnboundedReceiver<Result<WatchEvent, Error>> {
+    pub fn watch(&self, filter: WatchFilter, from: Option<u64>) -> mpsc::Receiver<Result<WatchEvent, Error>> {
         self.client.watch(filter, from)
     }
 }
@@ -711,7 +707,7 @@ impl Kv<'_> {
 pub struct Subscription {
     hold: Hold,
     id: u64,
-    deliveries: mpsc::UnboundedReceiver<SignalDelivery>,
+    deliveries: mpsc::Receiver<SignalDelivery>,
 }
 
 impl Subscription {

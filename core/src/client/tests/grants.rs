@@ -104,3 +104,23 @@ fn signals_reach_the_subscribing_operation_even_before_its_reply() {
         .collect();
     assert_eq!(got, vec![(sub, 0), (sub, 11), (sub, 13)]);
 }
+
+#[test]
+fn one_operation_over_the_bound_fails_at_once_with_a_typed_error() {
+    let eps = vec![Endpoint::addr("a:1")];
+    let mut cfg = ClientConfig::new(GROUP, eps);
+    cfg.operations_max = 3;
+    let mut c = Client::new(cfg, Instant::ZERO, 0);
+    let _ = sent(&mut c);
+    let ops: Vec<OpId> = (0..4).map(|_| c.submit(ms(1), lock())).collect();
+    // Three held (with the session they opened); the fourth refused.
+    let failed: Vec<OpId> = events(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Failed { op, error: ClientError::TooManyOperations { max: 3 } } => Some(op),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, vec![ops[2], ops[3]], "the session open counts as one of the three");
+    assert_eq!(c.in_flight(), 2);
+}
