@@ -123,4 +123,14 @@ impl<'a> Fx<'a> {
     pub(crate) fn fence(&self) -> Fence {
         Fence(self.index)
     }
+
+    /// Whether a simulator broke a rule on purpose: the machine's own invariant
+    /// assertions then stand aside, so that the simulator's checkers report the damage.
+    pub(crate) fn rules_broken(&self) -> bool {
+        #[cfg(feature = "bug-injection")]
+        if self.bugs != super::limits::MachineBugs::default() {
+            return true;
+        }
+        false
+    }
 }

@@ -105,7 +105,12 @@ impl Reads for Latches {
 
     fn query(&self, _: &ReadCx<'_>, q: &LatchQuery) -> Result<Reply, Error> {
         Ok(match q {
-            LatchQuery::Count { name } => Reply::Count(self.latches.get(name).map_or(0, |l| l.count)),
+            LatchQuery::Count { name } => {
+                // Pairs with `CountDown`, which releases every waiter at zero: an open
+                // latch keeps no one waiting.
+                debug_assert!(self.latches.get(name).is_none_or(|l| l.count > 0 || l.waiters.is_empty()));
+                Reply::Count(self.latches.get(name).map_or(0, |l| l.count))
+            }
         })
     }
 }

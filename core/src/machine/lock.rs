@@ -224,6 +224,10 @@ fn grant(
     fence: Fence,
     queued_at: Instant,
 ) {
+    // Pairs with the free-lock check of every grant path: ownership passes only from
+    // nobody, and the fence is this entry's index, above every earlier grant's.
+    debug_assert!(state.holder.is_none() || fx.rules_broken(), "lock {name} granted while held");
+    debug_assert_eq!(fence, fx.fence(), "the fence of a grant is its entry's index");
     state.holder = Some(Hold { session, fence, count: 1, since: fx.time });
     let waited_us = fx.time.saturating_since_us(queued_at);
     fx.events.push(Event::Lock(LockEvent::Granted { name: name.into(), session, fence, waited_us }));
@@ -314,7 +318,11 @@ impl Reads for Locks {
                 let me = cx.session.ok_or(Error::SessionRequired)?;
                 Reply::Bool(holder(name).is_some_and(|h| h.session == me))
             }
-            LockQuery::LockCount { name } => Reply::Count(holder(name).map_or(0, |h| u64::from(h.count))),
+            LockQuery::LockCount { name } => {
+                // Pairs with `grant` and `release`: a holder has at least one hold.
+                debug_assert!(holder(name).is_none_or(|h| h.count > 0));
+                Reply::Count(holder(name).map_or(0, |h| u64::from(h.count)))
+            }
             LockQuery::List { start } => {
                 Reply::Locks(self.infos(self.locks.range(start.clone()..)).take(cx.limits.list_max).collect())
             }
