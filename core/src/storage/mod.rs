@@ -78,7 +78,6 @@ pub use record::{EncodeError, FrameError, Record};
 pub use store::{LogOptions, LogStats, LogStore, Recovery, TornTail};
 
 use crate::raft::InvalidWrite;
-use alloc::vec::Vec;
 use core::fmt;
 
 /// Why the store could not open, append or sync.
@@ -286,28 +285,6 @@ impl fmt::Display for DecodeError {
             Self::Malformed(e) => write!(f, "does not decode ({e})"),
             Self::TrailingBytes { bytes } => write!(f, "has {bytes} unexpected bytes at its end"),
         }
-    }
-}
-
-/// A postcard output that appends to a caller-owned buffer, so records are framed in
-/// place with no allocation of their own.
-struct AppendTo<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for AppendTo<'_> {
-    type Output = ();
-
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.push(byte);
-        Ok(())
-    }
-
-    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
     }
 }
 

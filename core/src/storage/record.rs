@@ -4,8 +4,9 @@
 //! A record is `[u32 LE payload length][u32 LE crc32(payload)][payload]`, the payload a
 //! postcard-encoded [`Record`].
 
-use super::{AppendTo, DecodeError};
+use super::DecodeError;
 use crate::raft::{Entry, HardState, LogIndex};
+use crate::wire::AppendTo;
 use alloc::borrow::Cow;
 use alloc::vec::Vec;
 use core::fmt;

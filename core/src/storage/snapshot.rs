@@ -6,8 +6,9 @@
 //! `retain_log_after` so that recovery can redo a compaction a crash interrupted.
 
 use super::record::EncodeError;
-use super::{AppendTo, Damage, DecodeError};
+use super::{Damage, DecodeError};
 use crate::raft::{Snapshot, SnapshotWrite};
+use crate::wire::AppendTo;
 use alloc::borrow::Cow;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};

@@ -173,8 +173,9 @@ impl core::error::Error for WireError {}
 
 impl core::error::Error for HelloError {}
 
-/// A postcard output that appends to a caller-owned buffer.
-struct AppendTo<'a>(&'a mut Vec<u8>);
+/// A postcard output that appends to a caller-owned buffer, so frames and storage records
+/// are encoded in place with no allocation of their own.
+pub(crate) struct AppendTo<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for AppendTo<'_> {
     type Output = ();

@@ -3,7 +3,7 @@
 //! inputs.
 
 use super::inputs::ClientInputs;
-use super::{tune, HostCounters, ACCEPT_ERROR_PAUSE};
+use super::{accept_next, HostCounters};
 use crate::config::ServerConfig;
 use crate::frame::{write_frame, FrameReader};
 use concord_core::server::ConnId;
@@ -27,23 +27,11 @@ pub(super) async fn accept(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let next = AtomicU64::new(1);
-    loop {
-        let (stream, from) = tokio::select! {
-            _ = shutdown.changed() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accepting a client failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, from)) = accept_next(&listener, &mut shutdown, "client").await {
         if counters.client_connections.load(Ordering::Relaxed) >= cfg.client_connections_max as u64 {
             warn!(%from, limit = cfg.client_connections_max, "too many client connections; refusing one");
             continue;
         }
-        tune(&stream);
         let conn = ConnId(next.fetch_add(1, Ordering::Relaxed));
         counters.client_connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(serve_client(

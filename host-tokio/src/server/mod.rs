@@ -174,6 +174,30 @@ fn tune(stream: &TcpStream) {
     let _ = sock.set_tcp_user_timeout(Some(UNACKED_MAX));
 }
 
+/// The next connection on `listener`, tuned; `None` once the node shuts down. A failed
+/// accept (out of file descriptors, say) is logged and retried after a pause.
+async fn accept_next(
+    listener: &TcpListener,
+    shutdown: &mut watch::Receiver<bool>,
+    what: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return None,
+            a = listener.accept() => match a {
+                Ok((stream, from)) => {
+                    tune(&stream);
+                    return Some((stream, from));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, what, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                }
+            },
+        }
+    }
+}
+
 /// The local monotonic clock as the core's [`Instant`].
 #[derive(Clone, Copy)]
 struct Clock(std::time::Instant);

@@ -3,7 +3,7 @@
 //! These tasks hold only the handle for peer inputs.
 
 use super::inputs::PeerInputs;
-use super::{tune, ACCEPT_ERROR_PAUSE};
+use super::{accept_next, tune};
 use crate::config::ServerConfig;
 use crate::frame::{write_frame, FrameReader};
 use concord_core::wire::{Envelope, HelloError, PeerHello};
@@ -138,19 +138,7 @@ pub(super) async fn accept(
     cfg: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let (stream, from) = tokio::select! {
-            _ = shutdown.changed() => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(error = %e, "accepting a peer failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            },
-        };
-        tune(&stream);
+    while let Some((stream, from)) = accept_next(&listener, &mut shutdown, "peer").await {
         tokio::spawn(serve_peer(stream, from, inputs.clone(), cfg.clone(), shutdown.clone()));
     }
 }
