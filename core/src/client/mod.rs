@@ -863,7 +863,7 @@ impl Client {
             self.opens.remove(i);
             if let Ok(Answer::Applied { outcome: Outcome::Done(Ok(Reply::Session { id, .. })), .. }) = &result
             {
-                if self.session.is_some() || !self.ops.contains_key(&SESSION_OP) || self.closing {
+                if self.session.is_some() || !self.ops.contains_key(&SESSION_OP) {
                     self.close_extra(*id);
                     return;
                 }

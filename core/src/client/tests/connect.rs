@@ -190,3 +190,48 @@ fn endpoints_of_another_group_are_refused_for_good() {
     c.handle_timeout(ms(5000));
     assert!(sent(&mut c).is_empty(), "never asked again");
 }
+
+#[test]
+fn closing_while_the_session_opens_closes_that_session_once_it_is_open() {
+    let mut c = client(&["a:1"]);
+    let probe = sent(&mut c).remove(0);
+    answer(&mut c, ms(1), probe.0, probe.1.id, Ok(view(1, Some(1), &[])));
+    c.submit(ms(2), incr());
+    let open = sent(&mut c).remove(0);
+    let close = c.close(ms(3));
+    answer(
+        &mut c,
+        ms(4),
+        open.0,
+        open.1.id,
+        applied(Ok(Reply::Session { id: SessionId(5), ttl_ms: 10_000 })),
+    );
+    assert_eq!(c.session(), Some(SessionId(5)), "the open completes");
+    let out = sent(&mut c);
+    let close_req = out
+        .iter()
+        .find(|(_, r)| {
+            matches!(&r.body, RequestBody::Command(Command { op: Op::Session(SessionOp::Close), .. }))
+        })
+        .expect("the close goes out in the session");
+    answer(&mut c, ms(5), close_req.0, close_req.1.id, applied(Ok(Reply::Unit)));
+    assert!(events(&mut c)
+        .iter()
+        .any(|e| matches!(e, ClientEvent::Done { op, result: Ok(Reply::Unit), .. } if *op == close)));
+    // The session ends; nothing reopens one.
+    c.handle_message(
+        ms(6),
+        close_req.0,
+        ServerMessage::Push(Push::SessionEnded {
+            session: SessionId(5),
+            reason: crate::machine::SessionEnd::Closed,
+        }),
+    );
+    c.handle_timeout(ms(5000));
+    assert!(
+        sent(&mut c)
+            .iter()
+            .all(|(_, r)| !matches!(&r.body, RequestBody::Command(Command { session: None, .. }))),
+        "no new session"
+    );
+}
