@@ -609,12 +609,21 @@ impl Driver {
         }
     }
 
+    /// Every endpoint refused connections (or broke them) for a whole dial timeout: nothing
+    /// is listening, so `connect` need not wait out its timeout. A node that accepts but
+    /// does not answer is not down, and is waited for.
+    fn all_down(&self) -> bool {
+        self.epoch.elapsed() >= self.dial_timeout
+            && self.core.endpoints().all(|(peer, ..)| self.dial_errors.contains_key(&peer))
+    }
+
     /// Every endpoint and why it is not in use.
     fn report(&self) -> String {
         let mut lines = Vec::new();
         for (peer, addr, _, health, error) in self.core.endpoints() {
+            // The connection's own words say most (refused, an HTTP port, …).
             let why = match (self.dial_errors.get(&peer), error, health) {
-                (Some(dial), _, Health::Silent { .. } | Health::Unknown) => dial.clone(),
+                (Some(dial), _, _) => dial.clone(),
                 (_, Some(e), _) => e.to_string(),
                 (_, None, Health::Probing { .. }) => "no answer yet".into(),
                 (_, None, _) => "not tried".into(),
@@ -656,7 +665,7 @@ impl Driver {
         while let Some(e) = self.core.poll_event() {
             self.event(e);
         }
-        if self.core.all_refused() && *self.reach.borrow() == Reach::Trying {
+        if *self.reach.borrow() == Reach::Trying && (self.core.all_refused() || self.all_down()) {
             self.reach.send_replace(Reach::Refused(self.report()));
         }
     }

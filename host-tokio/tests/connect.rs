@@ -163,3 +163,20 @@ fn an_unreachable_cluster_names_every_endpoint_and_why() {
     assert!(err.contains(&format!("{stopped}: accepted the connection but did not answer")), "{err}");
     assert!(err.contains(&format!("{dead}: ")) && err.contains("refused"), "{err}");
 }
+
+#[test]
+fn nothing_listening_fails_within_the_dial_timeout_not_the_connect_timeout() {
+    let dead: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", common::free_port())).collect();
+    let endpoints = dead.join(",");
+    let mut cmd = Command::new(bin());
+    cmd.args(["counter", "get", "x", "--endpoints", &endpoints, "--dial-timeout-ms", "1000"]);
+    cmd.args(["--connect-timeout-ms", "20000"]);
+    let started = Instant::now();
+    let out = run_bounded(&mut cmd, Duration::from_secs(30));
+    let took = started.elapsed();
+    println!("nothing listening: failed after {took:?}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(took < Duration::from_secs(10), "{took:?}: waited for the connect timeout");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(dead.iter().all(|d| err.contains(d.as_str())) && err.contains("refused"), "{err}");
+}
