@@ -4,10 +4,12 @@
 //! delivered and writes "persisted" as soon as they are produced, so a benchmark measures
 //! the core's own cost per committed operation, with no I/O.
 
+use concord_core::raft::Outputs;
 use concord_core::{
-    Config, GroupId, Instant, Membership, Message, Node, NodeId, Request, RequestId, Role, Start,
+    Config, GroupId, Instant, Membership, Message, Node, NodeId, Reply, Request, RequestId, Role, Start,
+    StorageWrite,
 };
-use concord_tests::register::{RegisterCommand, RegisterMachine};
+use concord_tests::register::{RegisterCommand, RegisterMachine, RegisterOutput};
 use std::collections::VecDeque;
 
 /// A Raft group in memory, driven by one thread.
@@ -78,19 +80,8 @@ impl MemoryCluster {
         loop {
             let mut moved = false;
             for node in &mut self.nodes {
-                while let Some(w) = node.poll_storage() {
-                    let _ = node.handle_persisted(w.token);
-                    moved = true;
-                }
-                while let Some(m) = node.poll_transmit() {
-                    self.queue.push_back(m);
-                    moved = true;
-                }
-                while node.poll_reply().is_some() {
-                    self.replies += 1;
-                    moved = true;
-                }
-                while node.poll_event().is_some() {}
+                let mut out = Outbox { queue: &mut self.queue, replies: &mut self.replies };
+                moved |= node.drive(&mut out).unwrap_or(false);
                 let _ = node.machine_mut().drain_applied();
             }
             while let Some(m) = self.queue.pop_front() {
@@ -103,5 +94,24 @@ impl MemoryCluster {
             }
             any = true;
         }
+    }
+}
+
+/// Where a node's outputs go in the in-memory cluster: memory is durable at once, messages
+/// join the queue, replies are counted.
+struct Outbox<'a> {
+    queue: &'a mut VecDeque<Message>,
+    replies: &'a mut u64,
+}
+
+impl Outputs<RegisterMachine> for Outbox<'_> {
+    fn persist(&mut self, _write: StorageWrite) -> bool {
+        true
+    }
+    fn send(&mut self, message: Message) {
+        self.queue.push_back(message);
+    }
+    fn reply(&mut self, _reply: Reply<RegisterOutput>) {
+        *self.replies += 1;
     }
 }

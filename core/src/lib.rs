@@ -56,6 +56,10 @@
 //! most `apply_batch_max` applied entries (while more remain, `poll_timeout` returns the
 //! current time). All limits are named fields of [`Config`].
 //!
+//! A host whose storage, network and callers can be called back drains with one call
+//! instead: [`Node::drive`] (or [`server::Replica::drive`]) takes everything out in this
+//! order, confirming writes the host reports durable at once, until every queue is empty.
+//!
 //! ## A replica and a client
 //!
 //! A [`server::Replica`] is a node running the coordination machine and serving client

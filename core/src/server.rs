@@ -56,6 +56,19 @@ impl Default for ServeLimits {
     }
 }
 
+/// Where a replica's outputs go, for [`Replica::drive`].
+pub trait ReplicaOutputs {
+    /// Stores `write`: `true` if it is durable now, `false` if the host confirms it later
+    /// with [`Replica::handle_persisted`].
+    fn persist(&mut self, write: StorageWrite) -> bool;
+    /// Sends a Raft message to a peer.
+    fn send(&mut self, message: Message);
+    /// Sends a message to client connection `conn`.
+    fn client(&mut self, conn: ConnId, message: ServerMessage);
+    /// A role change or installed snapshot.
+    fn event(&mut self, _event: Event<()>) {}
+}
+
 /// What a replica reports about itself, the same on every host: what a status page,
 /// `/status` or a metrics endpoint shows, before the host adds its own counters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -370,6 +383,39 @@ impl Replica {
     #[must_use]
     pub fn poll_timeout(&self) -> Instant {
         self.node.poll_timeout()
+    }
+
+    /// Drains every output into `out` in the contract's order (storage first, confirmed
+    /// at once when durable, then peers, clients and events) until nothing is left, as
+    /// [`Node::drive`] does; whether anything came out.
+    pub fn drive(&mut self, out: &mut impl ReplicaOutputs) -> Result<bool, NodeError> {
+        let mut any = false;
+        loop {
+            let mut confirmed = false;
+            while let Some(write) = self.poll_storage() {
+                any = true;
+                let token = write.token;
+                if out.persist(write) {
+                    self.handle_persisted(token)?;
+                    confirmed = true;
+                }
+            }
+            while let Some(m) = self.poll_transmit() {
+                any = true;
+                out.send(m);
+            }
+            while let Some((conn, msg)) = self.poll_client() {
+                any = true;
+                out.client(conn, msg);
+            }
+            while let Some(e) = self.poll_event() {
+                any = true;
+                out.event(e);
+            }
+            if !confirmed {
+                return Ok(any);
+            }
+        }
     }
 
     fn submit(

@@ -8,9 +8,9 @@ use crate::harness::Disk;
 use concord_core::client::{Client, ClientConfig, ClientEvent, OpId};
 use concord_core::machine::{Concord, Limits, MachineBugs};
 use concord_core::raft::Membership;
-use concord_core::server::{ConnId, Replica, ServeLimits};
+use concord_core::server::{ConnId, Replica, ReplicaOutputs, ServeLimits};
 use concord_core::wire::{decode_frame, encode_frame, ClientRequest, Envelope, ServerMessage};
-use concord_core::{Config, GroupId, Instant, Message, Node, NodeId, Role, Start};
+use concord_core::{Config, GroupId, Instant, Message, Node, NodeId, Role, Start, StorageWrite};
 use std::collections::BTreeMap;
 
 /// The group id every node and client uses.
@@ -62,6 +62,27 @@ pub struct Group {
     flights: Vec<(u64, u64, Flight)>,
     next_flight: u64,
     restarts: u64,
+}
+
+/// Where a replica's outputs go in the group: its disk (durable at once) and the flights
+/// leaving it.
+struct Drained<'a> {
+    node: u64,
+    disk: &'a mut Disk,
+    out: Vec<Flight>,
+}
+
+impl ReplicaOutputs for Drained<'_> {
+    fn persist(&mut self, write: StorageWrite) -> bool {
+        self.disk.apply(&write);
+        true
+    }
+    fn send(&mut self, message: Message) {
+        self.out.push(Flight::Peer(message));
+    }
+    fn client(&mut self, conn: ConnId, msg: ServerMessage) {
+        self.out.push(Flight::Answer { node: self.node, client: conn.0 as usize, msg });
+    }
 }
 
 impl Group {
@@ -120,28 +141,9 @@ impl Group {
     fn drain_node(&mut self, id: u64) {
         let Some(r) = self.replicas.get_mut(&id) else { return };
         let disk = self.disks.get_mut(&id).expect("every node has a disk");
-        let mut out = Vec::new();
-        loop {
-            let mut any = false;
-            while let Some(w) = r.poll_storage() {
-                disk.apply(&w);
-                r.handle_persisted(w.token).expect("a write completes once");
-                any = true;
-            }
-            while let Some(m) = r.poll_transmit() {
-                out.push(Flight::Peer(m));
-                any = true;
-            }
-            while let Some((conn, msg)) = r.poll_client() {
-                out.push(Flight::Answer { node: id, client: conn.0 as usize, msg });
-                any = true;
-            }
-            while r.poll_event().is_some() {}
-            if !any {
-                break;
-            }
-        }
-        for f in out {
+        let mut drained = Drained { node: id, disk, out: Vec::new() };
+        r.drive(&mut drained).expect("a write completes once");
+        for f in drained.out {
             match f {
                 Flight::Answer { node, client, msg } => {
                     let Envelope::Response(msg) = through_wire(Envelope::Response(msg)) else {

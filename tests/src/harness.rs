@@ -2,7 +2,7 @@
 //! message is delivered, dropped or held back, and which node's clock moves.
 
 use crate::register::{RegisterCommand, RegisterMachine, RegisterOutput, RegisterQuery};
-use concord_core::raft::Persisted;
+use concord_core::raft::{Outputs, Persisted};
 use concord_core::{
     Config, Consistency, Entry, GroupId, Instant, Membership, Message, MessageBody, Node, NodeId, Payload,
     Reply, Request, RequestId, Role, Start, StorageWrite,
@@ -12,6 +12,28 @@ use std::ops::Deref;
 
 /// A node running the register machine.
 pub type N = Node<RegisterMachine>;
+
+/// Where one node's outputs go in the harness: its disk (durable at once), the network,
+/// and the replies list.
+struct Drained<'a> {
+    id: u64,
+    disk: &'a mut Disk,
+    net: &'a mut Vec<Message>,
+    replies: &'a mut Vec<(u64, Reply<RegisterOutput>)>,
+}
+
+impl Outputs<RegisterMachine> for Drained<'_> {
+    fn persist(&mut self, write: StorageWrite) -> bool {
+        self.disk.apply(&write);
+        true
+    }
+    fn send(&mut self, message: Message) {
+        self.net.push(message);
+    }
+    fn reply(&mut self, reply: Reply<RegisterOutput>) {
+        self.replies.push((self.id, reply));
+    }
+}
 
 /// What a host stored for one node: the writes it made durable, applied by the storage
 /// contract ([`Persisted::apply`]). Reads as the [`Persisted`] a restart would find.
@@ -86,27 +108,13 @@ impl H {
     /// Drains every output of node `id` (writes are made durable at once).
     pub fn drain(&mut self, id: u64) {
         let n = self.nodes.get_mut(&id).unwrap();
-        let d = self.disks.get_mut(&id).unwrap();
-        loop {
-            let mut any = false;
-            while let Some(w) = n.poll_storage() {
-                d.apply(&w);
-                n.handle_persisted(w.token).unwrap();
-                any = true;
-            }
-            while let Some(m) = n.poll_transmit() {
-                self.net.push(m);
-                any = true;
-            }
-            while let Some(r) = n.poll_reply() {
-                self.replies.push((id, r));
-                any = true;
-            }
-            while n.poll_event().is_some() {}
-            if !any {
-                break;
-            }
-        }
+        let mut out = Drained {
+            id,
+            disk: self.disks.get_mut(&id).unwrap(),
+            net: &mut self.net,
+            replies: &mut self.replies,
+        };
+        n.drive(&mut out).expect("a write completes once");
     }
     /// Runs node `id`'s timers at the current time.
     pub fn tick(&mut self, id: u64) {

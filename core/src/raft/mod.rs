@@ -4,6 +4,7 @@
 //! One file per protocol concern; [`Node`] ties them together.
 
 pub mod config;
+mod drive;
 mod election;
 mod incoming_snapshot;
 mod log;
@@ -20,6 +21,7 @@ mod state_machine;
 mod storage;
 
 pub use config::{Config, ConfigError};
+pub use drive::Outputs;
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use message::{Message, MessageBody, TERM_AND_INDEX_MAX};
 pub use metrics::Metrics;
