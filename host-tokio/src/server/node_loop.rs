@@ -7,7 +7,7 @@ use super::{Clock, HostCounters, ServerError};
 use crate::config::ServerConfig;
 use crate::metrics::StatusReport;
 use concord_core::machine::lock::LockEvent;
-use concord_core::server::{ConnId, Replica};
+use concord_core::server::{ConnId, Replica, ReplicaOutputs};
 use concord_core::wire::ServerMessage;
 use concord_core::{Event, Message, NodeId, StorageWrite};
 use std::collections::BTreeMap;
@@ -128,32 +128,20 @@ impl NodeLoop {
     }
 
     fn drain(&mut self) {
-        while let Some(w) = self.replica.poll_storage() {
-            self.unsynced += 1;
-            if let Some(s) = &self.storage {
-                let _ = s.send(w);
-            }
-        }
-        while let Some(m) = self.replica.poll_transmit() {
-            match self.peers.get(&m.to) {
-                Some(tx) => {
-                    if tx.try_send(m).is_err() {
-                        self.counters.peer_messages_dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                None => debug!(to = m.to.0, "no address for peer; message dropped"),
-            }
-        }
-        while let Some((conn, msg)) = self.replica.poll_client() {
-            let Some(tx) = self.conns.get(&conn) else { continue };
-            if tx.try_send(msg).is_err() {
-                // A client that does not read its answers is cut off rather than
-                // buffered without bound.
-                warn!(conn = conn.0, "client too slow or gone; closing its connection");
-                self.counters.client_slow_closed.fetch_add(1, Ordering::Relaxed);
-                self.conns.remove(&conn);
-                self.replica.handle_disconnect(conn);
-            }
+        let mut out = Sinks {
+            storage: self.storage.as_ref(),
+            unsynced: &mut self.unsynced,
+            peers: &self.peers,
+            conns: &self.conns,
+            counters: &self.counters,
+            node: self.cfg.id,
+            slow: Vec::new(),
+        };
+        // The storage thread confirms writes later: nothing here can fail.
+        let _ = self.replica.drive(&mut out);
+        for conn in out.slow {
+            self.conns.remove(&conn);
+            self.replica.handle_disconnect(conn);
         }
         while let Some(e) = self.replica.poll_lock_event() {
             let (h, us) = match e {
@@ -164,18 +152,68 @@ impl NodeLoop {
                 h.observe(us as f64 / 1e6);
             }
         }
-        while let Some(e) = self.replica.poll_event() {
-            match e {
-                Event::StateChanged { role, term, leader } => {
-                    info!(id = self.cfg.id, ?role, term, leader = leader.map(|l| l.0), "raft state changed");
-                }
-                Event::SnapshotInstalled { index } => info!(id = self.cfg.id, index, "snapshot installed"),
-                Event::Machine(()) => {}
-            }
-        }
     }
 
     fn report(&self, items: usize) -> StatusReport {
         StatusReport::new(&self.cfg, self.replica.report(items), &self.counters)
+    }
+}
+
+/// Where the replica's outputs go: the storage thread, peer and client connections, and
+/// the log. What cannot be delivered is counted, and a client too slow to read its
+/// answers is noted, to be cut off once the drain is over.
+struct Sinks<'a> {
+    storage: Option<&'a std::sync::mpsc::Sender<StorageWrite>>,
+    unsynced: &'a mut u64,
+    peers: &'a BTreeMap<NodeId, mpsc::Sender<Message>>,
+    conns: &'a BTreeMap<ConnId, mpsc::Sender<ServerMessage>>,
+    counters: &'a HostCounters,
+    node: u64,
+    slow: Vec<ConnId>,
+}
+
+impl ReplicaOutputs for Sinks<'_> {
+    fn persist(&mut self, write: StorageWrite) -> bool {
+        *self.unsynced += 1;
+        if let Some(s) = self.storage {
+            let _ = s.send(write);
+        }
+        // Durable once the storage thread has synced it; it confirms then.
+        false
+    }
+
+    fn send(&mut self, m: Message) {
+        match self.peers.get(&m.to) {
+            Some(tx) => {
+                if tx.try_send(m).is_err() {
+                    self.counters.peer_messages_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None => debug!(to = m.to.0, "no address for peer; message dropped"),
+        }
+    }
+
+    fn client(&mut self, conn: ConnId, msg: ServerMessage) {
+        let Some(tx) = self.conns.get(&conn) else { return };
+        if self.slow.contains(&conn) {
+            return;
+        }
+        if tx.try_send(msg).is_err() {
+            // A client that does not read its answers is cut off rather than buffered
+            // without bound.
+            warn!(conn = conn.0, "client too slow or gone; closing its connection");
+            self.counters.client_slow_closed.fetch_add(1, Ordering::Relaxed);
+            self.slow.push(conn);
+        }
+    }
+
+    fn event(&mut self, e: Event<()>) {
+        match e {
+            Event::StateChanged { role, term, leader } => {
+                info!(id = self.node, ?role, term, leader = leader.map(|l| l.0), "raft state changed");
+            }
+            Event::SnapshotInstalled { index } => info!(id = self.node, index, "snapshot installed"),
+            Event::Machine(()) => {}
+        }
     }
 }
