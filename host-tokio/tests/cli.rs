@@ -21,15 +21,29 @@ fn code(o: &std::process::Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
+/// A CLI process in the background, killed (by its PID) if the test ends without
+/// finishing it, so a failed test leaves nothing running.
+struct Bg(Option<std::process::Child>);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts a CLI process in the background (for the blocking subcommands).
-fn background(c: &Cluster, args: &[&str]) -> std::process::Child {
-    c.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("starts")
+fn background(c: &Cluster, args: &[&str]) -> Bg {
+    Bg(Some(c.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("starts")))
 }
 
 /// Reads the first line a background command prints (bounded by the command's own
 /// `--count` and timeouts).
-fn first_line(child: &mut std::process::Child) -> String {
+fn first_line(bg: &mut Bg) -> String {
     use std::io::BufRead;
+    let child = bg.0.as_mut().expect("running");
     let out = child.stdout.take().expect("piped stdout");
     let mut reader = std::io::BufReader::new(out);
     let mut line = String::new();
@@ -39,7 +53,8 @@ fn first_line(child: &mut std::process::Child) -> String {
     line
 }
 
-fn finish(child: std::process::Child) -> std::process::Output {
+fn finish(mut bg: Bg) -> std::process::Output {
+    let child = bg.0.take().expect("running");
     let pid = child.id();
     let waiter = std::thread::spawn(move || child.wait_with_output().expect("output"));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
