@@ -61,6 +61,16 @@ impl Deref for Disk {
     }
 }
 
+/// Drains node `n` with every write durable on `disk` at once; returns the messages it
+/// sent (replies and events are dropped). For tests that drive one node by hand.
+pub fn flush(n: &mut N, disk: &mut Disk) -> Vec<Message> {
+    let (mut net, mut replies) = (Vec::new(), Vec::new());
+    let id = n.id().0;
+    n.drive(&mut Drained { id, disk, net: &mut net, replies: &mut replies })
+        .expect("a write the node just asked for is confirmed");
+    net
+}
+
 /// A cluster of nodes driven by hand: one global clock that only the test advances,
 /// nodes that only act when the test delivers a message or ticks them, and a network that
 /// is a plain list of messages the test delivers, drops or holds back.

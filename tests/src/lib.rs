@@ -1,11 +1,15 @@
-//! Concord's test harness: a deterministic simulator that drives `concord-core` nodes
-//! under injected faults, the invariant checkers it runs after every step, and a
-//! linearizability checker for client histories.
+//! Concord's test harness: two deterministic simulators — Raft over bare nodes ([`sim`])
+//! and the coordination primitives over replicas and clients ([`psim`]) — that share one
+//! simulated world (time, randomness, network, disks, clocks, faults, traces) and one
+//! command line ([`sweep`]); the invariant checkers they run after every step; a
+//! linearizability checker for client histories; and in-process clusters for scenario
+//! tests and benchmarks ([`harness`], [`group`]).
 
 pub mod group;
 pub mod harness;
 pub mod linearizability;
 pub mod psim;
 pub mod register;
-pub mod seeds;
 pub mod sim;
+pub mod sweep;
+mod world;

@@ -7,7 +7,7 @@ use concord_core::{
     Config, Consistency, Entry, Instant, Membership, MembershipChange, Message, MessageBody, Node, NodeError,
     NodeId, Reply, Request, RequestError, Response, Role, Start,
 };
-use concord_tests::harness::{cfg, msg, noop, read, write, Disk, H, N};
+use concord_tests::harness::{cfg, flush, msg, noop, read, write, Disk, H, N};
 use concord_tests::register::{RegisterMachine, RegisterOutput};
 
 // A truncation and the snapshot that swallows its replacement entries land in one storage
@@ -20,13 +20,6 @@ fn a_truncation_survives_a_snapshot_that_swallows_its_entries() {
     let mut n: N =
         Node::new(c.clone(), RegisterMachine::new(), Start::NewCluster(three), Instant::ZERO, 2).unwrap();
     let mut disk = Disk::default();
-    let flush = |n: &mut N, disk: &mut Disk| {
-        while let Some(w) = n.poll_storage() {
-            disk.apply(&w);
-            n.handle_persisted(w.token).unwrap();
-        }
-        while n.poll_transmit().is_some() {}
-    };
     flush(&mut n, &mut disk);
     let t = Instant::from_micros(1_000);
     // Leader 1 of term 1 appends 1..=3 (uncommitted).
@@ -63,12 +56,7 @@ fn a_truncation_survives_a_snapshot_that_swallows_its_entries() {
         ),
     )
     .unwrap();
-    let mut writes = vec![];
-    while let Some(w) = n.poll_storage() {
-        writes.push(w.clone());
-        disk.apply(&w);
-        n.handle_persisted(w.token).unwrap();
-    }
+    flush(&mut n, &mut disk);
     let restarted = Node::new(c, RegisterMachine::new(), Start::Restart(disk.persisted()), t, 2);
     match restarted {
         Err(e) => panic!("restart from durable state fails: {e:?}"),
@@ -264,11 +252,7 @@ fn acknowledged_entries_are_stored_when_a_snapshot_joins_the_bootstrap_write() {
         msg(1, 3, 1, MessageBody::Append { prev_index: 0, prev_term: 0, entries, commit: 6 }),
     )
     .unwrap();
-    while let Some(w) = n.poll_storage() {
-        disk.apply(&w);
-        n.handle_persisted(w.token).unwrap();
-    }
-    let acks: Vec<Message> = std::iter::from_fn(|| n.poll_transmit()).collect();
+    let acks = flush(&mut n, &mut disk);
     let acked = MessageBody::AppendResponse { success: true, index: 10, hint_index: 0, hint_term: 0 };
     assert!(acks.iter().any(|m| m.body == acked), "the follower acknowledged all ten entries");
     let r = Node::new(c, RegisterMachine::new(), Start::Restart(disk.persisted()), t, 3).unwrap();

@@ -9,11 +9,7 @@ use std::collections::BTreeMap;
 
 fn seed_range() -> std::ops::Range<u64> {
     let Ok(spec) = std::env::var("CONCORD_SIM_SEEDS") else { return 0..1000 };
-    let parsed = spec.split_once("..").and_then(|(lo, hi)| Some((lo.parse().ok()?, hi.parse().ok()?)));
-    match parsed {
-        Some((lo, hi)) => lo..hi,
-        None => panic!("CONCORD_SIM_SEEDS must look like 0..500, got {spec:?}"),
-    }
+    concord_tests::sweep::parse_seeds("CONCORD_SIM_SEEDS", Some(spec)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs the seeds of `range` that are `part` modulo `parts` (so the parts run in

@@ -16,21 +16,17 @@
 mod checks;
 mod workload;
 
-use crate::sim::disk::Disk;
-use crate::sim::net::Net;
-use crate::sim::{DriftClock, Faults, Scheduled};
+use crate::world::{catching_panics, Drained, Due, Fault, World};
+pub use crate::world::{Faults, Violation};
 use checks::Checks;
 use concord_core::client::{Client, ClientConfig, Peer};
 use concord_core::machine::{Concord, Limits, MachineBugs};
 use concord_core::raft::Membership;
 use concord_core::server::{ConnId, Replica, ServeLimits};
 use concord_core::wire::{ClientRequest, Envelope, ServerMessage};
-use concord_core::{Config, GroupId, Instant, Message, Node, NodeId, Role, Start};
+use concord_core::{Config, GroupId, Instant, Message, Node, NodeId, Start};
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
-use std::fmt;
 use workload::Workload;
 
 /// Events one run may take before it is declared livelocked (runs take 5–50 thousand).
@@ -145,33 +141,6 @@ impl PsimConfig {
     }
 }
 
-/// A property the run broke.
-#[derive(Clone, Debug)]
-pub struct Violation {
-    /// The seed.
-    pub seed: u64,
-    /// Which property.
-    pub property: &'static str,
-    /// What happened.
-    pub detail: String,
-    /// Virtual time, µs.
-    pub at_us: u64,
-    /// How to replay it.
-    pub replay: String,
-    /// The last lines of the trace, if tracing.
-    pub trace_tail: Vec<String>,
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "seed {}: {} violated at {} µs: {}", self.seed, self.property, self.at_us, self.detail)?;
-        for line in &self.trace_tail {
-            writeln!(f, "  {line}")?;
-        }
-        write!(f, "replay: {}", self.replay)
-    }
-}
-
 /// What a passing run did.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -209,6 +178,8 @@ pub struct Report {
     pub recovery_us: u64,
     /// The fault kinds on.
     pub faults: Vec<&'static str>,
+    /// The trace, when asked for.
+    pub trace: Vec<String>,
 }
 
 enum Ev {
@@ -219,21 +190,23 @@ enum Ev {
     DiskDone { node: usize, incarnation: u64 },
     ClientTimer { client: usize, generation: u64 },
     ClientAct { client: usize },
-    Chaos,
-    HealLinks { epoch: u64 },
     Restart { node: usize },
-    EndChaos,
 }
 
-struct PNode {
-    id: NodeId,
-    replica: Option<Replica>,
-    incarnation: u64,
-    disk: Disk,
-    clock: DriftClock,
-    timer_generation: u64,
-    timer_at: u64,
-    paused_until: u64,
+impl Ev {
+    /// The node that handles the event (a paused one handles it when it resumes).
+    fn node(&self) -> Option<usize> {
+        match self {
+            Self::Peer { to, .. } => Some(*to),
+            Self::ToNode { node, .. } | Self::NodeTimer { node, .. } | Self::DiskDone { node, .. } => {
+                Some(*node)
+            }
+            Self::ToClient { .. }
+            | Self::ClientTimer { .. }
+            | Self::ClientAct { .. }
+            | Self::Restart { .. } => None,
+        }
+    }
 }
 
 struct PClient {
@@ -245,21 +218,12 @@ struct PClient {
 /// A simulated group with clients.
 pub struct Psim {
     cfg: PsimConfig,
-    rng: Xoshiro256PlusPlus,
-    now: u64,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled<Ev>>>,
-    nodes: Vec<PNode>,
+    world: World<Ev, Replica>,
     clients: Vec<PClient>,
-    net: Net,
     workload: Workload,
     checks: Checks,
     report: Report,
-    chaos_on: bool,
-    healed_at: Option<u64>,
-    link_epoch: u64,
     next_admin: u64,
-    trace: Vec<String>,
     /// Per (node, client) connection: bumped when it breaks, so nothing sent on the
     /// broken one arrives later.
     conn_epoch: Vec<u64>,
@@ -271,30 +235,9 @@ const ADMIN_CONN: ConnId = ConnId(u64::MAX);
 impl Psim {
     /// Builds the group and its clients.
     pub fn new(cfg: PsimConfig) -> Self {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
         let n = cfg.nodes as usize;
-        let half = i64::from(cfg.faults.drift_ppm / 2);
-        let nodes = (0..n)
-            .map(|i| PNode {
-                id: NodeId(i as u64 + 1),
-                replica: None,
-                incarnation: 0,
-                disk: Disk::default(),
-                clock: DriftClock {
-                    offset_us: 0,
-                    drift_ppm: if half == 0 {
-                        0
-                    } else {
-                        (rng.next_u64() % (2 * half as u64 + 1)) as i64 - half
-                    },
-                },
-                timer_generation: 0,
-                timer_at: u64::MAX,
-                paused_until: 0,
-            })
-            .collect();
         // The network's endpoints: nodes first, then clients.
-        let net = Net::new(cfg.faults.clone(), n + cfg.clients, &mut rng);
+        let mut world = World::new(cfg.seed, cfg.faults.clone(), n, cfg.clients, cfg.trace);
         let node_ids: Vec<NodeId> = (1..=cfg.nodes).map(NodeId).collect();
         let clients = (0..cfg.clients)
             .map(|c| {
@@ -303,32 +246,22 @@ impl Psim {
                 cc.request_timeout_us = 400_000;
                 cc.retry_backoff_us = 30_000;
                 cc.commands_in_flight_max = 8;
-                let mut client = Client::new(cc, Instant::ZERO, rng.next_u64() ^ c as u64);
+                let mut client = Client::new(cc, Instant::ZERO, world.next_u64() ^ c as u64);
                 client.open_session(Instant::ZERO);
                 PClient { client, timer_generation: 0, timer_at: u64::MAX }
             })
             .collect();
-        let workload = Workload::new(cfg.clients, rng.next_u64());
-        let cfg_clients = cfg.clients;
+        let workload = Workload::new(cfg.clients, world.next_u64());
         let report = Report { seed: cfg.seed, faults: cfg.faults.kinds(), ..Report::default() };
         let mut sim = Self {
             checks: Checks::new(n),
+            conn_epoch: vec![0; n * cfg.clients],
             cfg,
-            rng,
-            now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
-            nodes,
+            world,
             clients,
-            net,
             workload,
             report,
-            chaos_on: true,
-            healed_at: None,
-            link_epoch: 0,
             next_admin: 1 << 40,
-            trace: Vec::new(),
-            conn_epoch: vec![0; n * cfg_clients],
         };
         let voters = Membership::with_voters(node_ids);
         for i in 0..n {
@@ -336,42 +269,25 @@ impl Psim {
         }
         for c in 0..sim.cfg.clients {
             sim.drain_client(c);
-            sim.schedule(1_000, Ev::ClientAct { client: c });
+            sim.world.schedule(1_000, Ev::ClientAct { client: c });
         }
         sim
     }
 
-    fn schedule(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled { at, seq: self.seq, event: ev }));
-    }
-
-    fn range(&mut self, (lo, hi): (u64, u64)) -> u64 {
-        lo + self.rng.next_u64() % (hi - lo + 1)
-    }
-
-    fn random(&mut self, n: u64) -> u64 {
-        self.rng.next_u64() % n.max(1)
-    }
-
     fn note(&mut self, line: impl FnOnce() -> String) {
-        if self.cfg.trace {
-            let l = format!("{:>10} {}", self.now, line());
-            self.trace.push(l);
-        }
+        self.world.trace(line, &[]);
     }
 
     fn boot(&mut self, idx: usize, start: Start) {
-        let seed = self.rng.next_u64();
-        let config = self.cfg.raft_config(self.nodes[idx].id);
-        let local = self.nodes[idx].clock.local(self.now);
+        let seed = self.world.next_u64();
+        let config = self.cfg.raft_config(NodeId(idx as u64 + 1));
         let mut machine = Concord::new(Limits::default()).expect("the default limits are valid");
         machine.inject(self.cfg.bugs);
-        match Node::new(config, machine, start, local, seed) {
+        match Node::new(config, machine, start, self.world.local(idx), seed) {
             Ok(node) => {
                 let mut replica = Replica::new(node, ServeLimits::default());
                 replica.record_machine_events();
-                self.nodes[idx].replica = Some(replica);
+                self.world.nodes[idx].process = Some(replica);
                 self.checks.on_boot(idx);
             }
             Err(e) => self.checks.fail("restart", format!("n{} failed to restart: {e}", idx + 1)),
@@ -382,37 +298,37 @@ impl Psim {
     /// Runs to the end and checks everything.
     pub fn run(mut self) -> Result<Report, Violation> {
         let end = self.cfg.chaos_us;
-        let first = self.cfg.faults.chaos_interval_us;
-        self.schedule(first, Ev::Chaos);
-        self.schedule(end, Ev::EndChaos);
+        self.world.start_chaos(end);
         let deadline = end + self.cfg.heal_bound_us;
-        while let Some(Reverse(s)) = self.queue.pop() {
-            if s.at > deadline {
-                break;
-            }
-            if self.report.steps > EVENTS_MAX {
+        while let Some(due) = self.world.next(deadline, Ev::node) {
+            if self.world.steps > EVENTS_MAX {
                 // Runs take tens of thousands of events; a storm of them is a livelock
                 // (say, a client retrying a refused connection as fast as it is refused).
                 let detail = format!("more than {EVENTS_MAX} events: something retries without pause");
                 return Err(self.violation("livelock", detail));
             }
-            self.now = s.at;
-            self.report.steps += 1;
-            self.handle(s.event);
+            match due {
+                Due::Event(ev) => self.handle(ev),
+                Due::Fault(Fault::Crash) => self.crash_one(),
+                Due::Fault(Fault::Transfer) => self.transfer(),
+                // Membership changes are the Raft simulator's business (off in every run).
+                Due::Fault(Fault::Membership) | Due::Nothing => {}
+                Due::Healed => self.healed(),
+            }
             if let Some((p, d)) = self.checks.take_violation() {
                 return Err(self.violation(p, d));
             }
-            if let Some(healed) = self.healed_at {
+            if let Some(healed) = self.world.healed_at {
                 if self.workload.all_served(self.cfg.ops_after_heal) {
-                    self.report.recovery_us = self.now - healed;
+                    self.report.recovery_us = self.world.now - healed;
                     return self.finish();
                 }
             }
         }
-        let detail = match self.healed_at {
+        let detail = match self.world.healed_at {
             Some(h) => format!(
                 "{} µs after healing, clients still waiting: {}",
-                self.now.saturating_sub(h),
+                self.world.now.saturating_sub(h),
                 self.workload.describe_waiting(self.cfg.ops_after_heal)
             ),
             None => "the run ended before healing".into(),
@@ -422,10 +338,14 @@ impl Psim {
 
     fn finish(mut self) -> Result<Report, Violation> {
         // (Counted on the replicas running at the end; a crash loses its node's counters.)
-        for r in self.nodes.iter().filter_map(|n| n.replica.as_ref()) {
+        for r in self.world.nodes.iter().filter_map(|n| n.process.as_ref()) {
             self.report.ticks += r.node().metrics().ticks_proposed;
             self.report.snapshots_installed += r.node().metrics().snapshots_installed;
         }
+        self.report.steps = self.world.steps;
+        self.report.partitions = self.world.link_faults;
+        self.report.pauses = self.world.pauses;
+        self.report.trace = std::mem::take(&mut self.world.trace);
         self.workload.report(&mut self.report);
         if let Err((p, d)) = self.workload.final_checks() {
             return Err(self.violation(p, d));
@@ -434,108 +354,83 @@ impl Psim {
     }
 
     fn violation(&self, property: &'static str, detail: String) -> Violation {
-        let tail = self.trace.iter().rev().take(60).rev().cloned().collect();
-        Violation {
-            seed: self.cfg.seed,
-            property,
-            detail,
-            at_us: self.now,
-            replay: self.cfg.replay_command(),
-            trace_tail: tail,
-        }
+        self.world.violation(self.cfg.seed, self.cfg.replay_command(), property, detail)
     }
 
     fn handle(&mut self, ev: Ev) {
-        let node_of = match &ev {
-            Ev::Peer { to, .. } => Some(*to),
-            Ev::ToNode { node, .. } | Ev::NodeTimer { node, .. } | Ev::DiskDone { node, .. } => Some(*node),
-            _ => None,
-        };
-        if let Some(n) = node_of {
-            if self.nodes[n].paused_until > self.now {
-                let at = self.nodes[n].paused_until;
-                self.schedule(at, ev);
-                return;
-            }
-        }
+        let now = Instant::from_micros(self.world.now);
         match ev {
             Ev::Peer { to, msg } => self.deliver_peer(to, *msg),
             Ev::ToNode { node, client, req } => self.deliver_to_node(node, client, *req),
             Ev::ToClient { client, node, incarnation, epoch, msg } => {
                 let link = node * self.cfg.clients + client;
-                if self.nodes[node].incarnation != incarnation || self.conn_epoch[link] != epoch {
+                if self.world.nodes[node].incarnation != incarnation || self.conn_epoch[link] != epoch {
                     return;
                 }
-                if self.net.blocked(node, self.cfg.nodes as usize + client) {
+                if self.world.net.blocked(node, self.cfg.nodes as usize + client) {
                     self.conn_epoch[link] += 1;
                     // A connection that cannot deliver breaks, and both ends notice (as a
                     // TCP connection times out): nothing is silently skipped in a stream.
-                    let now = Instant::from_micros(self.now);
                     self.clients[client].client.handle_disconnect(now, Peer(node as u32));
                     let conn = self.conn_id(client, epoch);
-                    if let Some(r) = self.nodes[node].replica.as_mut() {
+                    if let Some(r) = self.world.nodes[node].process.as_mut() {
                         r.handle_disconnect(conn);
                     }
                     self.drain_client(client);
                     return;
                 }
-                let now = Instant::from_micros(self.now);
                 self.clients[client].client.handle_message(now, Peer(node as u32), *msg);
                 self.drain_client(client);
             }
             Ev::NodeTimer { node, generation } => {
-                if self.nodes[node].timer_generation != generation {
+                if !self.world.nodes[node].timer_fires(generation) {
                     return;
                 }
-                self.nodes[node].timer_at = u64::MAX;
-                let local = self.nodes[node].clock.local(self.now);
-                if let Some(r) = self.nodes[node].replica.as_mut() {
+                let local = self.world.local(node);
+                if let Some(r) = self.world.nodes[node].process.as_mut() {
                     r.handle_timeout(local);
                 }
                 self.drain_node(node);
             }
-            Ev::DiskDone { node, incarnation } => self.disk_done(node, incarnation),
+            Ev::DiskDone { node, incarnation } => match self.world.nodes[node].disk_done(incarnation) {
+                Ok(true) => self.drain_node(node),
+                Ok(false) => {}
+                Err(e) => self.checks.fail("storage contract", format!("n{}: {e}", node + 1)),
+            },
             Ev::ClientTimer { client, generation } => {
                 if self.clients[client].timer_generation != generation {
                     return;
                 }
                 self.clients[client].timer_at = u64::MAX;
-                self.clients[client].client.handle_timeout(Instant::from_micros(self.now));
+                self.clients[client].client.handle_timeout(now);
                 self.drain_client(client);
             }
             Ev::ClientAct { client } => {
-                let now = Instant::from_micros(self.now);
-                if let Some(delay) =
-                    self.workload.act(client, self.now, &mut self.clients[client].client, now)
-                {
-                    self.schedule(self.now + delay, Ev::ClientAct { client });
+                let at = self.world.now;
+                if let Some(delay) = self.workload.act(client, at, &mut self.clients[client].client, now) {
+                    self.world.schedule(at + delay, Ev::ClientAct { client });
                 }
                 self.drain_client(client);
             }
-            Ev::Chaos => self.chaos(),
-            Ev::HealLinks { epoch } => {
-                if epoch == self.link_epoch {
-                    self.net.heal();
-                }
-            }
-            Ev::Restart { node } => {
-                if self.nodes[node].replica.is_none() {
-                    let persisted = self.nodes[node].disk.persisted();
-                    self.note(|| format!("n{} restarts", node + 1));
-                    self.boot(node, Start::Restart(persisted));
-                }
-            }
-            Ev::EndChaos => self.heal_everything(),
+            Ev::Restart { node } => self.restart(node),
+        }
+    }
+
+    fn restart(&mut self, node: usize) {
+        if self.world.nodes[node].process.is_none() {
+            let persisted = self.world.nodes[node].disk.persisted();
+            self.note(|| format!("n{} restarts", node + 1));
+            self.boot(node, Start::Restart(persisted));
         }
     }
 
     fn deliver_peer(&mut self, to: usize, msg: Message) {
         let from = msg.from.0 as usize - 1;
-        if self.net.blocked(from, to) {
+        if self.world.net.blocked(from, to) {
             return;
         }
-        let local = self.nodes[to].clock.local(self.now);
-        let Some(r) = self.nodes[to].replica.as_mut() else { return };
+        let local = self.world.local(to);
+        let Some(r) = self.world.nodes[to].process.as_mut() else { return };
         if let Err(e) = r.handle_message(local, msg) {
             self.checks.fail("routing", format!("n{} refused a message: {e}", to + 1));
         }
@@ -543,14 +438,14 @@ impl Psim {
     }
 
     fn deliver_to_node(&mut self, node: usize, client: usize, req: ClientRequest) {
-        if self.net.blocked(self.cfg.nodes as usize + client, node) {
+        if self.world.net.blocked(self.cfg.nodes as usize + client, node) {
             return;
         }
-        let local = self.nodes[node].clock.local(self.now);
+        let local = self.world.local(node);
         let conn = self.conn_id(client, self.conn_epoch[node * self.cfg.clients + client]);
-        let Some(r) = self.nodes[node].replica.as_mut() else {
+        let Some(r) = self.world.nodes[node].process.as_mut() else {
             // The process is down: the client's connection is refused, and it notices.
-            let now = Instant::from_micros(self.now);
+            let now = Instant::from_micros(self.world.now);
             self.clients[client].client.handle_disconnect(now, Peer(node as u32));
             self.drain_client(client);
             return;
@@ -573,106 +468,69 @@ impl Psim {
         ((conn.0 % clients) as usize, conn.0 / clients)
     }
 
-    fn disk_done(&mut self, idx: usize, incarnation: u64) {
-        if self.nodes[idx].incarnation != incarnation {
-            return;
-        }
-        let Some(token) = self.nodes[idx].disk.complete_next() else { return };
-        if let Err(e) = self.nodes[idx].disk.check() {
-            self.checks.fail("storage contract", format!("n{}: {e}", idx + 1));
-        }
-        if let (true, Some(r)) = (self.nodes[idx].disk.idle(), self.nodes[idx].replica.as_ref()) {
-            if let Err(e) = self.nodes[idx].disk.matches_node(r.node()) {
-                self.checks.fail("storage contract", format!("n{}: {e}", idx + 1));
-            }
-        }
-        let Some(r) = self.nodes[idx].replica.as_mut() else { return };
-        if let Err(e) = r.handle_persisted(token) {
-            self.checks.fail("storage contract", format!("n{}: {e}", idx + 1));
-        }
-        self.drain_node(idx);
-    }
-
     fn drain_node(&mut self, idx: usize) {
         let n = self.cfg.nodes as usize;
-        let PNode { replica, disk, .. } = &mut self.nodes[idx];
-        let Some(r) = replica.as_mut() else { return };
-        let mut writes = Vec::new();
-        while let Some(w) = r.poll_storage() {
-            writes.push(w);
+        let slot = &mut self.world.nodes[idx];
+        let Some(r) = slot.process.as_mut() else { return };
+        // Role changes and installed snapshots need no action here.
+        let mut out: Drained<(ConnId, ServerMessage), _> = Drained::default();
+        if let Err(e) = r.drive(&mut out) {
+            self.checks.fail("storage contract", format!("n{}: {e}", idx + 1));
         }
-        let mut peers = Vec::new();
-        while let Some(m) = r.poll_transmit() {
-            if let Err(e) = disk.permits(&m) {
+        for m in &out.messages {
+            if let Err(e) = slot.disk.permits(m) {
                 self.checks.fail("persist before send", format!("n{}: {e}", idx + 1));
             }
-            peers.push(m);
         }
-        let mut to_clients = Vec::new();
-        while let Some(out) = r.poll_client() {
-            to_clients.push(out);
-        }
-        // Role changes and installed snapshots need no action here.
-        while r.poll_event().is_some() {}
         let deadline = r.poll_timeout();
         self.checks.after_step(idx, r);
-        for w in writes {
-            let lat = self.range(self.cfg.faults.disk_latency_us);
-            let done_at = self.nodes[idx].disk.submit(w, self.now + lat);
-            let incarnation = self.nodes[idx].incarnation;
-            self.schedule(done_at, Ev::DiskDone { node: idx, incarnation });
+        for w in out.writes {
+            let done_at = self.world.submit_write(idx, w);
+            let incarnation = self.world.nodes[idx].incarnation;
+            self.world.schedule(done_at, Ev::DiskDone { node: idx, incarnation });
         }
-        for m in peers {
+        for m in out.messages {
             let to = m.to.0 as usize - 1;
             if to >= n {
                 continue;
             }
-            let m = match self.net.through_wire(m) {
+            let m = match self.world.net.through_wire(m) {
                 Ok(m) => m,
                 Err(e) => {
                     self.checks.fail("wire", e);
                     continue;
                 }
             };
-            for _ in 0..self.net.copies(&mut self.rng, idx, to) {
-                let delay = self.range(self.net.delay_range(idx, to));
-                self.schedule(self.now + delay, Ev::Peer { to, msg: Box::new(m.clone()) });
+            for at in self.world.arrivals(idx, to) {
+                self.world.schedule(at, Ev::Peer { to, msg: Box::new(m.clone()) });
             }
         }
-        let incarnation = self.nodes[idx].incarnation;
-        for (conn, msg) in to_clients {
+        let incarnation = self.world.nodes[idx].incarnation;
+        for (conn, msg) in out.replies {
             if conn == ADMIN_CONN {
                 continue;
             }
             let (client, epoch) = self.conn_of(conn);
-            let Ok(Envelope::Response(msg)) = self.net.envelope_through_wire(Envelope::Response(msg)) else {
+            let Ok(Envelope::Response(msg)) = self.world.net.envelope_through_wire(Envelope::Response(msg))
+            else {
                 self.checks.fail("wire", "a server message did not survive the wire".into());
                 continue;
             };
             // Client connections are ordered streams: one delay per message, no loss
             // beyond a broken link (requests, on the other hand, may be lost: see below).
-            let (lo, hi) = self.net.delay_range(idx, n + client);
-            let delay = lo.max(200) + (hi - lo) / 4;
-            self.schedule(
-                self.now + delay,
-                Ev::ToClient { client, node: idx, incarnation, epoch, msg: Box::new(msg) },
-            );
+            let (lo, hi) = self.world.net.delay_range(idx, n + client);
+            let at = self.world.now + lo.max(200) + (hi - lo) / 4;
+            self.world
+                .schedule(at, Ev::ToClient { client, node: idx, incarnation, epoch, msg: Box::new(msg) });
         }
-        let node = &mut self.nodes[idx];
-        let at = node.clock.true_time(deadline, self.now);
-        if at != node.timer_at {
-            node.timer_at = at;
-            node.timer_generation += 1;
-            let generation = node.timer_generation;
-            if at != u64::MAX {
-                self.schedule(at, Ev::NodeTimer { node: idx, generation });
-            }
+        if let Some((at, generation)) = self.world.rearm_timer(idx, deadline) {
+            self.world.schedule(at, Ev::NodeTimer { node: idx, generation });
         }
     }
 
     fn drain_client(&mut self, c: usize) {
         let n = self.cfg.nodes as usize;
-        let now = self.now;
+        let now = self.world.now;
         let mut sends = Vec::new();
         while let Some(s) = self.clients[c].client.poll_transmit() {
             sends.push(s);
@@ -683,7 +541,7 @@ impl Psim {
         }
         for e in events {
             if let Some(delay) = self.workload.on_event(c, now, e, &mut self.checks) {
-                self.schedule(now + delay, Ev::ClientAct { client: c });
+                self.world.schedule(now + delay, Ev::ClientAct { client: c });
             }
         }
         // The workload may have submitted more: collect those sends too.
@@ -696,15 +554,15 @@ impl Psim {
             if to >= n {
                 continue;
             }
-            let Ok(Envelope::Request(req)) = self.net.envelope_through_wire(Envelope::Request(req)) else {
+            let Ok(Envelope::Request(req)) = self.world.net.envelope_through_wire(Envelope::Request(req))
+            else {
                 self.checks.fail("wire", "a client request did not survive the wire".into());
                 continue;
             };
             // A request may be lost (the connection broke before it was read) or arrive
             // twice (a retry racing the original): both must be harmless.
-            for _ in 0..self.net.copies(&mut self.rng, n + c, to) {
-                let delay = self.range(self.net.delay_range(n + c, to));
-                self.schedule(now + delay, Ev::ToNode { node: to, client: c, req: Box::new(req.clone()) });
+            for at in self.world.arrivals(n + c, to) {
+                self.world.schedule(at, Ev::ToNode { node: to, client: c, req: Box::new(req.clone()) });
             }
         }
         let pc = &mut self.clients[c];
@@ -714,145 +572,57 @@ impl Psim {
             pc.timer_generation += 1;
             let generation = pc.timer_generation;
             if at != u64::MAX {
-                self.schedule(at, Ev::ClientTimer { client: c, generation });
+                self.world.schedule(at, Ev::ClientTimer { client: c, generation });
             }
         }
     }
 
-    fn current_leader(&self) -> Option<usize> {
-        let mut best: Option<(u64, usize)> = None;
-        for (i, n) in self.nodes.iter().enumerate() {
-            if let Some(r) = &n.replica {
-                if r.node().role() == Role::Leader && best.is_none_or(|(t, _)| r.node().term() > t) {
-                    best = Some((r.node().term(), i));
-                }
-            }
+    /// Asks the leader to hand leadership to another node, through the client protocol
+    /// as `concord transfer-leader` does.
+    fn transfer(&mut self) {
+        let Some(l) = self.world.leader() else { return };
+        let n = self.cfg.nodes;
+        let target = NodeId((l as u64 + 1 + self.world.random(n - 1)) % n + 1);
+        let local = self.world.local(l);
+        self.next_admin += 1;
+        let id = self.next_admin;
+        if let Some(r) = self.world.nodes[l].process.as_mut() {
+            let body = concord_core::wire::RequestBody::TransferLeadership(target);
+            r.handle_client(local, ADMIN_CONN, ClientRequest { id, group: GroupId(7), body });
+            self.report.transfers += 1;
         }
-        best.map(|(_, i)| i)
-    }
-
-    fn chaos(&mut self) {
-        if !self.chaos_on {
-            return;
-        }
-        let interval = self.cfg.faults.chaos_interval_us;
-        let next = self.now + self.range((interval / 2, interval * 3 / 2));
-        self.schedule(next, Ev::Chaos);
-        let f = &self.cfg.faults;
-        let enabled = [f.crashes, f.partitions, f.one_way, f.leader_isolation, f.transfers, f.pauses];
-        let actions: Vec<u8> = (0u8..).zip(enabled).filter(|(_, on)| *on).map(|(a, _)| a).collect();
-        if actions.is_empty() {
-            return;
-        }
-        let n = self.cfg.nodes as usize;
-        let endpoints = n + self.cfg.clients;
-        match actions[self.random(actions.len() as u64) as usize] {
-            0 => self.crash_one(),
-            1 => {
-                // Nodes and clients split in two.
-                let other = 1 + self.random(n as u64 - 1) as usize;
-                let mut side = BTreeSet::from([0]);
-                for i in 1..endpoints {
-                    if i != other && self.random(2) == 0 {
-                        side.insert(i);
-                    }
-                }
-                self.net.partition(&side);
-                self.links_changed("partition");
-            }
-            2 => {
-                let from = self.random(endpoints as u64) as usize;
-                let to = self.random(n as u64) as usize;
-                self.net.cut_one_way(from, to);
-                self.links_changed("one-way cut");
-            }
-            3 => {
-                if let Some(l) = self.current_leader() {
-                    self.net.isolate(l);
-                    self.links_changed("leader isolated");
-                }
-            }
-            4 => {
-                if let Some(l) = self.current_leader() {
-                    let target = NodeId(((l + 1 + self.random(n as u64 - 1) as usize) % n) as u64 + 1);
-                    let local = self.nodes[l].clock.local(self.now);
-                    self.next_admin += 1;
-                    let id = self.next_admin;
-                    if let Some(r) = self.nodes[l].replica.as_mut() {
-                        // Through the client protocol, as `concord transfer-leader` does.
-                        let req = ClientRequest {
-                            id,
-                            group: GroupId(7),
-                            body: concord_core::wire::RequestBody::TransferLeadership(target),
-                        };
-                        r.handle_client(local, ADMIN_CONN, req);
-                        self.report.transfers += 1;
-                    }
-                    self.drain_node(l);
-                }
-            }
-            _ => {
-                let victim = self.current_leader().filter(|_| self.random(2) == 0);
-                let victim = victim.unwrap_or_else(|| self.random(n as u64) as usize);
-                let until = self.now + self.range((100_000, 1_500_000));
-                self.nodes[victim].paused_until = self.nodes[victim].paused_until.max(until);
-                self.report.pauses += 1;
-                self.note(|| format!("n{} paused until {until}", victim + 1));
-            }
-        }
-    }
-
-    fn links_changed(&mut self, what: &'static str) {
-        self.report.partitions += 1;
-        self.link_epoch += 1;
-        let epoch = self.link_epoch;
-        let at = self.now + self.range((100_000, 2_000_000));
-        self.schedule(at, Ev::HealLinks { epoch });
-        self.note(|| what.to_string());
+        self.drain_node(l);
     }
 
     fn crash_one(&mut self) {
-        let down = self.nodes.iter().filter(|n| n.replica.is_none()).count();
+        let down = self.world.nodes.iter().filter(|n| n.process.is_none()).count();
         // Keep a quorum of 3 (one down) or 5 (two down) alive.
         if down >= (self.cfg.nodes as usize - 1) / 2 {
             return;
         }
-        let leader = self.current_leader().filter(|_| self.random(2) == 0);
-        let up: Vec<usize> = (0..self.nodes.len()).filter(|i| self.nodes[*i].replica.is_some()).collect();
-        let victim = leader.unwrap_or_else(|| up[self.random(up.len() as u64) as usize]);
-        let n = &mut self.nodes[victim];
-        n.replica = None;
-        n.incarnation += 1;
-        n.disk.lose_unconfirmed();
-        n.timer_generation += 1;
-        n.timer_at = u64::MAX;
+        let leader = self.world.leader().filter(|_| self.world.random(2) == 0);
+        let up: Vec<usize> =
+            (0..self.world.nodes.len()).filter(|i| self.world.nodes[*i].process.is_some()).collect();
+        let victim = leader.unwrap_or_else(|| up[self.world.random(up.len() as u64) as usize]);
+        self.world.nodes[victim].kill();
         self.report.crashes += 1;
         self.note(|| format!("n{} crashed", victim + 1));
         // Its client connections break.
-        let now = Instant::from_micros(self.now);
+        let now = Instant::from_micros(self.world.now);
         for c in 0..self.clients.len() {
             self.clients[c].client.handle_disconnect(now, Peer(victim as u32));
             self.drain_client(c);
         }
-        let at = self.now + self.range((50_000, 1_500_000));
-        self.schedule(at, Ev::Restart { node: victim });
+        let at = self.world.now + self.world.range((50_000, 1_500_000));
+        self.world.schedule(at, Ev::Restart { node: victim });
     }
 
-    fn heal_everything(&mut self) {
-        self.chaos_on = false;
-        self.net.heal();
-        self.net.stop_loss();
-        self.link_epoch += 1;
-        for i in 0..self.nodes.len() {
-            self.nodes[i].paused_until = 0;
-            if self.nodes[i].replica.is_none() {
-                let persisted = self.nodes[i].disk.persisted();
-                self.boot(i, Start::Restart(persisted));
-            }
+    /// After the world healed: everything down restarts.
+    fn healed(&mut self) {
+        for i in 0..self.world.nodes.len() {
+            self.restart(i);
         }
-        self.healed_at = Some(self.now);
-        self.workload.healed(self.now);
-        self.note(|| "healed".into());
+        self.workload.healed(self.world.now);
     }
 }
 
@@ -863,14 +633,6 @@ pub fn run_seed(seed: u64) -> Result<Report, Violation> {
 
 /// Runs `cfg`, turning a panic anywhere into a violation that names the seed.
 pub fn run(cfg: PsimConfig) -> Result<Report, Violation> {
-    let replay = cfg.replay_command();
-    let seed = cfg.seed;
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Psim::new(cfg).run())).unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string()))
-            .unwrap_or_default();
-        Err(Violation { seed, property: "no panic", detail: msg, at_us: 0, replay, trace_tail: Vec::new() })
-    })
+    let (seed, replay) = (cfg.seed, cfg.replay_command());
+    catching_panics(seed, replay, || Psim::new(cfg).run())
 }

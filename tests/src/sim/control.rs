@@ -22,25 +22,25 @@ impl Sim {
     /// A cluster for `cfg` with chaos and background clients switched off.
     pub fn with_config(cfg: SimConfig) -> Self {
         let mut sim = Self::new(cfg);
-        sim.chaos_on = false;
+        sim.world.chaos_on = false;
         sim
     }
 
     /// Current virtual time, µs.
     pub fn now_us(&self) -> u64 {
-        self.now
+        self.world.now
     }
 
     /// Processes events up to `us` from now. Fails on the first safety violation.
     pub fn run_for(&mut self, us: u64) -> Result<(), Violation> {
-        let end = self.now + us;
+        let end = self.world.now + us;
         self.run_until_time(end, |_| false).map(|_| ())
     }
 
     /// Processes events until `done` holds (checked after each step) or `max_us` pass.
     /// Returns whether `done` was reached.
     pub fn run_until(&mut self, max_us: u64, done: impl FnMut(&Self) -> bool) -> Result<bool, Violation> {
-        let end = self.now + max_us;
+        let end = self.world.now + max_us;
         self.run_until_time(end, done)
     }
 
@@ -48,14 +48,7 @@ impl Sim {
         if done(self) {
             return Ok(true);
         }
-        while let Some(next) = self.queue.peek() {
-            if next.0.at > end {
-                break;
-            }
-            let Some(std::cmp::Reverse(next)) = self.queue.pop() else { break };
-            self.now = next.at;
-            self.report.steps += 1;
-            self.handle(next.event);
+        while self.step(end) {
             if let Some((property, detail)) = self.checker.take_violation() {
                 return Err(self.violation(property, detail));
             }
@@ -63,18 +56,18 @@ impl Sim {
                 return Ok(true);
             }
         }
-        self.now = self.now.max(end);
+        self.world.now = self.world.now.max(end);
         Ok(false)
     }
 
     /// The running node with this id.
     pub fn node(&self, id: u64) -> Option<&Node<RegisterMachine>> {
-        self.nodes.get(id as usize - 1)?.node.as_ref()
+        self.world.nodes.get(id as usize - 1)?.process.as_ref()
     }
 
     /// Ids of running nodes.
     pub fn running(&self) -> Vec<u64> {
-        (1..=self.nodes.len() as u64).filter(|id| self.node(*id).is_some()).collect()
+        (1..=self.world.nodes.len() as u64).filter(|id| self.node(*id).is_some()).collect()
     }
 
     /// The id of the live leader with the highest term.
@@ -97,23 +90,23 @@ impl Sim {
 
     /// Cuts node `id` off from every other node, both directions.
     pub fn isolate(&mut self, id: u64) {
-        self.net.isolate(id as usize - 1);
+        self.world.net.isolate(id as usize - 1);
     }
 
     /// Splits the cluster: `side` on one side, everyone else on the other.
     pub fn partition(&mut self, side: &[u64]) {
         let side: BTreeSet<usize> = side.iter().map(|id| *id as usize - 1).collect();
-        self.net.partition(&side);
+        self.world.net.partition(&side);
     }
 
     /// Drops messages from `from` to `to` (one direction only).
     pub fn cut(&mut self, from: u64, to: u64) {
-        self.net.cut_one_way(from as usize - 1, to as usize - 1);
+        self.world.net.cut_one_way(from as usize - 1, to as usize - 1);
     }
 
     /// Restores every link.
     pub fn heal(&mut self) {
-        self.net.heal();
+        self.world.net.heal();
     }
 
     /// Kills node `id`, losing its unconfirmed writes.
@@ -131,8 +124,8 @@ impl Sim {
         self.next_admin_request += 1;
         let rid = RequestId(self.next_admin_request);
         let idx = id as usize - 1;
-        let local = self.nodes[idx].clock.local(self.now);
-        if let Some(node) = self.nodes[idx].node.as_mut() {
+        let local = self.world.local(idx);
+        if let Some(node) = self.world.nodes[idx].process.as_mut() {
             node.handle_request(local, rid, request);
             self.drain(idx);
         }

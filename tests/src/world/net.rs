@@ -34,6 +34,11 @@ impl Net {
         (self.faults.delay_us.0 * k, self.faults.delay_us.1 * k)
     }
 
+    /// How many endpoints the network connects.
+    pub(crate) fn endpoints(&self) -> usize {
+        self.n
+    }
+
     pub(crate) fn blocked(&self, from: usize, to: usize) -> bool {
         self.blocked[from * self.n + to]
     }
