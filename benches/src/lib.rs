@@ -81,7 +81,7 @@ impl MemoryCluster {
             let mut moved = false;
             for node in &mut self.nodes {
                 let mut out = Outbox { queue: &mut self.queue, replies: &mut self.replies };
-                moved |= node.drive(&mut out).unwrap_or(false);
+                moved |= node.drive(&mut out).expect("writes confirmed at once are the ones just asked for");
                 let _ = node.machine_mut().drain_applied();
             }
             while let Some(m) = self.queue.pop_front() {

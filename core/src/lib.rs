@@ -58,7 +58,8 @@
 //!
 //! A host whose storage, network and callers can be called back drains with one call
 //! instead: [`Node::drive`] (or [`server::Replica::drive`]) takes everything out in this
-//! order, confirming writes the host reports durable at once, until every queue is empty.
+//! order, confirming writes the host reports durable at once, until nothing more can
+//! leave (what waits for a write confirmed later stays in the node until then).
 //!
 //! ## A replica and a client
 //!

@@ -59,7 +59,8 @@ impl Default for ServeLimits {
 /// Where a replica's outputs go, for [`Replica::drive`].
 pub trait ReplicaOutputs {
     /// Stores `write`: `true` if it is durable now, `false` if the host confirms it later
-    /// with [`Replica::handle_persisted`].
+    /// with [`Replica::handle_persisted`]. As for [`crate::raft::Outputs::persist`], `true`
+    /// means this write and every earlier one are durable.
     fn persist(&mut self, write: StorageWrite) -> bool;
     /// Sends a Raft message to a peer.
     fn send(&mut self, message: Message);
@@ -386,8 +387,10 @@ impl Replica {
     }
 
     /// Drains every output into `out` in the contract's order (storage first, confirmed
-    /// at once when durable, then peers, clients and events) until nothing is left, as
-    /// [`Node::drive`] does; whether anything came out.
+    /// at once when durable, then peers, clients and events) until nothing more can
+    /// leave, as [`Node::drive`] does; whether anything came out. The opt-in lock and
+    /// machine event recorders are not drained here ([`Replica::poll_lock_event`],
+    /// [`Replica::poll_machine_event`]).
     pub fn drive(&mut self, out: &mut impl ReplicaOutputs) -> Result<bool, NodeError> {
         let mut any = false;
         loop {

@@ -6,7 +6,7 @@
 //! --seed N | --seeds LO..HI   one seed, or a range (default 0..100)
 //! --all-faults                every fault kind in every seed
 //! --bug NAME                  break a rule on purpose (repeatable; expects a violation)
-//! --trace                     keep the trace (printed for one seed, and on a violation)
+//! --trace                     keep the trace and print it (every seed's, and a violation's)
 //! --keep-going                run every seed even after a violation
 //! ```
 //!
@@ -18,6 +18,23 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::process::ExitCode;
 use std::time::Instant;
+
+/// Prints a line on standard output; when the reader went away (`| head`), the program
+/// ends quietly instead of panicking.
+pub fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+        std::process::exit(0);
+    }
+}
+
+/// `println!` for the simulator binaries, through [`say_line`].
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::sweep::say_line(format_args!($($arg)*))
+    };
+}
 
 /// The seeds named by `--seed N` (`flag == "--seed"`) or `--seeds LO..HI`, with `value`
 /// the argument that followed the flag.
@@ -74,7 +91,7 @@ impl SweepArgs {
                 "--keep-going" => out.keep_going = true,
                 "--bug" => out.bugs.push(it.next().ok_or("--bug needs a name")?),
                 "-h" | "--help" => {
-                    println!("{usage}");
+                    crate::say!("{usage}");
                     std::process::exit(0);
                 }
                 flag if options.contains(&flag) => {
@@ -143,7 +160,7 @@ pub fn sweep<R>(
                 if args.trace {
                     // The whole trace (the violation repeats its tail).
                     for line in &v.trace {
-                        println!("{line}");
+                        crate::say!("{line}");
                     }
                 }
                 eprintln!("FAILED: {v}");

@@ -40,8 +40,9 @@ fn all_fault_seeds_keep_every_primitive_invariant() {
 /// Seeds that once failed, each with what it found; more are added as sweeps find them.
 /// The two simulators moved into one world (`tests/src/world/`) after 3129 and 7403891
 /// were found, which changed the order of random draws: those two seeds now run other
-/// schedules. 22937 is the seed that, in the merged world, catches the ConnId reuse that
-/// 7403891 found (the only failure in 30,000 seeds with that simulator bug put back).
+/// schedules. 8210 and 14482 are the seeds that, in the merged world, catch the ConnId
+/// reuse that 7403891 found (the only two failures in 40,000 seeds with that simulator
+/// bug put back).
 const REGRESSION_SEEDS: &[(u64, &str)] = &[
     (
         3129,
@@ -57,9 +58,14 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
          a new ConnId",
     ),
     (
-        22937,
+        8210,
         "the same ConnId reuse as 7403891, under the merged world's draws: with one ConnId per \
-         client and node, c0 waited on a latch Await 20 s after healing (liveness)",
+         client and node, c1 waited on a barrier 20 s after healing (liveness)",
+    ),
+    (
+        14482,
+        "the same ConnId reuse as 7403891, under the merged world's draws: c0 waited on a \
+         barrier 20 s after healing (liveness)",
     ),
 ];
 

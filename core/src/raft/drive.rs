@@ -1,8 +1,9 @@
 //! One drain of a node's outputs in the order the run-loop contract demands, for hosts
 //! whose storage, network and callers can be called back: storage first (confirmed at
 //! once when the host's write is already durable), then messages, replies and events,
-//! again and again until every queue is empty — a confirmed write can release held-back
-//! messages, and those can produce more.
+//! again for as long as a round confirmed a write — a confirmed write can release
+//! held-back messages, and those can produce more. What waits for a write the host
+//! confirms later stays in the node until then.
 
 use super::node::{Event, Node, NodeError};
 use super::request::Reply;
@@ -13,7 +14,9 @@ use super::Message;
 /// Where a node's outputs go. The consumer of [`Node::drive`] defines it.
 pub trait Outputs<M: StateMachine> {
     /// Stores `write`: `true` if it is durable now (the node is told at once), `false`
-    /// if the host confirms it later with [`Node::handle_persisted`].
+    /// if the host confirms it later with [`Node::handle_persisted`]. A confirmation
+    /// covers every earlier write too, so answer `true` only when this write and every
+    /// one before it are durable (a host whose writes complete in order always can).
     fn persist(&mut self, write: StorageWrite) -> bool;
     /// Sends a message that may leave now.
     fn send(&mut self, message: Message);
@@ -24,7 +27,9 @@ pub trait Outputs<M: StateMachine> {
 }
 
 impl<M: StateMachine> Node<M> {
-    /// Drains every output into `out` until nothing is left; whether anything came out.
+    /// Drains every output into `out` until nothing more can leave (what waits for an
+    /// unconfirmed write stays); whether anything came out. On an error the drain stops
+    /// where it was.
     /// Bounded: every round empties queues that only the calls here refill, and a round
     /// that confirms no write ends the loop.
     ///

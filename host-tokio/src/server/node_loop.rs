@@ -68,7 +68,9 @@ impl NodeLoop {
                     self.replica.handle_timeout(now);
                 }
             }
-            self.drain();
+            if let Err(e) = self.drain() {
+                break Err(e);
+            }
         };
         self.stop(result)
     }
@@ -127,7 +129,7 @@ impl NodeLoop {
         Ok(())
     }
 
-    fn drain(&mut self) {
+    fn drain(&mut self) -> Result<(), ServerError> {
         let mut out = Sinks {
             storage: self.storage.as_ref(),
             unsynced: &mut self.unsynced,
@@ -137,8 +139,11 @@ impl NodeLoop {
             node: self.cfg.id,
             slow: Vec::new(),
         };
-        // The storage thread confirms writes later: nothing here can fail.
-        let _ = self.replica.drive(&mut out);
+        // The storage thread confirms writes later (`persist` answers `false`), so `drive`
+        // confirms nothing itself; an error would be a core bug, and stops the node.
+        self.replica
+            .drive(&mut out)
+            .map_err(|e| ServerError::Core(format!("storage confirmation refused: {e}")))?;
         for conn in out.slow {
             self.conns.remove(&conn);
             self.replica.handle_disconnect(conn);
@@ -152,6 +157,7 @@ impl NodeLoop {
                 h.observe(us as f64 / 1e6);
             }
         }
+        Ok(())
     }
 
     fn report(&self, items: usize) -> StatusReport {

@@ -11,6 +11,7 @@
 //! `concord_tests::sweep`.
 
 use concord_tests::psim::{self, PsimConfig};
+use concord_tests::say;
 use concord_tests::sweep::{sweep, SweepArgs};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -55,20 +56,21 @@ fn main() -> ExitCode {
         watched += r.watch_events;
         signals += r.signals;
         worst = worst.max(r.recovery_us);
+        // (Empty unless --trace.)
+        for line in std::mem::take(&mut r.trace) {
+            say!("{line}");
+        }
         if one_seed {
-            for line in std::mem::take(&mut r.trace) {
-                println!("{line}");
-            }
-            println!("{r:#?}");
+            say!("{r:#?}");
         }
     });
     let ops: u64 = totals.values().sum();
-    println!("{}", swept.summary(&args.seeds));
-    println!(
+    say!("{}", swept.summary(&args.seeds));
+    say!(
         "  {ops} ops ({unknown} unknown), {lost} sessions lost, {grants} lock grants, {trips} barrier trips, \
          {watched} watch events, {signals} signals; worst recovery {} ms",
         worst / 1000
     );
-    println!("  ops by kind: {totals:?}");
+    say!("  ops by kind: {totals:?}");
     swept.exit_code()
 }

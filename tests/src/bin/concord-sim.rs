@@ -10,6 +10,7 @@
 //! The flags the simulators share and the exit status are described in
 //! `concord_tests::sweep`; this one adds `--append-entries-max N`.
 
+use concord_tests::say;
 use concord_tests::sim::{self, Faults, SimConfig};
 use concord_tests::sweep::{sweep, SweepArgs};
 use std::collections::BTreeMap;
@@ -56,9 +57,9 @@ fn main() -> ExitCode {
     let swept = sweep(&args, run, |report| {
         if args.trace {
             for line in &report.trace {
-                println!("{line}");
+                say!("{line}");
             }
-            println!("trace hash {:016x}", report.trace_hash);
+            say!("trace hash {:016x}", report.trace_hash);
         }
         totals.steps += report.steps;
         totals.ops += report.ops;
@@ -75,8 +76,8 @@ fn main() -> ExitCode {
         totals.unchecked_commits += report.unchecked_commits;
         totals.committed += report.committed;
     });
-    println!("{}", swept.summary(&args.seeds));
-    println!(
+    say!("{}", swept.summary(&args.seeds));
+    say!(
         "  steps={} ops={} (unknown outcome {}) leaders={} crashes={} link-faults={} membership-changes={} \
          transfers={} pauses={} snapshots-installed={} worst-recovery={}ms",
         totals.steps,
@@ -91,12 +92,13 @@ fn main() -> ExitCode {
         totals.snapshots_installed,
         totals.recovery_us / 1000
     );
-    println!("  seeds per fault kind: {kinds:?}");
-    println!(
+    say!("  seeds per fault kind: {kinds:?}");
+    say!(
         "  committed indexes: {} (of which no node showed the checker the entry: {})",
-        totals.committed, totals.unchecked_commits
+        totals.committed,
+        totals.unchecked_commits
     );
     let counters: Vec<String> = totals.metrics.named().iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("  protocol counters: {}", counters.join(" "));
+    say!("  protocol counters: {}", counters.join(" "));
     swept.exit_code()
 }

@@ -65,9 +65,7 @@ impl PsimConfig {
     /// The standard configuration for `seed`, with a fault profile drawn from it.
     pub fn for_seed(seed: u64) -> Self {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x9e37_79b9);
-        let mut faults = Faults::from_seed(seed);
-        // Membership changes are the Raft simulator's business.
-        faults.membership = false;
+        let faults = Self::primitive_faults(Faults::from_seed(seed));
         Self {
             seed,
             nodes: if rng.next_u64() % 3 == 0 { 5 } else { 3 },
@@ -88,9 +86,18 @@ impl PsimConfig {
     /// Every fault kind at once.
     pub fn all_faults(seed: u64) -> Self {
         let mut c = Self::for_seed(seed);
-        c.faults = Faults::all();
-        c.faults.membership = false;
+        c.faults = Self::primitive_faults(Faults::all());
         c
+    }
+
+    /// `faults` as this simulator injects them: no membership changes (the Raft
+    /// simulator's business); link faults up to 2 s (the longer session TTL) and pauses
+    /// up to 1.5 s, so that sessions expire under them.
+    fn primitive_faults(mut faults: Faults) -> Faults {
+        faults.membership = false;
+        faults.link_fault_us = (100_000, 2_000_000);
+        faults.pause_us = (100_000, 1_500_000);
+        faults
     }
 
     /// The command that replays this run.
@@ -186,6 +193,7 @@ enum Ev {
     Peer { to: usize, msg: Box<Message> },
     ToNode { node: usize, client: usize, req: Box<ClientRequest> },
     ToClient { client: usize, node: usize, incarnation: u64, epoch: u64, msg: Box<ServerMessage> },
+    Disconnect { node: usize, incarnation: u64, conn: ConnId },
     NodeTimer { node: usize, generation: u64 },
     DiskDone { node: usize, incarnation: u64 },
     ClientTimer { client: usize, generation: u64 },
@@ -198,9 +206,10 @@ impl Ev {
     fn node(&self) -> Option<usize> {
         match self {
             Self::Peer { to, .. } => Some(*to),
-            Self::ToNode { node, .. } | Self::NodeTimer { node, .. } | Self::DiskDone { node, .. } => {
-                Some(*node)
-            }
+            Self::ToNode { node, .. }
+            | Self::NodeTimer { node, .. }
+            | Self::DiskDone { node, .. }
+            | Self::Disconnect { node, .. } => Some(*node),
             Self::ToClient { .. }
             | Self::ClientTimer { .. }
             | Self::ClientAct { .. }
@@ -237,7 +246,10 @@ impl Psim {
     pub fn new(cfg: PsimConfig) -> Self {
         let n = cfg.nodes as usize;
         // The network's endpoints: nodes first, then clients.
-        let mut world = World::new(cfg.seed, cfg.faults.clone(), n, cfg.clients, cfg.trace);
+        // Membership changes are the Raft simulator's business, whatever the faults say.
+        let mut faults = cfg.faults.clone();
+        faults.membership = false;
+        let mut world = World::new(cfg.seed, faults, n, cfg.clients, cfg.trace);
         let node_ids: Vec<NodeId> = (1..=cfg.nodes).map(NodeId).collect();
         let clients = (0..cfg.clients)
             .map(|c| {
@@ -311,7 +323,7 @@ impl Psim {
                 Due::Event(ev) => self.handle(ev),
                 Due::Fault(Fault::Crash) => self.crash_one(),
                 Due::Fault(Fault::Transfer) => self.transfer(),
-                // Membership changes are the Raft simulator's business (off in every run).
+                // Never drawn: membership changes are off in this world.
                 Due::Fault(Fault::Membership) | Due::Nothing => {}
                 Due::Healed => self.healed(),
             }
@@ -345,11 +357,11 @@ impl Psim {
         self.report.steps = self.world.steps;
         self.report.partitions = self.world.link_faults;
         self.report.pauses = self.world.pauses;
-        self.report.trace = std::mem::take(&mut self.world.trace);
         self.workload.report(&mut self.report);
         if let Err((p, d)) = self.workload.final_checks() {
             return Err(self.violation(p, d));
         }
+        self.report.trace = std::mem::take(&mut self.world.trace);
         Ok(self.report)
     }
 
@@ -372,10 +384,9 @@ impl Psim {
                     // A connection that cannot deliver breaks, and both ends notice (as a
                     // TCP connection times out): nothing is silently skipped in a stream.
                     self.clients[client].client.handle_disconnect(now, Peer(node as u32));
+                    // The node notices too, when it next runs (a paused one after it resumes).
                     let conn = self.conn_id(client, epoch);
-                    if let Some(r) = self.world.nodes[node].process.as_mut() {
-                        r.handle_disconnect(conn);
-                    }
+                    self.world.schedule(self.world.now, Ev::Disconnect { node, incarnation, conn });
                     self.drain_client(client);
                     return;
                 }
@@ -411,6 +422,16 @@ impl Psim {
                     self.world.schedule(at + delay, Ev::ClientAct { client });
                 }
                 self.drain_client(client);
+            }
+            Ev::Disconnect { node, incarnation, conn } => {
+                // The node's side of a broken client connection.
+                if self.world.nodes[node].incarnation != incarnation {
+                    return;
+                }
+                if let Some(r) = self.world.nodes[node].process.as_mut() {
+                    r.handle_disconnect(conn);
+                }
+                self.drain_node(node);
             }
             Ev::Restart { node } => self.restart(node),
         }
@@ -580,7 +601,9 @@ impl Psim {
     /// Asks the leader to hand leadership to another node, through the client protocol
     /// as `concord transfer-leader` does.
     fn transfer(&mut self) {
-        let Some(l) = self.world.leader() else { return };
+        let Some(l) = self.world.leader().filter(|l| !self.world.paused(*l)) else {
+            return; // A paused process cannot be asked anything.
+        };
         let n = self.cfg.nodes;
         let target = NodeId((l as u64 + 1 + self.world.random(n - 1)) % n + 1);
         let local = self.world.local(l);

@@ -66,6 +66,10 @@ pub struct Faults {
     pub disk_latency_us: (u64, u64),
     /// Mean interval between chaos actions, µs.
     pub chaos_interval_us: u64,
+    /// How long a link fault lasts before it heals by itself, µs.
+    pub link_fault_us: (u64, u64),
+    /// How long a process pause lasts, µs.
+    pub pause_us: (u64, u64),
 }
 
 impl Faults {
@@ -86,6 +90,8 @@ impl Faults {
             drift_ppm: 0,
             disk_latency_us: (100, 500),
             chaos_interval_us: 200_000,
+            link_fault_us: LINK_FAULT_US,
+            pause_us: PAUSE_US,
         }
     }
 
@@ -133,6 +139,8 @@ impl Faults {
             drift_ppm: 10_000,
             disk_latency_us: (500, 8_000),
             chaos_interval_us: 200_000,
+            link_fault_us: LINK_FAULT_US,
+            pause_us: PAUSE_US,
         }
     }
 
@@ -425,9 +433,9 @@ impl ReplicaOutputs for Drained<(ConnId, ServerMessage), Event<()>> {
     }
 }
 
-/// How long a link fault lasts before it heals by itself, µs.
+/// How long a link fault lasts before it heals by itself, µs, unless a run says otherwise.
 const LINK_FAULT_US: (u64, u64) = (100_000, 1_500_000);
-/// How long a process pause lasts, µs.
+/// How long a process pause lasts, µs, unless a run says otherwise.
 const PAUSE_US: (u64, u64) = (100_000, 1_000_000);
 /// A paused process works through its backlog in no particular order: each held-back
 /// event is handled up to this long after it resumes, µs.
@@ -677,7 +685,7 @@ impl<E, P: Process> World<E, P> {
                 // The leader half of the time, so that pauses hit the one that matters.
                 let victim = leader.filter(|_| self.random(2) == 0);
                 let victim = victim.unwrap_or_else(|| self.random(n as u64) as usize);
-                let until = self.now + self.range(PAUSE_US);
+                let until = self.now + self.range(self.faults.pause_us);
                 self.paused_until[victim] = self.paused_until[victim].max(until);
                 self.pauses += 1;
                 self.trace(|| format!("n{} paused until {until}", victim + 1), &[13, victim as u64, until]);
@@ -690,7 +698,7 @@ impl<E, P: Process> World<E, P> {
         self.link_faults += 1;
         self.link_epoch += 1;
         let epoch = self.link_epoch;
-        let at = self.now + self.range(LINK_FAULT_US);
+        let at = self.now + self.range(self.faults.link_fault_us);
         self.schedule_step(at, Step::HealLinks { epoch });
         self.trace(|| what.to_string(), &[4, epoch]);
     }
