@@ -178,16 +178,18 @@ impl Replica {
     /// only, what a metrics endpoint needs, at constant cost).
     pub fn report(&self, items_max: usize) -> ReplicaReport {
         let machine = self.node.machine();
-        let mut sessions = match machine.read(&Query { session: None, op: QueryOp::Sessions }) {
-            Ok(Reply::Sessions(s)) if items_max > 0 => s,
-            _ => Vec::new(),
-        };
-        sessions.truncate(items_max);
+        let mut sessions = Vec::new();
+        if items_max > 0 {
+            if let Ok(Reply::Sessions(s)) = machine.read(&Query { session: None, op: QueryOp::Sessions }) {
+                sessions = s;
+                sessions.truncate(items_max);
+            }
+        }
         ReplicaReport {
             raft: self.node.status(),
             metrics: *self.node.metrics(),
             primitives: machine.view_limited(items_max),
-            sessions_open: machine.sessions().count(),
+            sessions_open: machine.session_count(),
             sessions,
             cluster: self.cluster_view(),
         }

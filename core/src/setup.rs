@@ -54,14 +54,18 @@ pub enum SetupError {
         /// The frame limit.
         frame_bytes_max: usize,
     },
-    /// The largest value a limit allows, with its key and framing, does not fit a frame:
-    /// a watch event or signal carrying it could never be delivered.
+    /// The largest value a limit allows, with its key and framing, does not fit a
+    /// proposal (at most half a frame): a write of it could never be committed, nor a
+    /// watch event or signal carrying it delivered.
     ValueDoesNotFit {
-        /// The frame limit.
-        frame_bytes_max: usize,
+        /// What a proposal may hold (`proposal_bytes_max`, itself at most half a frame).
+        proposal_bytes_max: usize,
         /// What the largest value needs.
         needed: usize,
     },
+    /// A Raft message size (`append_bytes_max`, `snapshot_chunk_bytes` or
+    /// `proposal_bytes_max`, named) exceeds half of `frame_bytes_max`.
+    RaftMessageTooLarge(&'static str),
     /// A client-facing limit is zero.
     Serve(&'static str),
     /// The node could not be created from its stored state.
@@ -76,11 +80,12 @@ impl fmt::Display for SetupError {
             Self::FrameTooSmall { frame_bytes_max } => {
                 write!(f, "frame_bytes_max ({frame_bytes_max}) must be at least {FRAME_BYTES_MIN}")
             }
-            Self::ValueDoesNotFit { frame_bytes_max, needed } => write!(
+            Self::ValueDoesNotFit { proposal_bytes_max, needed } => write!(
                 f,
-                "frame_bytes_max ({frame_bytes_max}) must exceed the largest value limit with its key and \
-                 framing ({needed})"
+                "the largest value limit with its key and framing ({needed} bytes) must fit a proposal \
+                 (proposal_bytes_max {proposal_bytes_max}, at most half of frame_bytes_max)"
             ),
+            Self::RaftMessageTooLarge(what) => write!(f, "{what} must be at most half of frame_bytes_max"),
             Self::Serve(what) => write!(f, "{what} must be at least 1"),
             Self::Node(e) => write!(f, "the node cannot start: {e}"),
         }
@@ -124,9 +129,19 @@ impl NodeSetup {
         self.limits.validate().map_err(|e| SetupError::Limits(e.to_string()))?;
         let l = &self.limits;
         let largest = l.kv_value_bytes_max.max(l.reference_bytes_max).max(l.signal_payload_bytes_max);
+        let r = &self.raft;
+        let half = frame / 2;
+        let sizes = [
+            ("append_bytes_max", r.append_bytes_max),
+            ("snapshot_chunk_bytes", r.snapshot_chunk_bytes),
+            ("proposal_bytes_max", r.proposal_bytes_max),
+        ];
+        if let Some((what, _)) = sizes.into_iter().find(|(_, size)| *size > half) {
+            return Err(SetupError::RaftMessageTooLarge(what));
+        }
         let needed = largest.saturating_add(2 * l.name_bytes_max).saturating_add(FRAME_OVERHEAD_BYTES);
-        if needed > frame {
-            return Err(SetupError::ValueDoesNotFit { frame_bytes_max: frame, needed });
+        if needed > r.proposal_bytes_max {
+            return Err(SetupError::ValueDoesNotFit { proposal_bytes_max: r.proposal_bytes_max, needed });
         }
         self.raft.validate().map_err(|e| SetupError::Raft(e.to_string()))
     }
@@ -185,8 +200,12 @@ mod tests {
             NodeSetup { serve: ServeLimits { frame_bytes_max: 100, ..ServeLimits::default() }, ..setup() };
         assert_eq!(small.validate(), Err(SetupError::FrameTooSmall { frame_bytes_max: 100 }));
         let mut big = setup();
-        big.limits.kv_value_bytes_max = big.serve.frame_bytes_max;
+        // Fits a frame, but not a proposal (half a frame): no put of it could commit.
+        big.limits.kv_value_bytes_max = big.serve.frame_bytes_max * 3 / 4;
         assert!(matches!(big.validate(), Err(SetupError::ValueDoesNotFit { .. })));
+        let mut chunk = setup();
+        chunk.raft.snapshot_chunk_bytes = chunk.serve.frame_bytes_max;
+        assert_eq!(chunk.validate(), Err(SetupError::RaftMessageTooLarge("snapshot_chunk_bytes")));
         let mut streams = setup();
         streams.serve.streams_per_connection_max = 0;
         assert_eq!(streams.validate(), Err(SetupError::Serve("streams_per_connection_max")));

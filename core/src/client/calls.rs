@@ -389,15 +389,11 @@ impl Semaphore {
         Self { name: name.into() }
     }
 
-    fn op(&self, op: SemaphoreOp) -> Op {
-        Op::Semaphore(op)
-    }
-
     /// Creates it with `permits` owned by sessions (returned when a session is lost)
     /// → whether it was created now (`false`: it existed, and is left as it was).
     pub fn init(&self, permits: u64) -> Call<bool> {
         Call::command(
-            self.op(SemaphoreOp::Init { name: self.name.clone(), permits, sessionless: false }),
+            Op::Semaphore(SemaphoreOp::Init { name: self.name.clone(), permits, sessionless: false }),
             boolean,
         )
     }
@@ -405,7 +401,7 @@ impl Semaphore {
     /// Creates it with permits that belong to no session.
     pub fn init_sessionless(&self, permits: u64) -> Call<bool> {
         Call::command(
-            self.op(SemaphoreOp::Init { name: self.name.clone(), permits, sessionless: true }),
+            Op::Semaphore(SemaphoreOp::Init { name: self.name.clone(), permits, sessionless: true }),
             boolean,
         )
     }
@@ -414,27 +410,27 @@ impl Semaphore {
     /// [`Semaphore::release`].
     pub fn acquire(&self, permits: u64, timeout: Option<Duration>) -> Call<()> {
         let op = SemaphoreOp::Acquire { name: self.name.clone(), permits, timeout_ms: millis(timeout) };
-        Call::command(self.op(op), unit)
+        Call::command(Op::Semaphore(op), unit)
     }
 
     /// Gives back `permits`.
     pub fn release(&self, permits: u64) -> Call<()> {
-        Call::command(self.op(SemaphoreOp::Release { name: self.name.clone(), permits }), unit)
+        Call::command(Op::Semaphore(SemaphoreOp::Release { name: self.name.clone(), permits }), unit)
     }
 
     /// Takes every available permit → how many.
     pub fn drain(&self) -> Call<u64> {
-        Call::command(self.op(SemaphoreOp::Drain { name: self.name.clone() }), count)
+        Call::command(Op::Semaphore(SemaphoreOp::Drain { name: self.name.clone() }), count)
     }
 
     /// Adds `permits` to the pool.
     pub fn increase(&self, permits: u64) -> Call<()> {
-        Call::command(self.op(SemaphoreOp::Increase { name: self.name.clone(), permits }), unit)
+        Call::command(Op::Semaphore(SemaphoreOp::Increase { name: self.name.clone(), permits }), unit)
     }
 
     /// Removes `permits` from the pool (availability may go negative).
     pub fn reduce(&self, permits: u64) -> Call<()> {
-        Call::command(self.op(SemaphoreOp::Reduce { name: self.name.clone(), permits }), unit)
+        Call::command(Op::Semaphore(SemaphoreOp::Reduce { name: self.name.clone(), permits }), unit)
     }
 
     /// Permits available now (0 if never created).
@@ -553,10 +549,6 @@ impl Counter {
         Self { name: name.into() }
     }
 
-    fn op(&self, op: LongOp) -> Op {
-        Op::Long(op)
-    }
-
     /// The value.
     pub fn get(&self) -> Call<i64> {
         Call::read(QueryOp::Long(LongQuery::Get { name: self.name.clone() }), long)
@@ -564,22 +556,22 @@ impl Counter {
 
     /// Sets the value.
     pub fn set(&self, value: i64) -> Call<()> {
-        Call::command(self.op(LongOp::Set { name: self.name.clone(), value }), unit)
+        Call::command(Op::Long(LongOp::Set { name: self.name.clone(), value }), unit)
     }
 
     /// Sets the value → the previous one.
     pub fn get_and_set(&self, value: i64) -> Call<i64> {
-        Call::command(self.op(LongOp::GetAndSet { name: self.name.clone(), value }), long)
+        Call::command(Op::Long(LongOp::GetAndSet { name: self.name.clone(), value }), long)
     }
 
     /// Adds `delta` → the new value.
     pub fn add(&self, delta: i64) -> Call<i64> {
-        Call::command(self.op(LongOp::AddAndGet { name: self.name.clone(), delta }), long)
+        Call::command(Op::Long(LongOp::AddAndGet { name: self.name.clone(), delta }), long)
     }
 
     /// Adds `delta` → the previous value.
     pub fn get_and_add(&self, delta: i64) -> Call<i64> {
-        Call::command(self.op(LongOp::GetAndAdd { name: self.name.clone(), delta }), long)
+        Call::command(Op::Long(LongOp::GetAndAdd { name: self.name.clone(), delta }), long)
     }
 
     /// Adds one → the new value.
@@ -594,22 +586,22 @@ impl Counter {
 
     /// Sets `update` if the value is `expect` → whether it did.
     pub fn compare_and_set(&self, expect: i64, update: i64) -> Call<bool> {
-        Call::command(self.op(LongOp::CompareAndSet { name: self.name.clone(), expect, update }), boolean)
+        Call::command(Op::Long(LongOp::CompareAndSet { name: self.name.clone(), expect, update }), boolean)
     }
 
     /// Replaces the value with `f(value)`.
     pub fn alter(&self, f: LongFn) -> Call<()> {
-        Call::command(self.op(LongOp::Alter { name: self.name.clone(), f }), unit)
+        Call::command(Op::Long(LongOp::Alter { name: self.name.clone(), f }), unit)
     }
 
     /// Replaces the value with `f(value)` → the new value.
     pub fn alter_and_get(&self, f: LongFn) -> Call<i64> {
-        Call::command(self.op(LongOp::AlterAndGet { name: self.name.clone(), f }), long)
+        Call::command(Op::Long(LongOp::AlterAndGet { name: self.name.clone(), f }), long)
     }
 
     /// Replaces the value with `f(value)` → the previous value.
     pub fn get_and_alter(&self, f: LongFn) -> Call<i64> {
-        Call::command(self.op(LongOp::GetAndAlter { name: self.name.clone(), f }), long)
+        Call::command(Op::Long(LongOp::GetAndAlter { name: self.name.clone(), f }), long)
     }
 
     /// `f(value)`, computed without storing it.
@@ -630,22 +622,14 @@ impl Reference {
         Self { name: name.into() }
     }
 
-    fn op(&self, op: RefOp) -> Op {
-        Op::Ref(op)
-    }
-
-    fn query(&self, q: RefQuery) -> QueryOp {
-        QueryOp::Ref(q)
-    }
-
     /// The value.
     pub fn get(&self) -> Call<Option<Vec<u8>>> {
-        Call::read(self.query(RefQuery::Get { name: self.name.clone() }), value)
+        Call::read(QueryOp::Ref(RefQuery::Get { name: self.name.clone() }), value)
     }
 
     /// Sets the value (`None` clears it).
     pub fn set(&self, value: Option<Vec<u8>>) -> Call<()> {
-        Call::command(self.op(RefOp::Set { name: self.name.clone(), value }), unit)
+        Call::command(Op::Ref(RefOp::Set { name: self.name.clone(), value }), unit)
     }
 
     /// Clears the value.
@@ -655,43 +639,43 @@ impl Reference {
 
     /// Sets the value → the previous one.
     pub fn get_and_set(&self, value: Option<Vec<u8>>) -> Call<Option<Vec<u8>>> {
-        Call::command(self.op(RefOp::GetAndSet { name: self.name.clone(), value }), self::value)
+        Call::command(Op::Ref(RefOp::GetAndSet { name: self.name.clone(), value }), self::value)
     }
 
     /// Sets `update` if the value equals `expect` (`None`: if it is null) → whether it
     /// did.
     pub fn compare_and_set(&self, expect: Option<Vec<u8>>, update: Option<Vec<u8>>) -> Call<bool> {
-        Call::command(self.op(RefOp::CompareAndSet { name: self.name.clone(), expect, update }), boolean)
+        Call::command(Op::Ref(RefOp::CompareAndSet { name: self.name.clone(), expect, update }), boolean)
     }
 
     /// Replaces the value with `f(value)`.
     pub fn alter(&self, f: RefFn) -> Call<()> {
-        Call::command(self.op(RefOp::Alter { name: self.name.clone(), f }), unit)
+        Call::command(Op::Ref(RefOp::Alter { name: self.name.clone(), f }), unit)
     }
 
     /// Replaces the value with `f(value)` → the new value.
     pub fn alter_and_get(&self, f: RefFn) -> Call<Option<Vec<u8>>> {
-        Call::command(self.op(RefOp::AlterAndGet { name: self.name.clone(), f }), value)
+        Call::command(Op::Ref(RefOp::AlterAndGet { name: self.name.clone(), f }), value)
     }
 
     /// Replaces the value with `f(value)` → the previous value.
     pub fn get_and_alter(&self, f: RefFn) -> Call<Option<Vec<u8>>> {
-        Call::command(self.op(RefOp::GetAndAlter { name: self.name.clone(), f }), value)
+        Call::command(Op::Ref(RefOp::GetAndAlter { name: self.name.clone(), f }), value)
     }
 
     /// Whether the value is null.
     pub fn is_null(&self) -> Call<bool> {
-        Call::read(self.query(RefQuery::IsNull { name: self.name.clone() }), boolean)
+        Call::read(QueryOp::Ref(RefQuery::IsNull { name: self.name.clone() }), boolean)
     }
 
     /// Whether the value equals `value`.
     pub fn contains(&self, value: Option<Vec<u8>>) -> Call<bool> {
-        Call::read(self.query(RefQuery::Contains { name: self.name.clone(), value }), boolean)
+        Call::read(QueryOp::Ref(RefQuery::Contains { name: self.name.clone(), value }), boolean)
     }
 
     /// `f(value)`, computed without storing it.
     pub fn apply(&self, f: RefFn) -> Call<Option<Vec<u8>>> {
-        Call::read(self.query(RefQuery::Apply { name: self.name.clone(), f }), value)
+        Call::read(QueryOp::Ref(RefQuery::Apply { name: self.name.clone(), f }), value)
     }
 }
 

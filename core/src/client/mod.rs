@@ -466,6 +466,11 @@ impl Client {
                 }
             }
             (Kind::Watch { .. } | Kind::Observe { .. }, _) => self.cancel(now, op),
+            // A read or admin request in flight grants nothing: its answer is ignored.
+            (Kind::Query { .. } | Kind::Admin(_), _) => {
+                self.ops.remove(&op);
+                self.requests.retain(|_, (o, _)| *o != op);
+            }
             _ => {
                 self.abandoned.insert(op);
             }
@@ -475,8 +480,20 @@ impl Client {
     /// Gives back what a reply granted ([`ClientEvent::Done`]'s `releases`) in `session`,
     /// for a host that learnt only on delivery that nobody waits for it any more.
     pub fn give_back(&mut self, now: Instant, releases: Vec<Op>, session: SessionId) {
+        self.now = self.now.max(now);
+        self.queue_releases(releases, session);
+        self.flush();
+    }
+
+    /// Queues the releases of a grant nobody took, in `session`. Not counted against
+    /// `operations_max`: a grant must go back even while callers fill the client, and
+    /// each grant has a bounded number of releases.
+    fn queue_releases(&mut self, releases: Vec<Op>, session: SessionId) {
         for op in releases {
-            self.submit_in(now, op, session);
+            let id = self.new_op_id();
+            let kind = Kind::Command { op, seq: 0 };
+            self.ops
+                .insert(id, Pending { kind, phase: Phase::Waiting { at: self.now }, session: Some(session) });
         }
     }
 
@@ -1014,7 +1031,7 @@ impl Client {
         if self.abandoned.remove(&id) {
             // Nobody takes the grant: give it back, in the session that got it.
             if let Some(s) = session {
-                self.give_back(self.now, releases, s);
+                self.queue_releases(releases, s); // Sent by the flush after this message.
             }
             return;
         }
@@ -1076,6 +1093,8 @@ impl Client {
                     );
                 }
                 Kind::KeepAlive | Kind::CloseExtra(_) => {}
+                // A failed command granted nothing, and its caller is gone.
+                _ if self.abandoned.remove(&id) => {}
                 _ => self.events.push_back(ClientEvent::Failed { op: id, error }),
             }
         }

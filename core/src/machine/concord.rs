@@ -104,6 +104,11 @@ impl Concord {
         self.state.sessions.map.contains_key(&session)
     }
 
+    /// How many sessions are open.
+    pub fn session_count(&self) -> usize {
+        self.state.sessions.map.len()
+    }
+
     /// The open sessions.
     pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
         self.state.sessions.map.keys().copied()

@@ -215,19 +215,13 @@ pub enum LockEvent {
     },
 }
 
-/// Grants `name` to `session` at `fx`'s entry, recording the event.
-fn grant(
-    fx: &mut Fx<'_>,
-    name: &str,
-    state: &mut LockState,
-    session: SessionId,
-    fence: Fence,
-    queued_at: Instant,
-) {
+/// Grants `name` to `session` at `fx`'s entry, recording the event. The fence is the
+/// entry's index ([`Fx::fence`]), above every earlier grant's.
+fn grant(fx: &mut Fx<'_>, name: &str, state: &mut LockState, session: SessionId, queued_at: Instant) {
     // Pairs with the free-lock check of every grant path: ownership passes only from
-    // nobody, and the fence is this entry's index, above every earlier grant's.
+    // nobody.
     debug_assert!(state.holder.is_none() || fx.rules_broken(), "lock {name} granted while held");
-    debug_assert_eq!(fence, fx.fence(), "the fence of a grant is its entry's index");
+    let fence = fx.fence();
     state.holder = Some(Hold { session, fence, count: 1, since: fx.time });
     let waited_us = fx.time.saturating_since_us(queued_at);
     fx.events.push(Event::Lock(LockEvent::Granted { name: name.into(), session, fence, waited_us }));
@@ -415,7 +409,7 @@ impl Locks {
             let now = fx.time;
             for n in names {
                 let state = self.locks.entry(n.clone()).or_default();
-                grant(fx, &n, state, session, fence, now);
+                grant(fx, &n, state, session, now);
             }
             return Ok(Step::Done(Ok(Reply::Fence(fence))));
         }
@@ -450,7 +444,7 @@ impl Locks {
         if state.holder.is_none() && state.queue.is_empty() {
             let fence = fx.fence();
             let now = fx.time;
-            grant(fx, &name, state, session, fence, now);
+            grant(fx, &name, state, session, now);
             return Ok(Step::Done(Ok(Reply::Fence(fence))));
         }
         if let Err(e) = check_waiters(fx.limits, state.queue.len()) {
@@ -567,7 +561,7 @@ impl Locks {
             for n in &ticket.names {
                 if let Some(s) = self.locks.get_mut(n) {
                     s.queue.pop_front();
-                    grant(fx, n, s, ticket.session, fence, ticket.since);
+                    grant(fx, n, s, ticket.session, ticket.since);
                 }
             }
             if let Some(seq) = ticket.pending {

@@ -29,7 +29,7 @@ pub(super) enum Received {
     /// The snapshot is larger than this node accepts; nothing was kept.
     TooLarge,
     /// The chunk was dropped without an answer: it runs past the announced size (forged or
-    /// corrupt), or it completes nothing this node holds.
+    /// corrupt).
     Dropped,
 }
 
@@ -62,25 +62,23 @@ impl IncomingSnapshot {
             // already arrived.
             self.partial = Some(Partial { meta: meta.clone(), total, data: Vec::new() });
         }
-        let received = match &mut self.partial {
-            Some(p) if p.meta == meta && p.total == total && p.data.len() as u64 == offset => {
-                if offset + data.len() as u64 > total {
-                    self.partial = None;
-                    return Received::Dropped;
-                }
-                p.data.extend_from_slice(data);
-                p.data.len() as u64
-            }
-            Some(p) if p.meta == meta => p.data.len() as u64,
-            _ => 0,
+        // Only the snapshot held, as announced when it started, can be continued: a chunk
+        // naming another size for it is not counted towards it.
+        let Some(mut p) = self.partial.take_if(|p| p.meta == meta && p.total == total) else {
+            return Received::Holding { next_offset: 0 };
         };
-        if received < total {
-            return Received::Holding { next_offset: received };
+        if p.data.len() as u64 == offset {
+            if offset + data.len() as u64 > total {
+                return Received::Dropped; // And what was held goes with it.
+            }
+            p.data.extend_from_slice(data);
         }
-        match self.partial.take() {
-            Some(p) => Received::Complete(Snapshot { meta: p.meta, data: p.data }),
-            None => Received::Dropped,
+        if (p.data.len() as u64) < p.total {
+            let next_offset = p.data.len() as u64;
+            self.partial = Some(p);
+            return Received::Holding { next_offset };
         }
+        Received::Complete(Snapshot { meta: p.meta, data: p.data })
     }
 }
 
@@ -142,5 +140,14 @@ mod tests {
         s.receive(meta(5), 0, 6, b"abc", MAX);
         assert_eq!(s.receive(meta(5), 3, 6, b"defg", MAX), Received::Dropped);
         assert_eq!(s.receive(meta(5), 3, 6, b"def", MAX), holding(0), "the overrun discarded the rest");
+    }
+
+    #[test]
+    fn a_chunk_naming_another_size_never_completes_what_is_held() {
+        let mut s = IncomingSnapshot::default();
+        assert_eq!(s.receive(meta(5), 0, 10, b"abcdef", MAX), holding(6));
+        // Same snapshot, a smaller total than the 6 bytes held: not whole, not installed.
+        assert_eq!(s.receive(meta(5), 6, 5, b"", MAX), holding(0));
+        assert_eq!(s.receive(meta(5), 6, 10, b"ghij", MAX), complete(5, b"abcdefghij"));
     }
 }

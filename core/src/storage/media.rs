@@ -78,7 +78,7 @@ impl MemMedia {
 
     /// Bytes in unsynced appends, over every segment.
     pub fn unsynced_bytes(&self) -> usize {
-        self.segments.values().map(|s| s.bytes.len() - s.synced.unwrap_or(0)).sum()
+        self.segments.values().map(|s| s.bytes.len().saturating_sub(s.synced.unwrap_or(0))).sum()
     }
 
     /// A power failure: unsynced creations and removals are undone, and each segment keeps
@@ -91,7 +91,8 @@ impl MemMedia {
         self.segments.retain(|seq, s| {
             let created = s.synced.is_some();
             let synced = s.synced.unwrap_or(0);
-            let unsynced = s.bytes.len() - synced;
+            // (A test may have cut a segment below what was synced.)
+            let unsynced = s.bytes.len().saturating_sub(synced);
             let keep = keep_unsynced(*seq, unsynced).min(unsynced);
             s.bytes.truncate(synced + keep);
             s.synced = Some(s.bytes.len());

@@ -8,7 +8,7 @@
 //!   and carrying a CRC-32 of the payload. Line noise costs the frames it touched, never
 //!   the line: after any error the decoder resynchronises at the next zero byte.
 
-use super::{decode_payload, encode_payload, peek_frame_len, Envelope, WireError, FRAME_HEADER_BYTES};
+use super::{decode_frame, decode_payload, encode_payload, Envelope, WireError, FRAME_HEADER_BYTES};
 use alloc::vec::Vec;
 
 /// What an HTTP client or server sends first: a Concord port given an HTTP peer (or the
@@ -73,14 +73,10 @@ impl StreamDecoder {
         {
             return Err(WireError::Http);
         }
-        let Some(size) = peek_frame_len(input, self.frame_bytes_max)? else {
+        let Some((envelope, used)) = decode_frame(input, self.frame_bytes_max)? else {
             return Ok(None);
         };
-        let Some(payload) = input.get(FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + size) else {
-            return Ok(None);
-        };
-        let envelope = decode_payload(payload, self.frame_bytes_max)?;
-        self.start += FRAME_HEADER_BYTES + size;
+        self.start += used;
         self.fresh = false;
         Ok(Some(envelope))
     }

@@ -2,7 +2,7 @@
 //! subscribed, even those that arrive before its reply.
 
 use super::*;
-use crate::machine::lock::LockOp;
+use crate::machine::lock::{LockOp, LockQuery};
 use crate::machine::signal::SignalDelivery;
 use crate::machine::Fence;
 use alloc::vec;
@@ -43,6 +43,31 @@ fn an_abandoned_grant_is_given_back_in_its_session_and_not_reported() {
     assert_eq!(given_back.len(), 1);
     assert_eq!(given_back[0].0.id, SessionId(7));
     assert_eq!(given_back[0].1, Op::Lock(LockOp::Release { name: "L".into(), fence: Fence(9) }));
+}
+
+#[test]
+fn an_abandoned_command_that_fails_is_not_reported_and_nothing_is_kept() {
+    let mut c = with_session(7);
+    let op = c.submit(ms(3), lock());
+    let (peer, req) = sent(&mut c).remove(0);
+    c.abandon(ms(4), op);
+    answer(&mut c, ms(5), peer, req.id, Err(ClientError::AnswerTooLarge { size: 9, max: 8 }));
+    assert!(events(&mut c).is_empty(), "its caller is gone");
+    assert!(commands(&sent(&mut c)).is_empty(), "a failure grants nothing to give back");
+    assert!(c.abandoned.is_empty());
+}
+
+#[test]
+fn an_abandoned_read_in_flight_is_forgotten_and_its_answer_ignored() {
+    let mut c = with_session(7);
+    let op =
+        c.read(ms(3), QueryOp::Lock(LockQuery::LockCount { name: "L".into() }), Consistency::Linearizable);
+    let (peer, req) = sent(&mut c).remove(0);
+    c.abandon(ms(4), op);
+    assert_eq!(c.in_flight(), 0);
+    answer(&mut c, ms(5), peer, req.id, Ok(Answer::Read { index: 3, result: Ok(Reply::Count(0)) }));
+    assert!(events(&mut c).is_empty());
+    assert!(c.abandoned.is_empty());
 }
 
 #[test]
