@@ -373,27 +373,31 @@ impl Concord {
     /// it finished. Reads go with the client's [`Options::read_consistency`].
     pub async fn call_done<T>(&self, call: Call<T>) -> Result<(T, Done), Error> {
         let (request, decode) = call.into_parts();
-        let done = match request {
-            Request::Command(op) => self.execute(op).await?,
-            Request::Read(query) => self.read(query, self.reads).await?,
-        };
+        let done = self.request(request, None).await?;
         let value = decode.decode(done.reply.clone()).map_err(|e| Error::Unexpected(e.to_string()))?;
         Ok((value, done))
     }
 
     /// Runs a typed call; its typed result.
     pub async fn call<T>(&self, call: Call<T>) -> Result<T, Error> {
-        Ok(self.call_done(call).await?.0)
+        self.call_in(call, None).await
     }
 
-    /// Runs a typed call in `session` only (see [`Concord::execute_in`]).
-    pub(crate) async fn call_in<T>(&self, call: Call<T>, session: SessionId) -> Result<T, Error> {
+    /// Runs a typed call, its command in `session` only if given (see
+    /// [`Concord::execute_in`]); its typed result.
+    pub(crate) async fn call_in<T>(&self, call: Call<T>, session: Option<SessionId>) -> Result<T, Error> {
         let (request, decode) = call.into_parts();
-        let done = match request {
-            Request::Command(op) => self.execute_in(op, session).await?,
-            Request::Read(query) => self.read(query, self.reads).await?,
-        };
+        let done = self.request(request, session).await?;
         decode.decode(done.reply).map_err(|e| Error::Unexpected(e.to_string()))
+    }
+
+    /// Sends a call's request: a command (in `session` only, if given) or a read.
+    async fn request(&self, request: Request, session: Option<SessionId>) -> Result<Done, Error> {
+        match (request, session) {
+            (Request::Command(op), Some(s)) => self.execute_in(op, s).await,
+            (Request::Command(op), None) => self.execute(op).await,
+            (Request::Read(query), _) => self.read(query, self.reads).await,
+        }
     }
 
     /// Subscribes with `call` (in the current session, or the one it opens); the
@@ -591,10 +595,12 @@ impl Driver {
                 self.admin.insert(id, tx);
             }
             Cmd::Watch(filter, from, tx) => {
+                self.cancel_dropped_streams();
                 let id = self.core.watch(now, filter, from);
                 self.watches.insert(id, tx);
             }
             Cmd::Observe(name, tx) => {
+                self.cancel_dropped_streams();
                 let id = self.core.observe(now, name);
                 self.observers.insert(id, tx);
             }
@@ -606,6 +612,21 @@ impl Driver {
                 let _ = tx.send(self.report());
             }
             Cmd::Close(_) => {}
+        }
+    }
+
+    /// Cancels the watches and observers whose receivers were dropped, before another
+    /// opens: a quiet stream is otherwise noticed only at its next event, and dropped
+    /// streams would use up the server's streams per connection.
+    fn cancel_dropped_streams(&mut self) {
+        let now = self.now();
+        let watches = self.watches.iter().filter(|(_, tx)| tx.is_closed()).map(|(op, _)| *op);
+        let observers = self.observers.iter().filter(|(_, tx)| tx.is_closed()).map(|(op, _)| *op);
+        let gone: Vec<OpId> = watches.chain(observers).collect();
+        for op in gone {
+            self.watches.remove(&op);
+            self.observers.remove(&op);
+            self.core.cancel(now, op);
         }
     }
 

@@ -92,6 +92,12 @@ pub enum WalError {
         /// Which rule it breaks.
         detail: String,
     },
+    /// The core's log store refused the write for another reason (a value it could not
+    /// encode, say).
+    Store {
+        /// What it said.
+        detail: String,
+    },
     /// An earlier append or sync failed, so what is on disk is unknown. Further writes are
     /// refused; restart the node, and recovery will read back what is actually stored.
     Failed,
@@ -111,7 +117,8 @@ impl WalError {
             }
             StorageError::RecordTooLarge { bytes, max } => Self::RecordTooLarge { bytes, max },
             StorageError::Failed => Self::Failed,
-            other => Self::InvalidWrite { detail: other.to_string() },
+            StorageError::InvalidWrite(w) => Self::InvalidWrite { detail: w.to_string() },
+            other => Self::Store { detail: other.to_string() },
         }
     }
 }
@@ -133,6 +140,7 @@ impl fmt::Display for WalError {
                  limit or lower the core's entry size limit"
             ),
             Self::InvalidWrite { detail } => write!(f, "storage write breaks the storage contract: {detail}"),
+            Self::Store { detail } => write!(f, "the log store refused the write: {detail}"),
             Self::Failed => write!(
                 f,
                 "an earlier WAL write failed, so what is on disk is unknown; restart the node to recover"

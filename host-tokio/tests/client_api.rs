@@ -61,6 +61,7 @@ fn every_primitive_through_the_typed_client() {
         barrier(&a, &b, &c).await;
         counter_and_reference(&a, &b).await;
         kv(&a, &b).await;
+        dropped_watches(&c).await;
         signals(&a, &b, &c).await;
         election(&a, &b).await;
         stale_reads(&cluster, &a).await;
@@ -233,6 +234,26 @@ async fn counter_and_reference(a: &Concord, b: &Concord) {
     assert_eq!(r.apply(RefFn::Truncate(1)).await.expect("apply"), Some(b"z".to_vec()));
     r.set(None).await.expect("clear");
     assert!(r.is_null().await.expect("is_null"));
+}
+
+/// Watches dropped while quiet are cancelled: more of them than a connection may hold
+/// streams (64) leave room for one more, which still sees its events.
+async fn dropped_watches(c: &Concord) {
+    for i in 0..80 {
+        let quiet = c.kv().watch(WatchFilter::Key(format!("quiet/{i}")), None);
+        drop(quiet);
+    }
+    let mut live = c.kv().watch(WatchFilter::Key("quiet/live".into()), None);
+    // Puts until one lands after the watch is registered.
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        c.kv().put("quiet/live", b"1".to_vec()).await.expect("put");
+        match tokio::time::timeout(Duration::from_millis(200), live.recv()).await {
+            Ok(Some(Ok(e))) => break assert_eq!(e.key, "quiet/live"),
+            Ok(other) => panic!("the 81st watch is refused: {other:?}"),
+            Err(_) => assert!(tokio::time::Instant::now() < deadline, "the 81st watch sees nothing"),
+        }
+    }
 }
 
 async fn kv(a: &Concord, b: &Concord) {

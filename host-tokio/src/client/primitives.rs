@@ -272,7 +272,7 @@ impl Leadership {
 
     /// Announces a new value without an election (observers see it).
     pub async fn proclaim(&self, value: Vec<u8>) -> Result<(), Error> {
-        self.hold.client.call_in(self.election.proclaim(value), self.hold.session).await
+        self.hold.client.call_in(self.election.proclaim(value), Some(self.hold.session)).await
     }
 
     /// Resigns (nothing is sent if the session, and the leadership with it, was lost).

@@ -291,7 +291,6 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         storage_thread: Some(storage_thread),
         counters,
         cfg: cfg.clone(),
-        unsynced: 0,
         shutdown: shutdown.clone(),
     };
     let node_loop = tokio::spawn(node_loop.run(input_rx, shutdown_rx));

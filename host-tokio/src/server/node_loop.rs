@@ -28,8 +28,6 @@ pub(super) struct NodeLoop {
     pub(super) storage_thread: Option<std::thread::JoinHandle<()>>,
     pub(super) counters: Arc<HostCounters>,
     pub(super) cfg: ServerConfig,
-    /// Writes handed to the storage thread and not yet confirmed.
-    pub(super) unsynced: u64,
     /// Stops every task of the node when the loop ends, for whatever reason.
     pub(super) shutdown: Arc<watch::Sender<bool>>,
 }
@@ -84,7 +82,7 @@ impl NodeLoop {
         // Listeners, peer links and the HTTP endpoint go with the loop: a node that cannot
         // write its log must not linger half alive.
         let _ = self.shutdown.send(true);
-        info!(id = self.cfg.id, unsynced = self.unsynced, "node stopped");
+        info!(id = self.cfg.id, "node stopped");
         result
     }
 
@@ -109,11 +107,12 @@ impl NodeLoop {
             }
             Input::Client(conn, req) => self.replica.handle_client(now, conn, req),
             Input::ClientClosed(conn) => {
-                self.conns.remove(&conn);
-                self.replica.handle_disconnect(conn);
+                // (A connection cut off as too slow was forgotten already.)
+                if self.conns.remove(&conn).is_some() {
+                    self.replica.handle_disconnect(conn);
+                }
             }
             Input::Persisted(token) => {
-                self.unsynced = 0;
                 self.replica
                     .handle_persisted(token)
                     .map_err(|e| ServerError::Core(format!("storage confirmation refused: {e}")))?;
@@ -132,7 +131,6 @@ impl NodeLoop {
     fn drain(&mut self) -> Result<(), ServerError> {
         let mut out = Sinks {
             storage: self.storage.as_ref(),
-            unsynced: &mut self.unsynced,
             peers: &self.peers,
             conns: &self.conns,
             counters: &self.counters,
@@ -170,7 +168,6 @@ impl NodeLoop {
 /// answers is noted, to be cut off once the drain is over.
 struct Sinks<'a> {
     storage: Option<&'a std::sync::mpsc::Sender<StorageWrite>>,
-    unsynced: &'a mut u64,
     peers: &'a BTreeMap<NodeId, mpsc::Sender<Message>>,
     conns: &'a BTreeMap<ConnId, mpsc::Sender<ServerMessage>>,
     counters: &'a HostCounters,
@@ -180,7 +177,6 @@ struct Sinks<'a> {
 
 impl ReplicaOutputs for Sinks<'_> {
     fn persist(&mut self, write: StorageWrite) -> bool {
-        *self.unsynced += 1;
         if let Some(s) = self.storage {
             let _ = s.send(write);
         }

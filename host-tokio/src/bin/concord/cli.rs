@@ -109,6 +109,9 @@ pub(crate) struct ServeArgs {
     pub(crate) frame_bytes_max: Option<usize>,
 }
 
+/// The first client port of `concord dev`, which the client's default endpoints name.
+pub(crate) const DEFAULT_DEV_PORT: u16 = 7001;
+
 #[derive(Args)]
 pub(crate) struct DevArgs {
     /// Keep the nodes' data here (default: a temporary directory removed on exit).
@@ -116,7 +119,7 @@ pub(crate) struct DevArgs {
     pub(crate) data_dir: Option<PathBuf>,
     /// First client port; nodes use PORT, PORT+1, PORT+2 for clients, +100 for peers and
     /// +200 for HTTP.
-    #[arg(long, default_value_t = 7001)]
+    #[arg(long, default_value_t = DEFAULT_DEV_PORT, value_parser = clap::value_parser!(u16).range(1..=65_333))]
     pub(crate) port: u16,
 }
 

@@ -202,7 +202,7 @@ pub(crate) async fn dev(a: DevArgs) -> Result<Outcome, CliError> {
         };
         nodes.push(concord_tokio::server::start(cfg).await.map_err(|e| e.to_string())?);
     }
-    let endpoints: Vec<String> = nodes.iter().map(|n| format!("{}={}", n.id, n.client_addr)).collect();
+    let endpoints: Vec<String> = nodes.iter().map(|n| n.client_addr.to_string()).collect();
     println!("Concord dev cluster: 3 nodes, data in {}", root.display());
     for n in &nodes {
         println!(
@@ -210,15 +210,29 @@ pub(crate) async fn dev(a: DevArgs) -> Result<Outcome, CliError> {
             n.id, n.client_addr, n.peer_addr, n.http_addr
         );
     }
-    println!("Try:  concord counter incr visits --endpoints {}", endpoints.join(","));
-    println!("      (the default endpoints already point here)   Ctrl-C stops the cluster.");
-    let any_stopped = first_stopped(&mut nodes);
-    tokio::select! {
-        stopped = signals.recv() => tracing::info!(signal = stopped, "stopping the dev cluster"),
-        r = any_stopped => tracing::error!(error = ?r.err().map(|e| e.to_string()), "a node stopped; stopping the dev cluster"),
+    if a.port == DEFAULT_DEV_PORT {
+        println!("Try:  concord counter incr visits   (the default endpoints point here)");
+    } else {
+        println!("Try:  concord counter incr visits --endpoints {}", endpoints.join(","));
     }
+    println!("Ctrl-C stops the cluster.");
+    let any_stopped = first_stopped(&mut nodes);
+    let failed = tokio::select! {
+        stopped = signals.recv() => {
+            tracing::info!(signal = stopped, "stopping the dev cluster");
+            None
+        }
+        r = any_stopped => {
+            tracing::error!(error = ?r.as_ref().err().map(ToString::to_string), "a node stopped; stopping the dev cluster");
+            r.err()
+        }
+    };
     for n in nodes {
         n.shutdown().await.map_err(|e| e.to_string())?;
     }
-    Ok(Outcome::Ok)
+    match failed {
+        // A node that stopped by itself fails the cluster, as it fails `serve`.
+        Some(e) => Err(CliError::from(format!("a node stopped: {e}"))),
+        None => Ok(Outcome::Ok),
+    }
 }
