@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 mod primitives;
 pub use primitives::{
-    Barrier, Counter, Fresh, Kv, Latch, Leadership, LockGuard, Permits, Reference, RwGuard, RwLock,
+    Barrier, Counter, Enqueued, Fresh, Kv, Latch, Leadership, LockGuard, Permits, Reference, RwGuard, RwLock,
     Semaphore, Subscription, Tripped,
 };
 

@@ -9,6 +9,7 @@
 //! the grant on stderr before CMD starts (`lock`, `semaphore run`, `rwlock`; `elect`
 //! prints it on stdout).
 
+mod child;
 mod cli;
 mod client_cmds;
 mod server_cmds;
@@ -99,6 +100,7 @@ async fn run(command: Command) -> Result<Outcome, CliError> {
         Command::Dev(a) => dev(a).await,
         Command::Snapshot(a) => snapshot(a).await,
         Command::Lock(c) => with_client(c, lock).await,
+        Command::Locks(c) => with_client(c, locks).await,
         Command::Semaphore(c) => with_client(c, semaphore).await,
         Command::Rwlock(c) => with_client(c, rwlock).await,
         Command::Counter(c) => with_client(c, counter).await,
