@@ -53,8 +53,9 @@ pub(crate) enum Command {
     Watch(ClientArgs<WatchArgs>),
     /// Publish or subscribe to signals.
     Signal(ClientArgs<SignalArgs>),
-    /// The status of every node.
-    Status(ClientArgs<NoArgs>),
+    /// Every member's status as a table, each node asked directly (works without a
+    /// leader or quorum); `--health` exits 1 unless the cluster can commit.
+    Status(ClientArgs<StatusArgs>),
     /// Membership: add, remove, list.
     Member(ClientArgs<MemberArgs>),
     /// Hand leadership to another node.
@@ -189,7 +190,15 @@ impl From<Reads> for Consistency {
 }
 
 #[derive(Args)]
-pub(crate) struct NoArgs {}
+pub(crate) struct StatusArgs {
+    /// Also check that the cluster can commit (a leader confirms its leadership with a
+    /// quorum); exit 1 if it cannot within --health-timeout-ms.
+    #[arg(long)]
+    pub(crate) health: bool,
+    /// How long the health check may take, ms.
+    #[arg(long, default_value_t = 3_000)]
+    pub(crate) health_timeout_ms: u64,
+}
 
 #[derive(Args)]
 pub(crate) struct LockArgs {

@@ -12,6 +12,7 @@ use concord_core::machine::kv::{KvEntry, KvError, PutMode, WatchFilter};
 use concord_core::machine::{Error as MachineError, Etag};
 use concord_core::raft::{Membership, MembershipChange};
 
+use concord_core::client::calls;
 use concord_core::NodeId;
 use concord_tokio::client::{
     Concord, Enqueued, Error, Fresh, Leadership, LockGuard, Options, Permits, RwGuard, Tripped,
@@ -410,8 +411,10 @@ pub(crate) async fn rwlock(ctx: Ctx, a: RwLockArgs) -> Result<Outcome, CliError>
 pub(crate) async fn counter(ctx: Ctx, a: CounterArgs) -> Result<Outcome, CliError> {
     let (name, value) = match a.action {
         CounterAction::Get { name } => {
-            let v = ctx.client.counter(&name).get().await?;
-            (name, v)
+            // A read also reports the applied index it read at.
+            let (v, done) = ctx.client.call_done(calls::Counter::new(&name).get()).await?;
+            ctx.print(v, json!({"counter": name, "value": v, "index": done.index}));
+            return Ok(Outcome::Ok);
         }
         CounterAction::Set { name, value } => {
             let v = ctx.client.counter(&name).get_and_set(value).await?;
@@ -462,11 +465,12 @@ pub(crate) async fn reference(ctx: Ctx, a: RefArgs) -> Result<Outcome, CliError>
         |name: &str, v: &Option<Vec<u8>>| ctx.print(text(v), json!({"ref": name, "value": json_text(v)}));
     match a.action {
         RefAction::Get { name } => {
-            let v = ctx.client.reference(&name).get().await?;
+            let (v, done) = ctx.client.call_done(calls::Reference::new(&name).get()).await?;
+            let value = json!({"ref": name, "value": json_text(&v), "index": done.index});
             if v.is_none() {
-                return Ok(ctx.refused(format!("{name} has no value"), json!({"ref": name, "value": null})));
+                return Ok(ctx.refused(format!("{name} has no value"), value));
             }
-            print_value(&name, &v);
+            ctx.print(text(&v), value);
         }
         RefAction::Set { name, value } => {
             ctx.client.reference(&name).set(Some(value.into_bytes())).await?;
@@ -703,13 +707,22 @@ pub(crate) async fn kv(ctx: Ctx, a: KvArgs) -> Result<Outcome, CliError> {
     let kv = ctx.client.kv();
     match a.action {
         KvAction::Get { key, if_none_match } => {
-            match kv.get_if_none_match(&key, if_none_match.map(Etag)).await? {
-                Fresh::Changed(Some(e)) => ctx.print(text(&e.value), entry_json(&e)),
+            // A read also reports the applied index it read at.
+            let (fresh, done) =
+                ctx.client.call_done(calls::Kv.get_if_none_match(&key, if_none_match.map(Etag))).await?;
+            let index = done.index;
+            match fresh {
+                Fresh::Changed(Some(e)) => {
+                    let mut v = entry_json(&e);
+                    v["index"] = index.into();
+                    ctx.print(text(&e.value), v);
+                }
                 Fresh::Changed(None) => {
-                    return Ok(ctx.refused(format!("{key}: not found"), json!({"key": key, "found": false})));
+                    let v = json!({"key": key, "found": false, "index": index});
+                    return Ok(ctx.refused(format!("{key}: not found"), v));
                 }
                 Fresh::NotModified(etag) => {
-                    let v = json!({"key": key, "etag": etag.0, "modified": false});
+                    let v = json!({"key": key, "etag": etag.0, "modified": false, "index": index});
                     return Ok(ctx.refused(format!("{key}: not modified"), v));
                 }
             }
@@ -828,22 +841,118 @@ pub(crate) async fn signal(ctx: Ctx, a: SignalArgs) -> Result<Outcome, CliError>
     Ok(Outcome::Ok)
 }
 
-pub(crate) async fn status(ctx: Ctx, _: NoArgs) -> Result<Outcome, CliError> {
-    let s = ctx.client.status().await?;
-    let (voters, learners) = ids(&s.membership);
-    ctx.print(
-        format!(
-            "node {} ({:?}), term {}, leader {}, commit {}, applied {}, voters {voters:?}, learners {learners:?}",
-            s.id.0,
-            s.role,
-            s.term,
-            s.leader.map_or("none".into(), |l| l.0.to_string()),
-            s.commit_index,
-            s.applied_index
-        ),
-        serde_json::to_value(&s).unwrap_or_default(),
-    );
-    Ok(Outcome::Ok)
+pub(crate) async fn status(ctx: Ctx, a: StatusArgs) -> Result<Outcome, CliError> {
+    // Every node the client knows of is asked at once, directly.
+    let known: std::collections::BTreeMap<NodeId, concord_tokio::client::Member> =
+        ctx.client.members().await.into_iter().map(|m| (m.id, m)).collect();
+    let mut asking = tokio::task::JoinSet::new();
+    for &node in known.keys() {
+        let client = ctx.client.clone();
+        asking.spawn(async move { (node, client.status_of(node).await) });
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    while let Some(answered) = asking.join_next().await {
+        if let Ok((node, status)) = answered {
+            answers.insert(node, status);
+        }
+    }
+    // Members named by any node but never reached are listed too.
+    let mut members: std::collections::BTreeSet<NodeId> = known.keys().copied().collect();
+    for s in answers.values().flatten() {
+        members.extend(s.membership.voters.iter().chain(&s.membership.learners).copied());
+    }
+    let commit_max = answers.values().flatten().map(|s| s.commit_index).max().unwrap_or(0);
+    let mut rows = Vec::new();
+    let mut table = vec!["ID\tADDRESS\tROLE\tTERM\tLEADER\tCOMMIT\tAPPLIED\tLAG\tREACHABLE".to_string()];
+    for node in &members {
+        let addr = known.get(node).map_or_else(|| "?".into(), |m| m.addr.clone());
+        match answers.get(node) {
+            Some(Ok(s)) => {
+                let leader = s.leader.map(|l| l.0);
+                let lag = commit_max.saturating_sub(s.applied_index);
+                table.push(format!(
+                    "{}\t{addr}\t{:?}\t{}\t{}\t{}\t{}\t{lag}\tyes",
+                    node.0,
+                    s.role,
+                    s.term,
+                    leader.map_or("-".into(), |l| l.to_string()),
+                    s.commit_index,
+                    s.applied_index
+                ));
+                rows.push(json!({
+                    "id": node.0, "address": addr, "reachable": true, "role": format!("{:?}", s.role),
+                    "term": s.term, "leader": leader, "commit_index": s.commit_index,
+                    "applied_index": s.applied_index, "last_index": s.last_index,
+                    "snapshot_index": s.snapshot_index, "lag": lag,
+                    "voters": ids(&s.membership).0, "learners": ids(&s.membership).1,
+                }));
+            }
+            failed => {
+                let why = match (known.get(node).and_then(|m| m.trouble.clone()), failed) {
+                    (Some(trouble), _) => trouble,
+                    (None, Some(Err(e))) => e.to_string(),
+                    (None, _) => "its client address is unknown".to_string(),
+                };
+                table.push(format!("{}\t{addr}\t-\t-\t-\t-\t-\t-\tno ({why})", node.0));
+                rows.push(json!({"id": node.0, "address": addr, "reachable": false, "error": why}));
+            }
+        }
+    }
+    let mut value = json!({"nodes": rows});
+    let mut unhealthy = None;
+    if a.health {
+        // A linearizable read: the leader confirms with a quorum that it still leads.
+        let (request, _) = concord_core::client::calls::Lock::new("concord.health").is_locked().into_parts();
+        let concord_core::client::calls::Request::Read(query) = request else {
+            return Err("the health check's read is not a read".to_string().into());
+        };
+        let wait = Duration::from_millis(a.health_timeout_ms);
+        let checked =
+            tokio::time::timeout(wait, ctx.client.read(query, concord_core::Consistency::Linearizable)).await;
+        let healthy = match checked {
+            Ok(Ok(done)) => Ok(done.index),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no quorum confirmed a leader within {wait:?}")),
+        };
+        value["healthy"] = Value::Bool(healthy.is_ok());
+        match healthy {
+            Ok(index) => table.push(format!("healthy: a leader confirmed its quorum at index {index}")),
+            Err(why) => {
+                table.push(format!("unhealthy: the cluster cannot commit: {why}"));
+                value["error"] = Value::String(why.clone());
+                unhealthy = Some(why);
+            }
+        }
+    }
+    ctx.print(aligned(&table), value);
+    Ok(match unhealthy {
+        Some(_) => Outcome::Exit(EXIT_ERROR),
+        None => Outcome::Ok,
+    })
+}
+
+/// Lines of tab-separated cells as columns padded to their widest cell; lines without a
+/// tab are left as they are.
+fn aligned(lines: &[String]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for line in lines.iter().filter(|l| l.contains('\t')) {
+        for (i, cell) in line.split('\t').enumerate() {
+            let w = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(max) => *max = (*max).max(w),
+                None => widths.push(w),
+            }
+        }
+    }
+    let pad = |line: &String| {
+        if !line.contains('\t') {
+            return line.clone();
+        }
+        let cells: Vec<String> =
+            line.split('\t').enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        cells.join("  ").trim_end().to_string()
+    };
+    lines.iter().map(pad).collect::<Vec<_>>().join("\n")
 }
 
 /// The voters' and learners' ids.
