@@ -589,7 +589,11 @@ impl Driver {
             self.drain();
             let at = self.core.poll_timeout();
             let sleep = tokio::time::Instant::from_std(self.epoch) + Duration::from_micros(at.as_micros());
-            let sleep = sleep.min(tokio::time::Instant::now() + Duration::from_secs(3600));
+            let mut sleep = sleep.min(tokio::time::Instant::now() + Duration::from_secs(3600));
+            if *self.reach.borrow() == Reach::Trying {
+                // Wake when the dial timeout runs out, to give up if nothing listens.
+                sleep = sleep.min(tokio::time::Instant::from_std(self.epoch) + self.dial_timeout);
+            }
             tokio::select! {
                 c = cmds.recv() => match c {
                     Some(Cmd::Close(done)) => { self.closing = Some(done); break; }
@@ -681,7 +685,6 @@ impl Driver {
             && self.core.endpoints().all(|(peer, ..)| self.dial_errors.contains_key(&peer))
     }
 
-    /// Every endpoint and why it is not in use.
     /// Why `peer` is not in use (or not yet).
     fn trouble(&self, peer: Peer, health: Health, error: Option<&PeerError>) -> String {
         // The connection's own words say most (refused, an HTTP port, …).
@@ -693,6 +696,7 @@ impl Driver {
         }
     }
 
+    /// Every endpoint and why it is not in use.
     fn report(&self) -> String {
         let lines: Vec<String> = self
             .core

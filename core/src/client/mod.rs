@@ -1038,6 +1038,17 @@ impl Client {
                 self.last_sent = self.now;
                 self.events.push_back(ClientEvent::SessionOpened(sid));
             }
+            (Kind::OpenSession, Err(e)) if e.refuses_ttl() => {
+                // The client's own TTL is refused: no retry can succeed. What waits for a
+                // session fails with the reason.
+                let e = e.clone();
+                self.ops.remove(&id);
+                let waiting: Vec<OpId> =
+                    self.ops.iter().filter(|(_, p)| p.needs_new_session()).map(|(op, _)| *op).collect();
+                for op in waiting {
+                    self.finish(op, Err(e.clone()), 0, false);
+                }
+            }
             (Kind::OpenSession, _) => {
                 // Refused (e.g. the session limit): try again after a pause.
                 let at = self.now.add_us(self.cfg.retry_backoff_us.max(1) * 10);

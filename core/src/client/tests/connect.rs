@@ -281,3 +281,28 @@ fn a_request_for_one_node_fails_when_that_node_is_unknown_or_silent_and_goes_now
         vec![ClientEvent::Failed { op: quiet, error: ClientError::NodeUnreachable { node: NodeId(2) } }]
     );
 }
+
+#[test]
+fn a_session_ttl_the_cluster_refuses_fails_the_commands_waiting_for_it_and_is_not_retried() {
+    let mut c = client(&["a:1"]);
+    let probe = sent(&mut c).remove(0);
+    answer(&mut c, ms(1), probe.0, probe.1.id, Ok(view(1, Some(1), &[])));
+    let _ = events(&mut c);
+    let first = c.submit(ms(2), incr());
+    let second = c.submit(ms(2), incr());
+    let out = sent(&mut c);
+    assert_eq!(out.len(), 1, "only the session open goes out: {out:?}");
+    let refused = Error::BelowMinimum { limit: crate::machine::Limit::SessionTtl, min: 1000 };
+    answer(&mut c, ms(3), out[0].0, out[0].1.id, applied(Err(refused.clone())));
+    let done: Vec<(OpId, Result<Reply, Error>)> = events(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Done { op, result, .. } => Some((op, result)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, vec![(first, Err(refused.clone())), (second, Err(refused))]);
+    c.handle_timeout(ms(5_000));
+    assert!(sent(&mut c).iter().all(|(_, r)| !matches!(r.body, RequestBody::Command(_))), "no second open");
+    assert_eq!(c.in_flight(), 0);
+}

@@ -6,7 +6,7 @@ use concord_core::machine::long::LongFn;
 use concord_core::machine::reference::RefFn;
 use concord_core::Consistency;
 use concord_tokio::client::Endpoint;
-use concord_tokio::config::parse_peer;
+use concord_tokio::config::{parse_peer, resolve};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -76,7 +76,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CONCORD_GROUP")]
     pub(crate) group: Option<u64>,
     /// Address clients connect to.
-    #[arg(long, env = "CONCORD_CLIENT_ADDR")]
+    #[arg(long, env = "CONCORD_CLIENT_ADDR", value_parser = resolve)]
     pub(crate) client_addr: Option<SocketAddr>,
     /// The client address given to clients and other nodes (HOST:PORT), when it differs
     /// from --client-addr (a wildcard bind, NAT, a DNS name). Clients learn every node
@@ -84,10 +84,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CONCORD_ADVERTISE_CLIENT_ADDR")]
     pub(crate) advertise_client_addr: Option<String>,
     /// Address the other nodes connect to.
-    #[arg(long, env = "CONCORD_PEER_ADDR")]
+    #[arg(long, env = "CONCORD_PEER_ADDR", value_parser = resolve)]
     pub(crate) peer_addr: Option<SocketAddr>,
     /// Address of the HTTP endpoint (/metrics, /status, status page).
-    #[arg(long, env = "CONCORD_HTTP_ADDR")]
+    #[arg(long, env = "CONCORD_HTTP_ADDR", value_parser = resolve)]
     pub(crate) http_addr: Option<SocketAddr>,
     /// Another node's peer address, as ID=HOST:PORT; repeat for each. On first start these
     /// ids and this node's are the initial voters.

@@ -55,6 +55,7 @@ pub(crate) fn error_kind(e: &CliError) -> &'static str {
         CliError::Client(Error::Machine(MachineError::Timeout)) => "timeout",
         CliError::Client(Error::Machine(MachineError::SessionLost(_))) => "session_lost",
         CliError::Client(Error::Machine(MachineError::Limit { .. })) => "limit",
+        CliError::Client(Error::Machine(MachineError::BelowMinimum { .. })) => "invalid",
         CliError::Client(Error::Machine(_)) => "refused",
         CliError::Client(Error::Unreachable(_)) => "unreachable",
         CliError::Client(Error::Config(_)) => "invalid",
