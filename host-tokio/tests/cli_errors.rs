@@ -81,3 +81,36 @@ fn unreachable_clusters_and_wrong_ports_say_so() {
     );
     assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "1"), "{}", stderr(&o));
 }
+
+#[test]
+fn operating_the_server_absurd_ids_defaults_and_plain_logs() {
+    let mut c = Cluster::start(3);
+    // An id no client could read exactly is refused, and the membership is unchanged.
+    let (code, err, _) = attempt(&c, &["member", "add", "9007199254740992"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("above the largest"), "{err}");
+    assert_eq!(stdout(&c.concord(&["member", "list"])), "voters [1, 2, 3], learners []");
+    // serve --help shows every default, limits included.
+    let help = stdout(&run_bounded(Command::new(bin()).args(["serve", "--help"]), Duration::from_secs(10)));
+    for key in [
+        "election_timeout_min_ms = 300",
+        "heartbeat_interval_ms = 50",
+        "snapshot_threshold_entries",
+        "[limits]",
+        "session_ttl_min_ms",
+    ] {
+        assert!(help.contains(key), "serve --help lacks {key:?}:\n{help}");
+    }
+    // Logs written to a file carry no colour codes, and a node reports the loss of its
+    // leader once, with a warning, rather than every election round.
+    let leader = c.wait_leader(Duration::from_secs(5));
+    let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+    c.kill(leader);
+    c.kill(others[0]);
+    std::thread::sleep(Duration::from_secs(3));
+    let log = std::fs::read_to_string(c.dir.path().join(format!("node-{}.log", others[1]))).expect("log");
+    assert!(!log.contains('\u{1b}'), "no ANSI codes in a log file");
+    let warnings = log.matches("no leader: the cluster cannot commit").count();
+    assert_eq!(warnings, 1, "the loss of the leader is reported once:\n{log}");
+    assert!(!log.contains("PreCandidate"), "election rounds are not logged at INFO:\n{log}");
+}

@@ -24,6 +24,7 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run one node of a cluster.
+    #[command(after_help = serve_defaults())]
     Serve(Box<ServeArgs>),
     /// Run a 3-node cluster in this process on 127.0.0.1, for development.
     Dev(DevArgs),
@@ -765,6 +766,18 @@ pub(crate) enum SnapshotAction {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+}
+
+/// Every setting of `concord serve` with its default, as the TOML file spells it.
+fn serve_defaults() -> String {
+    let defaults = toml::to_string(&concord_tokio::config::ServerConfig::default())
+        .unwrap_or_else(|e| format!("(cannot show the defaults: {e})\n"));
+    format!(
+        "Every setting and its default, as keys of the --config TOML file (flags and \
+         CONCORD_* variables override the file; [limits] must be the same on every \
+         node):\n\n{}",
+        defaults.trim_end()
+    )
 }
 
 /// A counter function: `add:N`, `mul:N`, `min:N`, `max:N`, `and:N`, `or:N`, `xor:N`,
