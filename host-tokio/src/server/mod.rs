@@ -274,12 +274,7 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         counters.clone(),
         shutdown_rx.clone(),
     ));
-    tokio::spawn(crate::http::serve(
-        http_listener,
-        StatusInputs(inputs),
-        cfg.data_dir.clone(),
-        shutdown_rx.clone(),
-    ));
+    tokio::spawn(crate::http::serve(http_listener, StatusInputs(inputs), shutdown_rx.clone()));
 
     info!(id = cfg.id, %client_addr, %peer_addr, %http_addr, data_dir = %cfg.data_dir.display(), "node started");
     let node_loop = node_loop::NodeLoop {

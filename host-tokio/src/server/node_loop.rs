@@ -127,6 +127,10 @@ impl NodeLoop {
             Input::Status(items, reply) => {
                 let _ = reply.send(self.report(items));
             }
+            // Its storage write goes out with the next drain.
+            Input::Snapshot(reply) => {
+                let _ = reply.send(self.replica.snapshot_now());
+            }
         }
         Ok(())
     }

@@ -61,7 +61,7 @@ pub(crate) enum Command {
     Member(ClientArgs<MemberArgs>),
     /// Hand leadership to another node.
     TransferLeader(ClientArgs<TransferArgs>),
-    /// Save a node's latest snapshot to a file.
+    /// Save a snapshot of a cluster's state to a file, or seed a new cluster from one.
     Snapshot(SnapshotArgs),
 }
 
@@ -753,18 +753,36 @@ pub(crate) struct SnapshotArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum SnapshotAction {
-    /// Save a node's latest snapshot to FILE: fetched from its HTTP endpoint (--from), or
-    /// read from its data directory (--data-dir). The snapshot is decoded before it is
-    /// written, so a saved file is a valid one.
+    /// Save a snapshot to FILE: taken now by a running node (--from its HTTP address), or
+    /// the latest one a node stored (--data-dir, for a stopped node). The snapshot is
+    /// decoded before it is written, so a saved file is a valid one.
     Save {
         /// Where to write it.
         file: PathBuf,
-        /// The node's HTTP address (HOST:PORT).
-        #[arg(long, required_unless_present = "data_dir", conflicts_with = "data_dir")]
+        /// The node's HTTP address (HOST:PORT); it takes a snapshot of what it applied.
+        #[arg(long, required_unless_present = "data_dir", conflicts_with = "data_dir", value_parser = resolve)]
         from: Option<SocketAddr>,
-        /// The node's data directory (when the node runs on this machine, or is stopped).
+        /// The node's data directory: its latest stored snapshot (taken every
+        /// snapshot_threshold_entries entries).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// Prepare DATA_DIR for one member of a new cluster seeded from the snapshot in FILE:
+    /// run it for every member (same FILE and --voters), then start each with `concord
+    /// serve --data-dir DATA_DIR` and its peers. Locks, fences, counters, keys and the
+    /// rest carry over; fences go on increasing; the old cluster's sessions expire.
+    Restore {
+        /// The saved snapshot.
+        file: PathBuf,
+        /// The new member's data directory (must not hold a node's state).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The new cluster's voters, by id, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        voters: Vec<u64>,
+        /// The cluster's settings file, for its [limits] (default limits otherwise).
+        #[arg(long, env = "CONCORD_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
