@@ -87,6 +87,12 @@ pub struct ReplicaReport {
     pub sessions: Vec<SessionInfo>,
     /// Who leads, and where the members listen for clients.
     pub cluster: ClusterView,
+    /// On the leader: how far each other member has replicated, and whether it was
+    /// heard from lately.
+    pub replication: Vec<crate::raft::Replication>,
+    /// Each session with a connection to this node, and that connection (the host
+    /// knows where it comes from).
+    pub session_conns: Vec<(SessionId, ConnId)>,
 }
 
 /// Events recorded for the host ([`Replica::record_machine_events`],
@@ -192,6 +198,8 @@ impl Replica {
             sessions_open: machine.session_count(),
             sessions,
             cluster: self.cluster_view(),
+            replication: self.node.replication(),
+            session_conns: self.sessions.iter().take(items_max).map(|(s, c)| (*s, *c)).collect(),
         }
     }
 

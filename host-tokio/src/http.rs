@@ -99,78 +99,111 @@ fn render_page(r: &StatusReport) -> String {
         s.role, s.term, s.commit_index, s.applied_index, s.last_index, s.snapshot_index, r.client_addr,
         r.peer_addr, r.http_addr
     );
-    h.push_str("<h2>Nodes</h2><table><tr><th>id</th><th>kind</th><th>peer address</th></tr>");
-    for id in &s.membership.voters {
+    // Reachability and lag are the leader's to know: another node shows them blank.
+    h.push_str(
+        "<h2>Nodes</h2><table><tr><th>id</th><th>kind</th><th>peer address</th><th>client address</th>\
+         <th>reachable</th><th>match index</th><th>lag</th><th>last heard</th></tr>",
+    );
+    let members = s
+        .membership
+        .voters
+        .iter()
+        .map(|id| (id, "voter"))
+        .chain(s.membership.learners.iter().map(|id| (id, "learner")));
+    for (id, kind) in members {
         let addr = r.peers.iter().find(|(p, _)| *p == id.0).map_or(String::new(), |(_, a)| a.to_string());
+        let client =
+            r.replica.cluster.members.iter().find(|m| m.node == *id).and_then(|m| m.client_addr.clone());
         let me = if id.0 == r.id { " (this node)" } else { "" };
         let lead = if s.leader == Some(*id) { ", leader" } else { "" };
-        let _ = write!(h, "<tr><td>{}{me}</td><td>voter{lead}</td><td>{addr}</td></tr>", id.0);
-    }
-    for id in &s.membership.learners {
-        let _ = write!(h, "<tr><td>{}</td><td>learner</td><td></td></tr>", id.0);
-    }
-    h.push_str("</table>");
-    let _ = write!(
-        h,
-        "<h2>Sessions ({})</h2>{}<table><tr><th>id</th><th>ttl ms</th><th>expires in ms</th></tr>",
-        r.replica.sessions_open,
-        shown(r.replica.sessions.len(), r.replica.sessions_open)
-    );
-    for x in &r.replica.sessions {
-        let _ =
-            write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", x.id.0, x.ttl_ms, x.expires_in_us / 1000);
-    }
-    let n = r.replica.primitives.counts;
-    let _ = write!(
-        h,
-        "</table><h2>Held locks ({})</h2>{}<table><tr><th>name</th><th>holder session</th><th>fence</th><th>waiters</th></tr>",
-        n.locks,
-        shown(r.replica.primitives.locks.len(), n.locks)
-    );
-    for l in &r.replica.primitives.locks {
+        let progress = r.replica.replication.iter().find(|p| p.node == *id).map_or_else(
+            || "<td></td><td></td><td></td><td></td>".to_string(),
+            |p| {
+                format!(
+                    "<td>{}</td><td>{}</td><td>{}</td><td>{} ms ago</td>",
+                    if p.reachable { "yes" } else { "no" },
+                    p.match_index,
+                    p.lag,
+                    p.heard_us_ago / 1000
+                )
+            },
+        );
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&l.name),
-            l.holder.map_or(String::from("-"), |s| s.0.to_string()),
-            l.fence.map_or(String::from("-"), |f| f.0.to_string()),
-            l.waiters.len()
+            "<tr><td>{}{me}</td><td>{kind}{lead}</td><td>{addr}</td><td>{}</td>{progress}</tr>",
+            id.0,
+            esc(&client.unwrap_or_default())
         );
     }
+    h.push_str("</table>");
+    let p = &r.replica.primitives;
+    let n = p.counts;
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let sessions = r.replica.sessions.iter().map(|x| {
+        let from = r.session_addrs.iter().find(|(s, _)| *s == x.id.0).map_or("", |(_, a)| a.as_str());
+        vec![x.id.0.to_string(), x.ttl_ms.to_string(), (x.expires_in_us / 1000).to_string(), esc(from)]
+    });
+    let heads = ["id", "ttl ms", "expires in ms", "client (connected here)"];
+    table(&mut h, "Sessions", r.replica.sessions_open, &heads, sessions.collect());
+    let locks = p.locks.iter().map(|l| {
+        let holder = dash(l.holder.map(|s| s.0.to_string()));
+        vec![esc(&l.name), holder, dash(l.fence.map(|f| f.0.to_string())), l.waiters.len().to_string()]
+    });
+    table(&mut h, "Held locks", n.locks, &["name", "holder session", "fence", "waiters"], locks.collect());
+    let rwlocks = p.rwlocks.iter().map(|l| {
+        let w = dash(l.writer.map(|(s, f)| format!("session {} (fence {})", s.0, f.0)));
+        vec![esc(&l.name), w, l.readers.to_string()]
+    });
+    table(&mut h, "Read-write locks", n.rwlocks, &["name", "writer", "readers"], rwlocks.collect());
+    let sems = p.semaphores.iter().map(|x| vec![esc(&x.name), x.available.to_string(), x.held.to_string()]);
+    table(&mut h, "Semaphores", n.semaphores, &["name", "available", "held"], sems.collect());
+    let latches = p
+        .latches
+        .iter()
+        .map(|(name, count, waiters)| vec![esc(name), count.to_string(), waiters.to_string()]);
+    table(&mut h, "Latches", n.latches, &["name", "count", "waiters"], latches.collect());
+    let barriers = p
+        .barriers
+        .iter()
+        .map(|b| vec![esc(&b.name), b.generation.to_string(), b.arrived.to_string(), b.parties.to_string()]);
+    table(&mut h, "Barriers", n.barriers, &["name", "generation", "arrived", "parties"], barriers.collect());
     let _ = write!(
         h,
-        "</table><h2>Read-write locks ({})</h2>{}<table><tr><th>name</th><th>writer</th><th>readers</th></tr>",
-        n.rwlocks,
-        shown(r.replica.primitives.rwlocks.len(), n.rwlocks)
+        "<h2>Key-value store</h2><table><tr><th>keys</th><td>{}</td></tr><tr><th>bytes of keys and values</th><td>{}</td></tr></table>",
+        n.kv_keys, n.kv_bytes
     );
-    for l in &r.replica.primitives.rwlocks {
-        let w = l.writer.map_or("-".to_string(), |(s, f)| format!("session {} (fence {})", s.0, f.0));
-        let _ = write!(h, "<tr><td>{}</td><td>{w}</td><td>{}</td></tr>", esc(&l.name), l.readers);
-    }
-    let _ = write!(
-        h,
-        "</table><h2>Semaphores ({})</h2>{}<table><tr><th>name</th><th>available</th><th>held</th></tr>",
-        n.semaphores,
-        shown(r.replica.primitives.semaphores.len(), n.semaphores)
-    );
-    for x in &r.replica.primitives.semaphores {
-        let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&x.name), x.available, x.held);
-    }
-    let _ = write!(
-        h,
-        "</table><h2>Elections ({})</h2>{}<table><tr><th>name</th><th>leader session</th><th>fence</th></tr>",
+    let elections = p.elections.iter().map(|(name, l)| {
+        let value = l.as_ref().map_or(String::new(), |l| esc(&String::from_utf8_lossy(&l.value)));
+        let fence = dash(l.as_ref().map(|l| l.fence.0.to_string()));
+        vec![esc(name), dash(l.as_ref().map(|l| l.session.0.to_string())), fence, value]
+    });
+    table(
+        &mut h,
+        "Elections",
         n.elections,
-        shown(r.replica.primitives.elections.len(), n.elections)
+        &["name", "leader session", "fence", "value"],
+        elections.collect(),
     );
-    for (name, l) in &r.replica.primitives.elections {
-        let (who, fence) =
-            l.as_ref().map_or(("-".into(), "-".into()), |l| (l.session.0.to_string(), l.fence.0.to_string()));
-        let _ = write!(h, "<tr><td>{}</td><td>{who}</td><td>{fence}</td></tr>", esc(name));
-    }
-    h.push_str(
-        "</table><p><a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a></p></body></html>",
-    );
+    h.push_str("<p><a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a></p></body></html>");
     h
+}
+
+/// A section: its title with the total, a note if only the first rows are listed, and a
+/// table of `rows` (cells already escaped) under `heads`.
+fn table(h: &mut String, title: &str, total: usize, heads: &[&str], rows: Vec<Vec<String>>) {
+    let _ = write!(h, "<h2>{title} ({total})</h2>{}<table><tr>", shown(rows.len(), total));
+    for head in heads {
+        let _ = write!(h, "<th>{head}</th>");
+    }
+    h.push_str("</tr>");
+    for row in rows {
+        h.push_str("<tr>");
+        for cell in row {
+            let _ = write!(h, "<td>{cell}</td>");
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>");
 }
 
 /// A note when a list shows only the first of its items.

@@ -98,10 +98,17 @@ pub struct StatusReport {
     pub replica: ReplicaReport,
     /// Host counters.
     pub host: HostReport,
+    /// Sessions with a connection to this node, and the client address it comes from.
+    pub session_addrs: Vec<(u64, String)>,
 }
 
 impl StatusReport {
-    pub(crate) fn new(cfg: &ServerConfig, replica: ReplicaReport, c: &HostCounters) -> Self {
+    pub(crate) fn new(
+        cfg: &ServerConfig,
+        replica: ReplicaReport,
+        c: &HostCounters,
+        session_addrs: Vec<(u64, String)>,
+    ) -> Self {
         // A histogram whose lock was poisoned is still a valid histogram.
         let snapshot = |h: &std::sync::Mutex<Histogram>| {
             h.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -125,6 +132,7 @@ impl StatusReport {
             peers: cfg.peers.iter().map(|(id, a)| (*id, *a)).collect(),
             replica,
             host,
+            session_addrs,
         }
     }
 

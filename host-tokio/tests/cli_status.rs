@@ -85,3 +85,44 @@ fn status_and_stale_reads_work_with_two_of_three_nodes_stopped() {
 
     assert!(Command::new("kill").args(["-CONT", &pid]).status().expect("kill").success());
 }
+
+#[test]
+fn the_status_page_shows_replication_primitives_and_where_sessions_come_from() {
+    let c = Cluster::start(3);
+    let leader = c.wait_leader(Duration::from_secs(5));
+    assert!(c.concord(&["latch", "set", "gate", "2"]).status.success());
+    assert!(c.concord(&["kv", "put", "cfg/a", "12345"]).status.success());
+    // A leader holding its election, and a lock held, both by live CLI processes.
+    let mut elected =
+        c.command(&["elect", "E", "node-a"]).stdout(std::process::Stdio::piped()).spawn().expect("elect");
+    let mut holder = c.command(&["lock", "L"]).stdout(std::process::Stdio::piped()).spawn().expect("lock");
+    let page = || common::http_get(c.node(leader).http, "/").unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = page();
+    while !(last.contains("node-a") && last.contains("<td>L</td>")) {
+        assert!(Instant::now() < deadline, "the page never showed the election and the lock:\n{last}");
+        std::thread::sleep(Duration::from_millis(100));
+        last = page();
+    }
+    for want in [
+        "<th>reachable</th>",
+        "<td>yes</td>",
+        "Latches (1)",
+        "<td>gate</td><td>2</td>",
+        "Barriers (0)",
+        "<th>keys</th><td>1</td>",
+        "<th>bytes of keys and values</th><td>10</td>",
+        "<td>node-a</td>",
+    ] {
+        assert!(last.contains(want), "the status page lacks {want:?}:\n{last}");
+    }
+    let sessions = last.split("<h2>Sessions").nth(1).and_then(|s| s.split("<h2>").next()).unwrap_or_default();
+    assert!(
+        sessions.contains("<td>127.0.0.1:"),
+        "each session shows the client address it came from:\n{sessions}"
+    );
+    for child in [&mut elected, &mut holder] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

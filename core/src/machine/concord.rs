@@ -311,6 +311,8 @@ impl Concord {
             latches: s.latches.len(),
             barriers: s.barriers.len(),
             elections: s.elections.len(),
+            kv_keys: s.kv.len(),
+            kv_bytes: s.kv.bytes(),
         };
         View {
             counts,
@@ -408,6 +410,10 @@ pub struct ViewCounts {
     pub barriers: usize,
     /// Elections with a leader or candidates.
     pub elections: usize,
+    /// Keys in the key-value store.
+    pub kv_keys: usize,
+    /// Bytes of keys and values in the key-value store.
+    pub kv_bytes: u64,
 }
 
 /// A read-write lock in use.

@@ -488,6 +488,16 @@ impl Kv {
     pub(crate) fn revision(&self) -> u64 {
         self.revision
     }
+
+    /// Keys stored.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes of keys and values stored.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.entries.iter().map(|(k, v)| (k.len() + v.value.len()) as u64).sum()
+    }
 }
 
 /// What a key and its value weigh in a page.

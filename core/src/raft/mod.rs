@@ -25,7 +25,7 @@ pub use drive::Outputs;
 pub use membership::{Membership, MembershipChange, MembershipError};
 pub use message::{Message, MessageBody, TERM_AND_INDEX_MAX};
 pub use metrics::Metrics;
-pub use node::{Event, Node, NodeError, Role, Start, Status};
+pub use node::{Event, Node, NodeError, Replication, Role, Start, Status};
 pub use request::{Consistency, Reply, Request, RequestError, RequestId, Response};
 pub use state_machine::{ApplyContext, RestoreError, StateMachine};
 pub(crate) use storage::{append_entries, drop_for_snapshot};

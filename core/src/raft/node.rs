@@ -133,6 +133,21 @@ pub struct Status {
     pub membership: Membership,
 }
 
+/// How far a member has replicated, as its leader sees it ([`Node::replication`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Replication {
+    /// The member.
+    pub node: NodeId,
+    /// The highest index known to match the leader's log.
+    pub match_index: LogIndex,
+    /// Entries the leader has that it is not known to have.
+    pub lag: u64,
+    /// How long ago the leader last heard from it, microseconds.
+    pub heard_us_ago: u64,
+    /// Heard from within the minimum election timeout.
+    pub reachable: bool,
+}
+
 /// A leadership hand-over in progress.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Transfer {
@@ -486,6 +501,26 @@ impl<M: StateMachine> Node<M> {
             last_term: self.log.last_term(),
             membership: self.membership.current().clone(),
         }
+    }
+
+    /// On a leader, how far each other member has replicated and when it was last heard
+    /// from (empty on other nodes), in member order.
+    pub fn replication(&self) -> Vec<Replication> {
+        if self.role != Role::Leader {
+            return Vec::new();
+        }
+        let last = self.log.last_index();
+        self.progress
+            .iter()
+            .filter(|(id, _)| **id != self.cfg.id)
+            .map(|(id, p)| Replication {
+                node: *id,
+                match_index: p.match_index,
+                lag: last.saturating_sub(p.match_index),
+                heard_us_ago: self.now.saturating_since_us(p.last_heard),
+                reachable: self.now.saturating_since_us(p.last_heard) < self.cfg.election_timeout_min_us,
+            })
+            .collect()
     }
 
     /// This node's id.

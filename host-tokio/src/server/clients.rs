@@ -59,7 +59,7 @@ async fn serve_client(
 ) {
     let (mut r, mut w) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<ServerMessage>(cfg.client_queue_max);
-    inputs.open(conn, tx).await;
+    inputs.open(conn, from, tx).await;
     let frame_bytes_max = cfg.frame_bytes_max;
     // Ends when the node loop lets go of the connection (a client too slow to read its
     // answers), or a write fails or stalls.

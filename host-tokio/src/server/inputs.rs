@@ -18,7 +18,7 @@ pub(super) enum Input {
     /// An inbound peer connection identified itself (with its client address, if any):
     /// reply on it if no address is known.
     PeerInbound(NodeId, Option<String>, mpsc::Sender<Message>),
-    ClientOpen(ConnId, mpsc::Sender<ServerMessage>),
+    ClientOpen(ConnId, std::net::SocketAddr, mpsc::Sender<ServerMessage>),
     Client(ConnId, ClientRequest),
     ClientClosed(ConnId),
     Persisted(WriteToken),
@@ -59,9 +59,14 @@ impl PeerInputs {
 pub(super) struct ClientInputs(pub(super) mpsc::Sender<Input>);
 
 impl ClientInputs {
-    /// Connection `conn` opened; its messages go to `tx`.
-    pub(super) async fn open(&self, conn: ConnId, tx: mpsc::Sender<ServerMessage>) {
-        let _ = self.0.send(Input::ClientOpen(conn, tx)).await;
+    /// Connection `conn` opened, from `from`; its messages go to `tx`.
+    pub(super) async fn open(
+        &self,
+        conn: ConnId,
+        from: std::net::SocketAddr,
+        tx: mpsc::Sender<ServerMessage>,
+    ) {
+        let _ = self.0.send(Input::ClientOpen(conn, from, tx)).await;
     }
 
     /// A request on `conn`; `false` once the node loop is gone.

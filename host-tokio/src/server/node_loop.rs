@@ -33,6 +33,8 @@ pub(super) struct NodeLoop {
     pub(super) shutdown: Arc<watch::Sender<bool>>,
     /// Where the node stands, as last logged.
     pub(super) standing: Standing,
+    /// Where each client connection comes from.
+    pub(super) conn_addrs: BTreeMap<ConnId, std::net::SocketAddr>,
 }
 
 impl NodeLoop {
@@ -105,12 +107,14 @@ impl NodeLoop {
                     self.peers.insert(id, tx);
                 }
             }
-            Input::ClientOpen(conn, tx) => {
+            Input::ClientOpen(conn, from, tx) => {
                 self.conns.insert(conn, tx);
+                self.conn_addrs.insert(conn, from);
             }
             Input::Client(conn, req) => self.replica.handle_client(now, conn, req),
             Input::ClientClosed(conn) => {
                 // (A connection cut off as too slow was forgotten already.)
+                self.conn_addrs.remove(&conn);
                 if self.conns.remove(&conn).is_some() {
                     self.replica.handle_disconnect(conn);
                 }
@@ -167,7 +171,13 @@ impl NodeLoop {
     }
 
     fn report(&self, items: usize) -> StatusReport {
-        StatusReport::new(&self.cfg, self.replica.report(items), &self.counters)
+        let replica = self.replica.report(items);
+        let session_addrs = replica
+            .session_conns
+            .iter()
+            .filter_map(|(s, c)| Some((s.0, self.conn_addrs.get(c)?.to_string())))
+            .collect();
+        StatusReport::new(&self.cfg, replica, &self.counters, session_addrs)
     }
 }
 
