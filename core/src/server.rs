@@ -621,6 +621,7 @@ impl Replica {
                     self.catch_up_waiters();
                     self.events.push_back(Event::SnapshotInstalled { index });
                 }
+                Event::Removed { by } => self.events.push_back(Event::Removed { by }),
             }
         }
     }

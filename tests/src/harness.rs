@@ -4,8 +4,8 @@
 use crate::register::{RegisterCommand, RegisterMachine, RegisterOutput, RegisterQuery};
 use concord_core::raft::{Outputs, Persisted};
 use concord_core::{
-    Config, Consistency, Entry, GroupId, Instant, Membership, Message, MessageBody, Node, NodeId, Payload,
-    Reply, Request, RequestId, Role, Start, StorageWrite,
+    Config, Consistency, Entry, Event, GroupId, Instant, Membership, Message, MessageBody, Node, NodeId,
+    Payload, Reply, Request, RequestId, Role, Start, StorageWrite,
 };
 use std::collections::BTreeMap;
 use std::ops::Deref;
@@ -20,6 +20,7 @@ struct Drained<'a> {
     disk: &'a mut Disk,
     net: &'a mut Vec<Message>,
     replies: &'a mut Vec<(u64, Reply<RegisterOutput>)>,
+    removed: &'a mut Vec<u64>,
 }
 
 impl Outputs<RegisterMachine> for Drained<'_> {
@@ -32,6 +33,11 @@ impl Outputs<RegisterMachine> for Drained<'_> {
     }
     fn reply(&mut self, reply: Reply<RegisterOutput>) {
         self.replies.push((self.id, reply));
+    }
+    fn event(&mut self, event: Event<()>) {
+        if let Event::Removed { .. } = event {
+            self.removed.push(self.id);
+        }
     }
 }
 
@@ -64,9 +70,9 @@ impl Deref for Disk {
 /// Drains node `n` with every write durable on `disk` at once; returns the messages it
 /// sent (replies and events are dropped). For tests that drive one node by hand.
 pub fn flush(n: &mut N, disk: &mut Disk) -> Vec<Message> {
-    let (mut net, mut replies) = (Vec::new(), Vec::new());
+    let (mut net, mut replies, mut removed) = (Vec::new(), Vec::new(), Vec::new());
     let id = n.id().0;
-    n.drive(&mut Drained { id, disk, net: &mut net, replies: &mut replies })
+    n.drive(&mut Drained { id, disk, net: &mut net, replies: &mut replies, removed: &mut removed })
         .expect("a write the node just asked for is confirmed");
     net
 }
@@ -85,6 +91,8 @@ pub struct H {
     pub now: Instant,
     /// Replies received, with the node that answered.
     pub replies: Vec<(u64, Reply<RegisterOutput>)>,
+    /// Nodes that reported [`Event::Removed`], in order.
+    pub removed: Vec<u64>,
     next_req: u64,
 }
 
@@ -103,6 +111,7 @@ impl H {
             net: vec![],
             now: Instant::ZERO,
             replies: vec![],
+            removed: vec![],
             next_req: 1,
         };
         for id in ids {
@@ -123,6 +132,7 @@ impl H {
             disk: self.disks.get_mut(&id).unwrap(),
             net: &mut self.net,
             replies: &mut self.replies,
+            removed: &mut self.removed,
         };
         n.drive(&mut out).expect("a write completes once");
     }

@@ -145,6 +145,44 @@ fn a_self_removed_leader_answers_its_pending_proposals() {
     assert!(h.reply(p).is_some(), "proposal on self-removed leader never answered");
 }
 
+// A node removed while cut off never receives its removal: it used to campaign forever.
+// The leader answers its pre-votes with `Removed`, and it stops campaigning.
+#[test]
+fn a_node_removed_while_cut_off_learns_it_and_stops_campaigning() {
+    let mut h = H::new(&[1, 2, 3], &[1, 2, 3], cfg);
+    h.elect(1);
+    let cut = |m: &Message| m.to.0 == 3 || m.from.0 == 3;
+    let rm = h.request(1, Request::ChangeMembership(MembershipChange::Remove(NodeId(3))));
+    for _ in 0..10 {
+        h.advance(30_000);
+        h.tick(1);
+        h.tick(2);
+        h.pump(|m| !cut(m), cut);
+    }
+    assert!(h.reply(rm).is_some_and(|r| r.result.is_ok()), "the removal commits without node 3");
+    assert!(h.node(3).membership().is_voter(NodeId(3)), "node 3 never heard of it");
+    let term = h.node(1).term();
+    // Healed: node 3's election timer runs out, and it asks for pre-votes.
+    h.advance(1_000_000);
+    h.tick(3);
+    assert!(h.net.iter().any(|m| m.from.0 == 3 && matches!(m.body, MessageBody::PreVote { .. })));
+    h.all();
+    assert_eq!(h.removed, vec![3], "node 3 learnt it was removed");
+    for _ in 0..5 {
+        h.advance(1_000_000);
+        h.tick(3);
+        assert!(
+            !h.net
+                .iter()
+                .any(|m| m.from.0 == 3
+                    && matches!(m.body, MessageBody::PreVote { .. } | MessageBody::Vote { .. })),
+            "a removed node campaigns no more"
+        );
+        h.all();
+    }
+    assert_eq!((h.node(1).role(), h.node(1).term()), (Role::Leader, term), "the leader was not disturbed");
+}
+
 // Decodable messages with absurd indexes are refused, never overflowed on.
 #[test]
 fn an_append_with_an_absurd_index_is_refused_without_panic() {

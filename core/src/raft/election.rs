@@ -8,6 +8,16 @@ use alloc::vec::Vec;
 impl<M: StateMachine> Node<M> {
     /// Routes a message after applying Raft's term rules.
     pub(super) fn step(&mut self, msg: Message) {
+        if self.role == Role::Leader
+            && matches!(msg.body, MessageBody::PreVote { .. } | MessageBody::Vote { .. })
+            && self.is_removed(msg.from)
+        {
+            // A node this leader's configurations no longer hold, and whose removal is
+            // committed: it would campaign forever without hearing of it.
+            debug!("{} tells removed {} so", self.cfg.id, msg.from);
+            self.send(msg.from, MessageBody::Removed);
+            return;
+        }
         if msg.term > self.term {
             match msg.body {
                 // A pre-vote asks about a future term; answering it changes nothing here.
@@ -99,6 +109,14 @@ impl<M: StateMachine> Node<M> {
                     self.handle_install_snapshot_response(from, index, next_offset, done);
                 }
             }
+            MessageBody::Removed => {
+                // Believed only from a voter of this node's own configuration.
+                if !self.removed && self.membership.current().is_voter(from) {
+                    debug!("{} learns from {} that it was removed", self.cfg.id, from);
+                    self.removed = true;
+                    self.events.push_back(super::node::Event::Removed { by: from });
+                }
+            }
             MessageBody::TimeoutNow => {
                 if self.role == Role::Follower && self.leader == Some(from) && self.is_voter() {
                     debug!("{} takes over from {} (transfer)", self.cfg.id, from);
@@ -121,6 +139,12 @@ impl<M: StateMachine> Node<M> {
 
     pub(super) fn is_voter(&self) -> bool {
         self.membership.current().is_voter(self.cfg.id)
+    }
+
+    /// Whether `node` is in neither the latest configuration nor the committed one.
+    fn is_removed(&self, node: NodeId) -> bool {
+        let member = |m: &super::Membership| m.voters.contains(&node) || m.learners.contains(&node);
+        !member(self.membership.current()) && !member(self.membership.at(self.commit))
     }
 
     fn handle_pre_vote(&mut self, from: NodeId, term: Term, last_index: u64, last_term: Term) {
@@ -179,7 +203,7 @@ impl<M: StateMachine> Node<M> {
 
     /// The election timer fired on a follower or candidate.
     pub(super) fn election_timeout(&mut self) {
-        if !self.is_voter() {
+        if !self.is_voter() || self.removed {
             // Learners and removed nodes never campaign.
             self.reset_election_timer();
             return;

@@ -113,6 +113,10 @@ pub enum MessageBody {
     },
     /// Sent by a leader handing over leadership: start an election now.
     TimeoutNow,
+    /// A leader's answer to a vote or pre-vote from a node that is in none of its
+    /// configurations, the committed one included: the sender was removed from the group,
+    /// and stops campaigning.
+    Removed,
 }
 
 impl Message {
@@ -147,7 +151,8 @@ impl Message {
             MessageBody::PreVoteResponse { .. }
             | MessageBody::VoteResponse { .. }
             | MessageBody::HeartbeatResponse { .. }
-            | MessageBody::TimeoutNow => true,
+            | MessageBody::TimeoutNow
+            | MessageBody::Removed => true,
         };
         if ok {
             Ok(())
@@ -172,6 +177,7 @@ impl MessageBody {
             Self::InstallSnapshot { .. } => "install_snapshot",
             Self::InstallSnapshotResponse { .. } => "install_snapshot_response",
             Self::TimeoutNow => "timeout_now",
+            Self::Removed => "removed",
         }
     }
 }

@@ -106,6 +106,12 @@ pub enum Event<E> {
     },
     /// Something the state machine produced while applying entries.
     Machine(E),
+    /// The group's leader `by` answered that this node is no longer a member: it was
+    /// removed. The node no longer campaigns; a host should stop it.
+    Removed {
+        /// The leader that said so.
+        by: NodeId,
+    },
 }
 
 /// A point-in-time view of a node, for status pages, metrics and tests.
@@ -196,6 +202,8 @@ pub struct Node<M: StateMachine> {
     /// Linearizable reads waiting for confirmation, and the heartbeat rounds confirming them.
     pub(super) reads: ReadIndex,
     pub(super) transfer: Option<Transfer>,
+    /// A leader said this node is no longer a member: it never campaigns again.
+    pub(super) removed: bool,
     /// Leader: (local clock, log time) when this term began. Entries are stamped
     /// `log time + (now - local clock)`, so the log's clock runs on without jumps whatever
     /// epoch each host's monotonic clock counts from.
@@ -314,6 +322,7 @@ impl<M: StateMachine> Node<M> {
             appends_due: false,
             reads: ReadIndex::default(),
             transfer: None,
+            removed: false,
             proposals: BTreeMap::new(),
             incoming_snapshot: IncomingSnapshot::default(),
             write: StorageWrite {

@@ -51,6 +51,13 @@ pub enum ServerError {
     Io(String),
     /// The core refused the stored state or the configuration.
     Core(String),
+    /// The group's leader (this id) said the node is no longer a member: it was removed.
+    Removed {
+        /// This node.
+        id: u64,
+        /// The leader.
+        by: u64,
+    },
 }
 
 impl fmt::Display for ServerError {
@@ -60,6 +67,12 @@ impl fmt::Display for ServerError {
             Self::Wal(e) => write!(f, "write-ahead log: {e}"),
             Self::Io(e) => f.write_str(e),
             Self::Core(e) => write!(f, "{e}"),
+            Self::Removed { id, by } => write!(
+                f,
+                "node {id} was removed from the cluster (its leader, node {by}, says so); it stops. \
+                 To bring it back, add it again with `concord member add` and start it with \
+                 --join and an empty data directory"
+            ),
         }
     }
 }

@@ -148,12 +148,17 @@ impl NodeLoop {
             node: self.cfg.id,
             slow: Vec::new(),
             standing: &mut self.standing,
+            removed_by: None,
         };
         // The storage thread confirms writes later (`persist` answers `false`), so `drive`
         // confirms nothing itself; an error would be a core bug, and stops the node.
         self.replica
             .drive(&mut out)
             .map_err(|e| ServerError::Core(format!("storage confirmation refused: {e}")))?;
+        if let Some(by) = out.removed_by {
+            error!(id = self.cfg.id, leader = by, "this node was removed from the cluster; stopping");
+            return Err(ServerError::Removed { id: self.cfg.id, by });
+        }
         for conn in out.slow {
             self.conns.remove(&conn);
             self.replica.handle_disconnect(conn);
@@ -192,6 +197,8 @@ struct Sinks<'a> {
     node: u64,
     slow: Vec<ConnId>,
     standing: &'a mut Standing,
+    /// Set when a leader said this node was removed.
+    removed_by: Option<u64>,
 }
 
 /// Where a node stands, as the log reports it: a change is logged once, not every
@@ -274,6 +281,7 @@ impl ReplicaOutputs for Sinks<'_> {
                 }
             }
             Event::SnapshotInstalled { index } => info!(id = self.node, index, "snapshot installed"),
+            Event::Removed { by } => self.removed_by = Some(by.0),
             Event::Machine(()) => {}
         }
     }
