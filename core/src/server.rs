@@ -16,12 +16,12 @@ use crate::machine::lock::LockEvent;
 use crate::machine::session::SessionInfo;
 use crate::machine::View;
 use crate::machine::{
-    Concord, Error as MachineError, Event as MachineEvent, Outcome, Query, QueryOp, QueuedOutcome, Reply,
-    SessionEnd, SessionId,
+    Command, Concord, Error as MachineError, Event as MachineEvent, Op, Outcome, Query, QueryOp,
+    QueuedOutcome, Reply, SessionEnd, SessionId,
 };
 use crate::raft::{
-    Event, Message, Metrics, Node, NodeError, NodeId, Request, RequestId, Response, Status, StorageWrite,
-    WriteToken,
+    Event, Message, Metrics, Node, NodeError, NodeId, Request, RequestId, Response, Role, Status,
+    StorageWrite, WriteToken,
 };
 use crate::time::Instant;
 use crate::wire::{
@@ -334,8 +334,26 @@ impl Replica {
         self.route();
     }
 
-    /// Connection `conn` closed: forget its streams and registrations.
+    /// Connection `conn` closed: forget its streams and registrations. On the leader, a
+    /// queue-group member whose connection this was is marked disconnected in the machine
+    /// (`SignalOp::Disconnected`), so that its groups' signals go to members still
+    /// connected until it sends again.
     pub fn handle_disconnect(&mut self, conn: ConnId) {
+        let gone: Vec<SessionId> =
+            self.sessions.iter().filter(|(_, c)| **c == conn).map(|(s, _)| *s).collect();
+        if self.node.role() == Role::Leader {
+            for session in gone {
+                if self.node.machine().in_queue_group(session) {
+                    let op = Op::Signal(crate::machine::signal::SignalOp::Disconnected { session });
+                    let bytes = postcard::to_allocvec(&Command { session: None, op }).unwrap_or_default();
+                    let rid = RequestId(self.next_request);
+                    self.next_request += 1;
+                    // Nobody waits for its answer: a reply without a route is dropped.
+                    let now = self.node.now();
+                    self.node.handle_request(now, rid, Request::Propose(bytes));
+                }
+            }
+        }
         self.watches.retain(|(c, _), _| *c != conn);
         self.observers.retain(|(c, _), _| *c != conn);
         self.sessions.retain(|_, c| *c != conn);

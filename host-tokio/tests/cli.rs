@@ -396,3 +396,56 @@ fn every_operation_of_every_primitive_is_reachable() {
     assert_eq!(out, "resigned", "{out}");
     assert_eq!(j(&["elect", "E", "--leader"]).0, 3, "resigned: no leader");
 }
+
+/// Lines a background command prints, read on a thread, so a test can wait for them
+/// with a bound.
+fn lines(bg: &mut Bg) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let out = bg.0.as_mut().expect("running").stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_killed_queue_group_member_gets_nothing_while_another_is_connected() {
+    let c = Cluster::start(3);
+    let mut a = background(&c, &["signal", "subscribe", "jobs.*", "--queue-group", "g"]);
+    let a_lines = lines(&mut a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    // Until a is subscribed, a publish reaches nobody.
+    while a_lines.try_recv().is_err() {
+        assert!(std::time::Instant::now() < deadline, "a never subscribed");
+        ok(&c.concord(&["signal", "publish", "jobs.warm", "a"]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut b = background(&c, &["signal", "subscribe", "jobs.*", "--queue-group", "g"]);
+    let b_lines = lines(&mut b);
+    // Turns alternate once b is in the group.
+    while b_lines.try_recv().is_err() {
+        assert!(std::time::Instant::now() < deadline, "b never subscribed");
+        ok(&c.concord(&["signal", "publish", "jobs.warm", "b"]));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // a dies without closing its session; its session lives on for its TTL (10 s).
+    drop(a);
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..6 {
+        assert_eq!(ok(&c.concord(&["signal", "publish", "jobs.after", &i.to_string()])), "1 received");
+    }
+    let mut got = Vec::new();
+    while got.len() < 6 {
+        match b_lines.recv_timeout(Duration::from_secs(5)) {
+            Ok(line) if line.starts_with("jobs.after") => got.push(line),
+            Ok(_) => {}
+            Err(_) => panic!("b received only {got:?}: signals went to the dead member"),
+        }
+    }
+    assert_eq!(got, (0..6).map(|i| format!("jobs.after {i}")).collect::<Vec<_>>());
+}

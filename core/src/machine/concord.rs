@@ -109,6 +109,11 @@ impl Concord {
         self.state.sessions.map.len()
     }
 
+    /// Whether `session` is a member of some signal queue group.
+    pub fn in_queue_group(&self, session: SessionId) -> bool {
+        self.state.primitives.signals.in_queue_group(session)
+    }
+
     /// The open sessions.
     pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
         self.state.sessions.map.keys().copied()
@@ -184,6 +189,8 @@ impl Concord {
     /// cache: `Some` is the cached outcome of a retry.
     fn admit(state: &mut State, fx: &Fx<'_>, r: &SessionRef) -> Result<Option<Outcome>, Error> {
         let s = state.sessions.map.get_mut(&r.id).ok_or(Error::SessionLost(r.id))?;
+        // The session's client is there: its queue groups count on it again.
+        state.primitives.signals.present(r.id);
         let deadline = fx.time.add_us(s.ttl_us);
         if deadline > s.deadline {
             state.timers.remove(&(s.deadline, Timer::Session(r.id)));

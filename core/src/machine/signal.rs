@@ -41,6 +41,14 @@ pub enum SignalOp {
         /// The payload.
         payload: Vec<u8>,
     },
+    /// Proposed by the leader when the connection a session used closes, if the session
+    /// is in a queue group → [`Reply::Unit`]: until the session sends anything again, its
+    /// groups give signals to members still connected (to it only if none is). Needs no
+    /// session.
+    Disconnected {
+        /// The session.
+        session: SessionId,
+    },
 }
 
 /// A signal for one subscriber.
@@ -90,11 +98,13 @@ struct Subscription {
     group: Option<String>,
 }
 
-/// Every subscription, and the round-robin position of every queue group.
+/// Every subscription, the round-robin position of every queue group, and the sessions
+/// whose connection closed since they last sent anything.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Signals {
     subs: BTreeMap<u64, Subscription>,
     cursors: BTreeMap<String, u64>,
+    away: BTreeSet<SessionId>,
 }
 
 impl Primitive for Signals {
@@ -111,6 +121,7 @@ impl Primitive for Signals {
         for id in ids {
             self.remove(id);
         }
+        self.away.remove(&session);
     }
 
     fn owners(&self, out: &mut BTreeSet<SessionId>) {
@@ -146,6 +157,12 @@ impl Signals {
                 self.remove(id);
                 Ok(Reply::Unit)
             }
+            SignalOp::Disconnected { session } => {
+                if self.in_queue_group(session) {
+                    self.away.insert(session);
+                }
+                Ok(Reply::Unit)
+            }
             SignalOp::Publish { subject, payload } => {
                 check_name(limits, &subject)?;
                 if !pattern::is_valid_subject(&subject) {
@@ -166,8 +183,13 @@ impl Signals {
                     }
                 }
                 for (g, members) in groups {
+                    // Members still connected first: a signal given to a member whose
+                    // client is gone would be lost.
+                    let live: Vec<(u64, SessionId)> =
+                        members.iter().copied().filter(|(_, s)| !self.away.contains(s)).collect();
+                    let pool = if live.is_empty() { members } else { live };
                     let cursor = self.cursors.get(g).copied().unwrap_or(0);
-                    receivers.push(members[(cursor % members.len() as u64) as usize]);
+                    receivers.push(pool[(cursor % pool.len() as u64) as usize]);
                     self.cursors.insert(g.into(), cursor.wrapping_add(1));
                 }
                 receivers.sort_unstable();
@@ -183,6 +205,16 @@ impl Signals {
                 Ok(Reply::Count(receivers.len() as u64))
             }
         }
+    }
+
+    /// Whether `session` is a member of some queue group.
+    pub(crate) fn in_queue_group(&self, session: SessionId) -> bool {
+        self.subs.values().any(|s| s.session == session && s.group.is_some())
+    }
+
+    /// `session` sent something: it is connected again.
+    pub(crate) fn present(&mut self, session: SessionId) {
+        self.away.remove(&session);
     }
 
     fn remove(&mut self, id: u64) {

@@ -532,6 +532,11 @@ impl<M: StateMachine> Node<M> {
             .collect()
     }
 
+    /// The latest time the host gave the node.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.cfg.id

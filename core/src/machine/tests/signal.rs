@@ -129,6 +129,39 @@ fn a_queue_group_takes_turns_in_subscription_order() {
 }
 
 #[test]
+fn a_queue_group_skips_a_disconnected_member_until_it_sends_again() {
+    let mut t = T::new();
+    let [a, b] = [t.open(TTL_MS), t.open(TTL_MS)];
+    let ga = sub(&mut t, a, "jobs.*", Some("workers"));
+    let gb = sub(&mut t, b, "jobs.*", Some("workers"));
+    let away = |s: SessionId| Op::Signal(SignalOp::Disconnected { session: s });
+    assert_eq!(ok(t.anon(away(a))), Reply::Unit);
+    let mut turns = Vec::new();
+    for _ in 0..3 {
+        let (n, deliveries) = send(&mut t, "jobs.run", b"");
+        assert_eq!(n, 1);
+        turns.extend(deliveries);
+    }
+    assert_eq!(turns, vec![(gb, b); 3], "everything goes to the member still connected");
+    // a sends again (a keep-alive): it takes its turns again.
+    ok(t.run(a, Op::Session(SessionOp::KeepAlive)));
+    let mut turns = Vec::new();
+    for _ in 0..2 {
+        turns.extend(send(&mut t, "jobs.run", b"").1);
+    }
+    assert!(turns.contains(&(ga, a)) && turns.contains(&(gb, b)), "{turns:?}");
+    // With every member disconnected, the group still gets each signal.
+    ok(t.anon(away(a)));
+    ok(t.anon(away(b)));
+    assert_eq!(send(&mut t, "jobs.run", b"").0, 1);
+    // A session outside any queue group is not marked.
+    let c = t.open(TTL_MS);
+    let plain = sub(&mut t, c, "jobs.*", None);
+    ok(t.anon(away(c)));
+    assert!(send(&mut t, "jobs.run", b"").1.contains(&(plain, c)));
+}
+
+#[test]
 fn each_queue_group_gets_one_copy() {
     let mut t = T::new();
     let [a, b, c] = [t.open(TTL_MS), t.open(TTL_MS), t.open(TTL_MS)];
