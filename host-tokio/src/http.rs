@@ -1,6 +1,6 @@
 //! The HTTP endpoint of a node: `/metrics` (Prometheus), `/status` (JSON), `/` (the
 //! status page) and `/snapshot` (the latest snapshot, postcard-encoded, for `concord
-//! snapshot save`). Each report asks the node loop for a fresh [`StatusReport`].
+//! snapshot save`), plus the `routes` the node adds (`/ws`). Each report asks the node loop for a fresh [`StatusReport`].
 
 use crate::metrics::StatusReport;
 use crate::server::{StatusInputs, STATUS_ITEMS_MAX};
@@ -19,6 +19,7 @@ type Inputs = StatusInputs;
 pub(crate) async fn serve(
     listener: TcpListener,
     inputs: Inputs,
+    routes: Router,
     data_dir: PathBuf,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -27,7 +28,8 @@ pub(crate) async fn serve(
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(inputs)
-        .route("/snapshot", get(move || snapshot(data_dir.clone())));
+        .route("/snapshot", get(move || snapshot(data_dir.clone())))
+        .merge(routes);
     let stop = async move {
         let _ = shutdown.changed().await;
     };

@@ -1,6 +1,6 @@
 //! One Concord node on tokio: the core's [`Replica`](concord_core::server::Replica) driven by a single task (the *node
 //! loop*), a storage thread that writes the WAL with group commit, TCP listeners for peers
-//! and clients, and the HTTP endpoint.
+//! and clients, and the HTTP endpoint (with the WebSocket endpoint for JS clients, `ws.rs`).
 //!
 //! The node loop owns the replica and is the only code that touches it. Everything else
 //! talks to it through one bounded queue of inputs, each task through a handle that
@@ -17,6 +17,7 @@ mod inputs;
 mod node_loop;
 mod peers;
 mod storage;
+mod ws;
 
 pub(crate) use inputs::StatusInputs;
 
@@ -274,9 +275,12 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         counters.clone(),
         shutdown_rx.clone(),
     ));
+    let ws =
+        ws::router(inputs::ClientInputs(inputs.clone()), cfg.clone(), counters.clone(), shutdown_rx.clone());
     tokio::spawn(crate::http::serve(
         http_listener,
         StatusInputs(inputs),
+        ws,
         cfg.data_dir.clone(),
         shutdown_rx.clone(),
     ));
