@@ -38,7 +38,8 @@ cargo build -p concord-core --target wasm32-unknown-unknown
 # Installs what it lacks (wasm-bindgen-cli at the Cargo.lock version of wasm-bindgen, the
 # package's npm dependencies: binaryen, typescript, workerd), builds the wasm, and runs the
 # package's tests against a `concord dev` it starts: the Node end-to-end tests, the shared
-# conformance suite from wasm in Node, and the worker in workerd.
+# conformance suite from wasm in Node, the worker in workerd, and the page in headless
+# Chromium (Debian's chromium and chromium-driver).
 step "host-wasm: tools"
 wasm_bindgen=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')" != "$wasm_bindgen" ]; then
@@ -47,13 +48,16 @@ fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt-get update -qq && apt-get install -y -qq nodejs npm
 fi
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
 (cd host-wasm/package && { test -d node_modules || npm ci --no-audit --no-fund; })
 
 step "host-wasm: lints for wasm32, build (client and conformance builds)"
 cargo clippy -p concord-wasm --target wasm32-unknown-unknown --features conformance -- -D warnings
 sh host-wasm/build.sh
 
-step "host-wasm: Node end to end, conformance in Node, workerd, against concord dev"
+step "host-wasm: Node end to end; conformance in Node, workerd and headless Chromium; against concord dev"
 cargo build -p concord-tokio --bin concord
 sh host-wasm/package/test/run.sh
 
