@@ -1,6 +1,7 @@
 #!/bin/sh
-# Builds the npm package's WebAssembly: the client (dist/wasm) and, for the conformance
-# tests, the client with the shared conformance suite (dist/wasm-conformance). Needs the
+# Builds the npm package's WebAssembly: the client (dist/wasm), the client with the
+# Replica (dist/wasm-replica) and, for the conformance tests, the client with the shared
+# conformance suite (dist/wasm-conformance). Needs the
 # wasm32-unknown-unknown target, wasm-bindgen-cli at the version of the wasm-bindgen crate
 # in Cargo.lock, and the package's npm dependencies (`npm ci` in package/: binaryen's
 # wasm-opt — Debian's is too old for wasm-bindgen's reference-types tables —, typescript,
@@ -26,8 +27,9 @@ build() { # features out-dir
 }
 test -x "$pkg/node_modules/.bin/wasm-opt" || (cd "$pkg" && npm ci --no-audit --no-fund)
 build "" "$pkg/dist/wasm"
+build "--features replica" "$pkg/dist/wasm-replica"
 build "--features conformance" "$pkg/dist/wasm-conformance"
-for d in wasm wasm-conformance; do
+for d in wasm wasm-replica wasm-conformance; do
   f="$pkg/dist/$d/concord_wasm_bg.wasm"
   echo "$d: $(wc -c < "$f") bytes raw, $(gzip -9 -c "$f" | wc -c) bytes gzipped"
 done

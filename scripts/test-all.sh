@@ -54,8 +54,15 @@ fi
 (cd host-wasm/package && { test -d node_modules || npm ci --no-audit --no-fund; })
 
 step "host-wasm: lints for wasm32, build (client and conformance builds)"
-cargo clippy -p concord-wasm --target wasm32-unknown-unknown --features conformance -- -D warnings
+cargo clippy -p concord-wasm --target wasm32-unknown-unknown --all-targets --features conformance,replica -- -D warnings
 sh host-wasm/build.sh
+
+step "host-wasm: wasm-bindgen-test, three replicas in one module, in Node and in headless Chromium"
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
+cargo test -p concord-wasm --target wasm32-unknown-unknown --features replica --test replica
+(cd host-wasm && WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER=/usr/bin/chromedriver \
+    cargo test -p concord-wasm --target wasm32-unknown-unknown --features replica --test replica)
+unset CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER
 
 step "host-wasm: Node end to end; conformance in Node, workerd and headless Chromium; against concord dev"
 cargo build -p concord-tokio --bin concord

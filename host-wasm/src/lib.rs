@@ -16,11 +16,15 @@
 mod driver;
 mod error;
 mod js;
+#[cfg(feature = "replica")]
+pub mod replica;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
 pub use error::Error;
+#[cfg(feature = "replica")]
+pub use replica::Replica;
 
 use concord_core::client::calls::{
     self, Barrier, Call, Counter, Election, Kv, Latch, Lock, Reference, RwLock, Semaphore,

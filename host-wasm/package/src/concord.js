@@ -398,3 +398,51 @@ export function makeApi(WasmClient) {
   }
   return Client;
 }
+
+/**
+ * A storage medium for a `Replica`, in memory: the log survives a replica built again
+ * over the same object (a restart), not the process. Implements the medium interface the
+ * core's log store writes through (segments of records, a snapshot); another medium
+ * (IndexedDB behind a write-back cache, say) implements the same methods.
+ */
+export class MemoryStorage {
+  #segments = new Map();
+  #snapshot = null;
+  segments() {
+    return [...this.#segments.keys()].sort((a, b) => a - b);
+  }
+  read(seq) {
+    return this.#segment(seq).slice();
+  }
+  create(seq) {
+    this.#segments.set(seq, new Uint8Array(0));
+  }
+  append(seq, bytes) {
+    const old = this.#segment(seq);
+    const next = new Uint8Array(old.length + bytes.length);
+    next.set(old);
+    next.set(bytes, old.length);
+    this.#segments.set(seq, next);
+  }
+  sync() {}
+  truncate(seq, len) {
+    this.#segments.set(seq, this.#segment(seq).slice(0, len));
+  }
+  install(seq, bytes) {
+    this.#segments.set(seq, bytes.slice());
+  }
+  remove(seq) {
+    this.#segments.delete(seq);
+  }
+  readSnapshot() {
+    return this.#snapshot;
+  }
+  writeSnapshot(bytes) {
+    this.#snapshot = bytes.slice();
+  }
+  #segment(seq) {
+    const s = this.#segments.get(seq);
+    if (!s) throw new Error(`no segment ${seq}`);
+    return s;
+  }
+}
