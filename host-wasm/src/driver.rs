@@ -17,7 +17,9 @@ use concord_core::machine::election::ElectionEvent;
 use concord_core::machine::kv::{WatchEvent, WatchFilter};
 use concord_core::machine::signal::SignalDelivery;
 use concord_core::machine::{Op, Reply, SessionId};
-use concord_core::wire::{encode_frame, Answer, Envelope, RequestBody, StreamDecoder};
+use concord_core::wire::{
+    decode_payload, encode_frame, encode_payload, Answer, Envelope, RequestBody, StreamDecoder,
+};
 use concord_core::{Consistency, GroupId, Instant};
 use futures_channel::{mpsc, oneshot};
 use js_sys::{Function, Uint8Array};
@@ -53,6 +55,11 @@ pub(crate) struct Options {
     pub(crate) request_timeout_ms: u64,
     /// Largest frame sent or accepted, bytes.
     pub(crate) frame_bytes_max: usize,
+    /// Carries requests to endpoints whose address is not a WebSocket URL (a Web Worker
+    /// running a replica, say): called as `transport(address, payload)`, one protocol
+    /// payload per call; answers come back through [`Handle::receive`]. It must not call
+    /// into the client synchronously (post a message, as workers do).
+    pub(crate) transport: Option<Function>,
 }
 
 /// A finished command or read.
@@ -106,6 +113,7 @@ struct Driver {
     epoch_ms: f64,
     last: Instant,
     frame_bytes_max: usize,
+    transport: Option<Function>,
     conns: BTreeMap<Peer, Conn>,
     waiters: BTreeMap<OpId, Waiter>,
     reached: Vec<oneshot::Sender<()>>,
@@ -135,7 +143,7 @@ impl Handle {
             return Err(Error::InvalidArgument("at least one endpoint is needed".into()));
         }
         for e in &opts.endpoints {
-            if !(e.starts_with("ws://") || e.starts_with("wss://")) {
+            if opts.transport.is_none() && !(e.starts_with("ws://") || e.starts_with("wss://")) {
                 return Err(Error::InvalidArgument(format!("endpoint {e:?} is not a ws:// or wss:// URL")));
             }
         }
@@ -152,6 +160,7 @@ impl Handle {
                 epoch_ms: now_ms(),
                 last: Instant::ZERO,
                 frame_bytes_max: opts.frame_bytes_max,
+                transport: opts.transport.clone(),
                 conns: BTreeMap::new(),
                 waiters: BTreeMap::new(),
                 reached: Vec::new(),
@@ -300,6 +309,22 @@ impl Handle {
         });
     }
 
+    /// A payload from endpoint `addr` over the caller's transport (see
+    /// [`Options::transport`]). One that does not decode, or is not for a client, breaks
+    /// that endpoint's connection.
+    pub(crate) fn receive(&self, addr: &str, payload: &[u8]) {
+        self.with(|d| {
+            let Some(peer) = d.core.endpoints().find(|(_, a, ..)| *a == addr).map(|(p, ..)| p) else {
+                return;
+            };
+            let now = d.now();
+            match decode_payload(payload, d.frame_bytes_max) {
+                Ok(Envelope::Response(msg)) => d.core.handle_message(now, peer, msg),
+                Ok(_) | Err(_) => d.core.handle_disconnect(now, peer),
+            }
+        });
+    }
+
     /// Closes the session (what it holds is released), then the connections.
     pub(crate) async fn close(&self) {
         let (tx, rx) = oneshot::channel();
@@ -401,6 +426,21 @@ impl Driver {
 
     /// Sends on `peer`'s socket, opening it first if needed; `false` if it cannot be.
     fn send(&mut self, peer: Peer, envelope: &Envelope) -> bool {
+        if let Some(transport) = &self.transport {
+            let addr = self.core.peer_addr(peer).unwrap_or_default();
+            if !(addr.starts_with("ws://") || addr.starts_with("wss://")) {
+                let mut payload = Vec::new();
+                if encode_payload(envelope, &mut payload).is_err() || payload.len() > self.frame_bytes_max {
+                    return false;
+                }
+                let sent = transport.call2(
+                    &JsValue::NULL,
+                    &addr.into(),
+                    &Uint8Array::from(payload.as_slice()).into(),
+                );
+                return sent.is_ok();
+            }
+        }
         let mut frame = Vec::new();
         if encode_frame(envelope, self.frame_bytes_max, &mut frame).is_err() {
             // The core keeps proposals below the frame limit; an oversize request is a

@@ -95,6 +95,13 @@ pub(crate) fn parse_options(options: &JsValue) -> Result<(driver::Options, Consi
         request_timeout_ms: num("requestTimeoutMs", REQUEST_TIMEOUT_MS)?,
         frame_bytes_max: usize::try_from(num("frameBytesMax", FRAME_BYTES_MAX as u64)?)
             .map_err(|_| Error::InvalidArgument("options.frameBytesMax is too large".into()))?,
+        transport: match js::field(options, "transport") {
+            v if v.is_undefined() || v.is_null() => None,
+            v => Some(
+                v.dyn_into::<js_sys::Function>()
+                    .map_err(|_| Error::InvalidArgument("options.transport must be a function".into()))?,
+            ),
+        },
     };
     Ok((opts, reads))
 }
@@ -249,6 +256,33 @@ impl Client {
         })
     }
 
+    /// Creates a client without waiting for the cluster (for a caller-supplied
+    /// `transport`, which must be able to deliver answers through [`Client::receive`]
+    /// while the client connects); [`Client::ready`] resolves once an endpoint answered.
+    #[wasm_bindgen(js_name = open)]
+    pub fn open_js(options: JsValue) -> Result<Self, JsValue> {
+        Ok(Self::open(&options)?)
+    }
+
+    /// Resolves once some endpoint answered; rejects with `UNREACHABLE` after
+    /// `timeoutMs` (default 10 000) without one.
+    pub fn ready(&self, timeout_ms: JsValue) -> Promise {
+        let handle = self.handle.clone();
+        future_to_promise(async move {
+            let ms = match js::timeout(&timeout_ms)? {
+                Some(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                None => CONNECT_TIMEOUT_MS,
+            };
+            match select(Box::pin(handle.reached()), Box::pin(sleep(ms))).await {
+                Either::Left((r, _)) => r?,
+                Either::Right(_) => {
+                    return Err(Error::Unreachable(format!("no endpoint answered within {ms} ms")).into());
+                }
+            }
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     fn open(options: &JsValue) -> Result<Self, Error> {
         let (opts, reads) = parse_options(options)?;
         Ok(Self { handle: Handle::new(&opts)?, reads })
@@ -312,6 +346,14 @@ impl Client {
             handle.close().await;
             Ok(JsValue::UNDEFINED)
         })
+    }
+
+    /// A payload that endpoint `address` sent over the `transport` given at connect.
+    pub fn receive(&self, address: JsValue, payload: JsValue) -> Result<(), JsValue> {
+        let addr = js::string(&address, "address")?;
+        let bytes = js::bytes(&payload, "payload")?;
+        self.handle.receive(&addr, &bytes);
+        Ok(())
     }
 
     /// Stops at once without closing the session, as a crashed process would: the

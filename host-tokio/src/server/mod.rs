@@ -13,6 +13,7 @@
 //! `handle_persisted`.
 
 mod clients;
+mod demo;
 mod inputs;
 mod node_loop;
 mod peers;
@@ -275,12 +276,13 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         counters.clone(),
         shutdown_rx.clone(),
     ));
-    let ws =
-        ws::router(inputs::ClientInputs(inputs.clone()), cfg.clone(), counters.clone(), shutdown_rx.clone());
+    let routes =
+        ws::router(inputs::ClientInputs(inputs.clone()), cfg.clone(), counters.clone(), shutdown_rx.clone())
+            .merge(demo::router());
     tokio::spawn(crate::http::serve(
         http_listener,
         StatusInputs(inputs),
-        ws,
+        routes,
         cfg.data_dir.clone(),
         shutdown_rx.clone(),
     ));

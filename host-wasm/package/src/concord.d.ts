@@ -17,6 +17,10 @@ export interface ConnectOptions {
   connectTimeoutMs?: number;
   /** Largest frame sent or accepted, bytes (default 4 MiB). */
   frameBytesMax?: number;
+  /** Carries requests to endpoints that are not `ws://` URLs (a replica in a Web Worker,
+   * say): one protocol payload per call; answers come back through `client.receive`.
+   * It must not call into the client synchronously. */
+  transport?: (address: string, payload: Uint8Array) => void;
   /** How reads are served (default `"linearizable"`). */
   reads?: 'linearizable' | 'lease' | 'stale';
 }
@@ -204,6 +208,10 @@ export type WatchFilter = { key: string } | { prefix: string } | { pattern: stri
 
 export class Client extends EventTarget implements AsyncDisposable {
   static connect(options: ConnectOptions): Promise<Client>;
+  /** A client not yet connected (for a `transport` that answers through `receive`). */
+  static open(options: ConnectOptions): Client;
+  /** Resolves once some endpoint answered. */
+  ready(timeoutMs?: number): Promise<void>;
   readonly session: { id: number | null; lost: number };
   lock(name: string, wait?: Wait): Promise<LockHandle>;
   tryLock(name: string): Promise<LockHandle | null>;
@@ -226,6 +234,8 @@ export class Client extends EventTarget implements AsyncDisposable {
   subscribe(pattern: string, options?: { queueGroup?: string }): Promise<Subscription>;
   status(): Promise<Status>;
   close(): Promise<void>;
+  /** A payload that endpoint `address` sent over `options.transport`. */
+  receive(address: string, payload: Uint8Array): void;
   abandon(): void;
   addEventListener(type: 'sessionlost', listener: (e: SessionLostEvent) => void): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject | null): void;

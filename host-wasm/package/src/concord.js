@@ -219,6 +219,19 @@ export function makeApi(WasmClient) {
     static async connect(options) {
       return new Client(await call(() => WasmClient.connect(options)));
     }
+    /** A client not yet connected, for a caller-supplied `transport` that delivers
+     * answers with `receive()`; `await client.ready()` before using it. */
+    static open(options) {
+      try {
+        return new Client(WasmClient.open(options));
+      } catch (e) {
+        throw wrapError(e);
+      }
+    }
+    /** Resolves once some endpoint answered (rejects with `UNREACHABLE` after `timeoutMs`). */
+    ready(timeoutMs) {
+      return call(() => this.#c.ready(timeoutMs));
+    }
 
     /** `{ id, lost }`: the open session and how many were lost so far. */
     get session() {
@@ -387,6 +400,14 @@ export function makeApi(WasmClient) {
     /** Closes the session (releasing what it holds) and the connections. */
     close() {
       return call(() => this.#c.close());
+    }
+    /** A payload that endpoint `address` sent over the `transport` given at connect. */
+    receive(address, payload) {
+      try {
+        this.#c.receive(address, payload);
+      } catch (e) {
+        throw wrapError(e);
+      }
     }
     /** Stops without closing the session, as a crashed process would. */
     abandon() {

@@ -1,4 +1,5 @@
 export * from './concord.js';
+import type { Status } from './concord.js';
 
 /** The medium a Replica's log is written through, called synchronously. */
 export interface ReplicaStorage {
@@ -15,18 +16,8 @@ export interface ReplicaStorage {
 }
 
 /** Storage in memory: survives a replica built again over it, not the process. */
-export class MemoryStorage implements ReplicaStorage {
-  segments(): number[];
-  read(seq: number): Uint8Array;
-  create(seq: number): void;
-  append(seq: number, bytes: Uint8Array): void;
-  sync(): void;
-  truncate(seq: number, len: number): void;
-  install(seq: number, bytes: Uint8Array): void;
-  remove(seq: number): void;
-  readSnapshot(): Uint8Array | null;
-  writeSnapshot(bytes: Uint8Array): void;
-}
+export class MemoryStorage {}
+export interface MemoryStorage extends ReplicaStorage {}
 
 export interface ReplicaOptions {
   id: number;
@@ -38,15 +29,8 @@ export interface ReplicaOptions {
   seed?: number;
 }
 
-export interface ReplicaStatus {
-  id: number;
-  role: 'leader' | 'follower' | 'candidate' | 'precandidate';
-  term: number;
-  leader: number | null;
-  commitIndex: number;
-  appliedIndex: number;
-  lastIndex: number;
-  voters: number[];
+/** A replica's status: its Raft state and the locks it knows. */
+export interface ReplicaStatus extends Status {
   locks: { name: string; holder: number | null; fence: number | null; waiters: number }[];
 }
 
