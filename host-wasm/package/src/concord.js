@@ -141,7 +141,7 @@ class Iter {
   constructor(stream) {
     this.#stream = stream;
   }
-  /** The next item, or `undefined` if none came within `timeoutMs`. */
+  /** The next item; with `timeoutMs`, `{ done: false, value: undefined }` if none came. */
   async next(timeoutMs) {
     if (this.#done) return { done: true, value: undefined };
     const v = await call(() => this.#stream.next(timeoutMs));
