@@ -16,7 +16,7 @@ if [ "$want" != "$have" ]; then
   echo "wasm-bindgen-cli $want is needed (found: ${have:-none}): cargo install wasm-bindgen-cli --version $want" >&2
   exit 1
 fi
-target="$root/target/wasm32-unknown-unknown/wasm/concord_wasm.wasm"
+target="${CARGO_TARGET_DIR:-$root/target}/wasm32-unknown-unknown/wasm/concord_wasm.wasm"
 build() { # features out-dir
   (cd "$root" && nice -n 10 cargo build -q -p concord-wasm --target wasm32-unknown-unknown --profile wasm $1)
   rm -rf "$2"

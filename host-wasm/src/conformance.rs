@@ -112,7 +112,7 @@ impl Host for WasmHost {
         let Request::Command(op) = request else {
             return Err(Failure::Host("subscribe is not a command".into()));
         };
-        let (_, rx) = client.subscribe(op).await.map_err(failure)?;
+        let (_, rx, _) = client.subscribe(op).await.map_err(failure)?;
         Ok(rx)
     }
 

@@ -256,8 +256,12 @@ impl Handle {
         rx.await.map_err(|_| Error::Closed)?
     }
 
-    /// Subscribes (the op must be a signal `Subscribe`): the reply, and the deliveries.
-    pub(crate) async fn subscribe(&self, op: Op) -> Result<(Done, mpsc::Receiver<SignalDelivery>), Error> {
+    /// Subscribes (the op must be a signal `Subscribe`): the reply, the deliveries, and
+    /// the id to [`Handle::forget`] the routing by.
+    pub(crate) async fn subscribe(
+        &self,
+        op: Op,
+    ) -> Result<(Done, mpsc::Receiver<SignalDelivery>, OpId), Error> {
         let (tx, rx) = oneshot::channel();
         let (dtx, drx) = mpsc::channel(STREAM_BUFFER_MAX);
         let id = self.with(|d| {
@@ -269,7 +273,12 @@ impl Handle {
         let guard = Abandon { handle: self, op: Some(id) };
         let result = rx.await.map_err(|_| Error::Closed);
         guard.finished();
-        Ok((result??, drx))
+        Ok((result??, drx, id))
+    }
+
+    /// Stops routing a subscription's deliveries (its reader is gone).
+    pub(crate) fn forget(&self, op: OpId) {
+        self.0.borrow_mut().waiters.remove(&op);
     }
 
     /// Opens a watch; its events, and its id for [`Handle::cancel`].

@@ -171,6 +171,7 @@ enum Rx {
 #[wasm_bindgen]
 pub struct Stream {
     handle: Handle,
+    /// The operation behind it; `None` once closed.
     op: Option<concord_core::client::OpId>,
     rx: Rc<RefCell<Option<Rx>>>,
 }
@@ -223,9 +224,14 @@ impl Stream {
     /// Ends the stream: a watch or observer is cancelled on the server; a subscription's
     /// deliveries stop here (release its grant to unsubscribe).
     pub fn close(&mut self) {
+        let signals = matches!(&*self.rx.borrow(), Some(Rx::Signal(_)));
         self.rx.borrow_mut().take();
         if let Some(op) = self.op.take() {
-            self.handle.cancel(op);
+            if signals {
+                self.handle.forget(op);
+            } else {
+                self.handle.cancel(op);
+            }
         }
     }
 }
@@ -772,7 +778,7 @@ impl Client {
             let calls::Request::Command(op) = request else {
                 return Err(Error::Unexpected("subscribe is not a command".into()).into());
             };
-            let (done, rx) = handle.subscribe(op).await?;
+            let (done, rx, sub) = handle.subscribe(op).await?;
             let id = decode.decode(done.reply).map_err(unexpected)?;
             let grant = Grant {
                 handle: handle.clone(),
@@ -780,7 +786,7 @@ impl Client {
                 releases: Rc::new(RefCell::new(done.releases)),
                 value: js::num(id),
             };
-            let stream = Stream { handle, op: None, rx: Rc::new(RefCell::new(Some(Rx::Signal(rx)))) };
+            let stream = Stream { handle, op: Some(sub), rx: Rc::new(RefCell::new(Some(Rx::Signal(rx)))) };
             Ok(js::object(&[("grant", grant.into()), ("stream", stream.into())]))
         })
     }
