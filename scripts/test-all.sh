@@ -6,7 +6,7 @@
 #
 # Steps: toolchain components and targets; formatting and lints; every unit, scenario,
 # simulator and doc test, and the benchmarks in test mode (each runs once, no timing);
-# the no_std core for bare metal and WebAssembly.
+# the no_std core for bare metal and WebAssembly; the JavaScript client (host-wasm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,5 +33,39 @@ cargo test --workspace --doc
 step "concord-core for bare metal (thumbv7em-none-eabihf) and the browser (wasm32-unknown-unknown)"
 cargo build -p concord-core --target thumbv7em-none-eabihf
 cargo build -p concord-core --target wasm32-unknown-unknown
+
+# ----- host-wasm: Concord for JavaScript callers ----------------------------------------
+# Installs what it lacks (wasm-bindgen-cli at the Cargo.lock version of wasm-bindgen, the
+# package's npm dependencies: binaryen, typescript, workerd), builds the wasm, and runs the
+# package's tests against a `concord dev` it starts: the Node end-to-end tests, the shared
+# conformance suite from wasm in Node, the worker in workerd, and the page in headless
+# Chromium (Debian's chromium and chromium-driver).
+step "host-wasm: tools"
+wasm_bindgen=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')" != "$wasm_bindgen" ]; then
+    cargo install wasm-bindgen-cli --version "$wasm_bindgen"
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+fi
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+(cd host-wasm/package && { test -d node_modules || npm ci --no-audit --no-fund; })
+
+step "host-wasm: lints for wasm32, build (client and conformance builds)"
+cargo clippy -p concord-wasm --target wasm32-unknown-unknown --all-targets --features conformance,replica -- -D warnings
+sh host-wasm/build.sh
+
+step "host-wasm: wasm-bindgen-test, three replicas in one module, in Node and in headless Chromium"
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner
+cargo test -p concord-wasm --target wasm32-unknown-unknown --features replica --test replica
+(cd host-wasm && WASM_BINDGEN_USE_BROWSER=1 CHROMEDRIVER=/usr/bin/chromedriver \
+    cargo test -p concord-wasm --target wasm32-unknown-unknown --features replica --test replica)
+unset CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER
+
+step "host-wasm: Node end to end; conformance in Node, workerd and headless Chromium; against concord dev"
+cargo build -p concord-tokio --bin concord
+sh host-wasm/package/test/run.sh
 
 step "all tests passed"

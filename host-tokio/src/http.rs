@@ -1,7 +1,7 @@
 //! The HTTP endpoint of a node: `/metrics` (Prometheus), `/status` (JSON), `/` (the
 //! status page) and `/snapshot` (a snapshot of the applied state taken on request,
-//! postcard-encoded, for `concord snapshot save`). Each report asks the node loop for a
-//! fresh [`StatusReport`].
+//! postcard-encoded, for `concord snapshot save`), plus the `routes` the node adds
+//! (`/ws`, `/demo/`). Each report asks the node loop for a fresh [`StatusReport`].
 
 use crate::metrics::StatusReport;
 use crate::server::{StatusInputs, STATUS_ITEMS_MAX};
@@ -16,16 +16,24 @@ use tokio::sync::watch;
 
 type Inputs = StatusInputs;
 
-pub(crate) async fn serve(listener: TcpListener, inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    inputs: Inputs,
+    routes: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let app = Router::new()
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/snapshot", get(snapshot))
-        .with_state(inputs);
+        .with_state(inputs)
+        .merge(routes);
     let stop = async move {
         let _ = shutdown.changed().await;
     };
+    // Handlers may ask where a connection comes from (the WebSocket endpoint does).
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
         tracing::warn!(error = %e, "HTTP endpoint stopped");
     }

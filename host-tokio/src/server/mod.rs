@@ -1,6 +1,6 @@
 //! One Concord node on tokio: the core's [`Replica`](concord_core::server::Replica) driven by a single task (the *node
 //! loop*), a storage thread that writes the WAL with group commit, TCP listeners for peers
-//! and clients, and the HTTP endpoint.
+//! and clients, and the HTTP endpoint (with the WebSocket endpoint for JS clients, `ws.rs`).
 //!
 //! The node loop owns the replica and is the only code that touches it. Everything else
 //! talks to it through one bounded queue of inputs, each task through a handle that
@@ -13,10 +13,12 @@
 //! `handle_persisted`.
 
 mod clients;
+mod demo;
 mod inputs;
 mod node_loop;
 mod peers;
 mod storage;
+mod ws;
 
 pub(crate) use inputs::StatusInputs;
 
@@ -287,7 +289,10 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         counters.clone(),
         shutdown_rx.clone(),
     ));
-    tokio::spawn(crate::http::serve(http_listener, StatusInputs(inputs), shutdown_rx.clone()));
+    let routes =
+        ws::router(inputs::ClientInputs(inputs.clone()), cfg.clone(), counters.clone(), shutdown_rx.clone())
+            .merge(demo::router());
+    tokio::spawn(crate::http::serve(http_listener, StatusInputs(inputs), routes, shutdown_rx.clone()));
 
     info!(id = cfg.id, %client_addr, %peer_addr, %http_addr, data_dir = %cfg.data_dir.display(), "node started");
     let node_loop = node_loop::NodeLoop {
