@@ -9,11 +9,12 @@
 
 mod client;
 mod frame;
+pub mod link;
 
 pub use client::{
     Answer, ClientError, ClientRequest, ClusterView, MemberAddr, Push, RequestBody, ServerMessage,
 };
-pub use frame::{encode_cobs_frame, CobsDecoder, StreamDecoder, COBS_CRC_BYTES};
+pub use frame::{encode_cobs_frame, encode_cobs_raw, CobsDecoder, StreamDecoder, COBS_CRC_BYTES};
 
 use crate::machine::Limits;
 use crate::raft::{GroupId, Message, NodeId};
