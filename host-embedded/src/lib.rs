@@ -49,10 +49,6 @@ use concord_core::machine::Limits;
 /// device's buffers; every member of the group (servers too) runs with it.
 pub const DEVICE_FRAME_BYTES: usize = concord_core::setup::FRAME_BYTES_MIN;
 
-/// Serial frame size that carries a [`DEVICE_FRAME_BYTES`] payload with the link's own
-/// header (channel, sequence numbers) around it.
-pub const DEVICE_LINK_FRAME_BYTES: usize = DEVICE_FRAME_BYTES + 64;
-
 /// State machine limits for a group with microcontroller members: values, references
 /// and signal payloads of at most 512 bytes and names of at most 64, so that the
 /// largest command fits a proposal of half a [`DEVICE_FRAME_BYTES`] frame. Every member

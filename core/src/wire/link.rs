@@ -124,10 +124,7 @@ pub enum LinkMsg {
 impl LinkMsg {
     /// Bytes this message may take in a frame, an upper bound.
     fn size_bound(&self) -> usize {
-        // Tag, channel, sequence and acknowledgement: varints of at most 5 bytes each,
-        // plus a length prefix.
-        const HEADER_MAX: usize = 24;
-        HEADER_MAX
+        LINK_HEADER_BYTES_MAX
             + match self {
                 Self::Dial { addr, .. } => addr.len(),
                 Self::Close { .. } => 0,
@@ -194,11 +191,17 @@ pub struct LinkConfig {
     pub retransmit_us: u64,
 }
 
+/// Bytes the link adds around a payload in a frame (tag, channel, sequence numbers,
+/// length), an upper bound.
+pub const LINK_HEADER_BYTES_MAX: usize = 24;
+
 impl Default for LinkConfig {
-    /// 4 KiB frames, a window of 4, 16 messages queued each way, 200 ms retransmission.
+    /// Frames that carry a payload of the smallest frame the core allows
+    /// ([`FRAME_BYTES_MIN`](crate::setup::FRAME_BYTES_MIN)), a window of 4, 16 messages
+    /// queued each way, 200 ms retransmission.
     fn default() -> Self {
         Self {
-            frame_bytes_max: 4 << 10,
+            frame_bytes_max: crate::setup::FRAME_BYTES_MIN + LINK_HEADER_BYTES_MAX,
             window_frames: 4,
             send_queue_max: 16,
             recv_queue_max: 16,

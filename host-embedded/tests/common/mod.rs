@@ -363,7 +363,8 @@ impl Servers {
 
 /// The link both ends of the test line use.
 pub fn link_config() -> LinkConfig {
-    LinkConfig { frame_bytes_max: concord_embedded::DEVICE_LINK_FRAME_BYTES, ..LinkConfig::default() }
+    // The default frame carries a payload of DEVICE_FRAME_BYTES.
+    LinkConfig::default()
 }
 
 /// The setup every node of the test group runs with (the device's too).

@@ -55,6 +55,8 @@ pub(crate) enum Command {
     TransferLeader(ClientArgs<TransferArgs>),
     /// Save a node's latest snapshot to a file.
     Snapshot(SnapshotArgs),
+    /// Join a serial line (a microcontroller's client or replica) to the cluster.
+    Bridge(crate::bridge_cmd::BridgeArgs),
 }
 
 #[derive(Args)]
