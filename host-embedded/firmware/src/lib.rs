@@ -1,6 +1,7 @@
 //! Board support for Concord's firmware on the Stellaris LM3S6965 (Cortex-M3) as QEMU's
-//! `lm3s6965evb` emulates it: UART0 (a PL011) as the serial line, the heap arena, the
-//! clock, the console and the exit code.
+//! `lm3s6965evb` emulates it — or, with feature `mps2-an385`, on QEMU's ARM MPS2 AN385
+//! (Cortex-M3) — : UART0 as the serial line (a PL011 on the first, a CMSDK APB UART on
+//! the second), the heap arena, the clock, the console and the exit code.
 //!
 //! Time, the console, the command line and the exit code come from the debugger's
 //! semihosting interface, which QEMU provides: it is how the firmware tells the test
@@ -15,6 +16,8 @@
 #![allow(unsafe_code)]
 
 extern crate alloc;
+
+pub mod media;
 
 use alloc::string::String;
 use concord_core::Instant;
@@ -66,37 +69,66 @@ impl Peaks {
 }
 
 /// UART0 of the LM3S6965: an ARM PL011.
-const UART0: usize = 0x4000_C000;
-const UART_DR: usize = 0x000;
-const UART_FR: usize = 0x018;
-const UART_LCRH: usize = 0x02C;
-const UART_CR: usize = 0x030;
-/// Receive FIFO empty.
-const FR_RXFE: u32 = 1 << 4;
-/// Transmit FIFO full.
-const FR_TXFF: u32 = 1 << 5;
-/// 8 data bits, FIFOs enabled (without them the receiver holds a single byte).
-const LCRH_8N1_FIFO: u32 = (0b11 << 5) | (1 << 4);
-/// UART, transmitter and receiver enabled.
-const CR_ENABLE: u32 = (1 << 0) | (1 << 8) | (1 << 9);
+#[cfg(not(feature = "mps2-an385"))]
+mod regs {
+    pub(crate) const UART0: usize = 0x4000_C000;
+    pub(crate) const DATA: usize = 0x000;
+    pub(crate) const FLAGS: usize = 0x018;
+    const LCRH: usize = 0x02C;
+    const CR: usize = 0x030;
+    /// Flags: receive FIFO empty, transmit FIFO full.
+    pub(crate) const RX_EMPTY: u32 = 1 << 4;
+    pub(crate) const TX_FULL: u32 = 1 << 5;
+    /// The flag that is set when a byte waits (PL011: none; `RX_EMPTY` is inverted).
+    pub(crate) const RX_FLAG_MEANS_EMPTY: bool = true;
+    /// 8 data bits, FIFOs enabled (without them the receiver holds a single byte).
+    const LCRH_8N1_FIFO: u32 = (0b11 << 5) | (1 << 4);
+    /// UART, transmitter and receiver enabled.
+    const CR_ENABLE: u32 = (1 << 0) | (1 << 8) | (1 << 9);
+    /// Register writes that enable the UART.
+    pub(crate) const INIT: [(usize, u32); 2] = [(LCRH, LCRH_8N1_FIFO), (CR, CR_ENABLE)];
+}
+
+/// UART0 of the MPS2 AN385: an ARM CMSDK APB UART.
+#[cfg(feature = "mps2-an385")]
+mod regs {
+    pub(crate) const UART0: usize = 0x4000_4000;
+    pub(crate) const DATA: usize = 0x000;
+    pub(crate) const FLAGS: usize = 0x004;
+    const CTRL: usize = 0x008;
+    const BAUDDIV: usize = 0x010;
+    /// State: a received byte waits, the transmit buffer is full.
+    pub(crate) const RX_EMPTY: u32 = 1 << 1;
+    pub(crate) const TX_FULL: u32 = 1 << 0;
+    pub(crate) const RX_FLAG_MEANS_EMPTY: bool = false;
+    /// Transmitter and receiver enabled; the smallest divider the UART accepts.
+    pub(crate) const INIT: [(usize, u32); 2] = [(BAUDDIV, 16), (CTRL, 0b11)];
+}
 
 /// The serial line: UART0, through the `embedded-io` traits.
 pub struct Uart0(());
 
 impl Uart0 {
-    /// Configures UART0 (8N1, FIFOs on) and returns it.
+    /// Configures UART0 (8N1, FIFOs on where it has them) and returns it.
     pub fn new() -> Self {
-        // SAFETY: the PL011's documented registers, written once at start.
-        unsafe {
-            write_volatile((UART0 + UART_LCRH) as *mut u32, LCRH_8N1_FIFO);
-            write_volatile((UART0 + UART_CR) as *mut u32, CR_ENABLE);
+        for (reg, value) in regs::INIT {
+            // SAFETY: the UART's documented registers, written once at start.
+            unsafe { write_volatile((regs::UART0 + reg) as *mut u32, value) };
         }
         Self(())
     }
 
     fn flags(&self) -> u32 {
         // SAFETY: reading the flag register has no side effect.
-        unsafe { read_volatile((UART0 + UART_FR) as *const u32) }
+        unsafe { read_volatile((regs::UART0 + regs::FLAGS) as *const u32) }
+    }
+
+    fn rx_empty(&self) -> bool {
+        (self.flags() & regs::RX_EMPTY != 0) == regs::RX_FLAG_MEANS_EMPTY
+    }
+
+    fn tx_full(&self) -> bool {
+        self.flags() & regs::TX_FULL != 0
     }
 }
 
@@ -112,13 +144,13 @@ impl embedded_io::ErrorType for Uart0 {
 
 impl embedded_io::ReadReady for Uart0 {
     fn read_ready(&mut self) -> Result<bool, Self::Error> {
-        Ok(self.flags() & FR_RXFE == 0)
+        Ok(!self.rx_empty())
     }
 }
 
 impl embedded_io::WriteReady for Uart0 {
     fn write_ready(&mut self) -> Result<bool, Self::Error> {
-        Ok(self.flags() & FR_TXFF == 0)
+        Ok(!self.tx_full())
     }
 }
 
@@ -127,7 +159,7 @@ impl embedded_io::Read for Uart0 {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
         let mut n = 0;
         while n < buf.len() {
-            if self.flags() & FR_RXFE != 0 {
+            if self.rx_empty() {
                 if n > 0 {
                     break;
                 }
@@ -135,7 +167,7 @@ impl embedded_io::Read for Uart0 {
             }
             // SAFETY: reading DR pops one byte of the receive FIFO (the low 8 bits;
             // the error bits above them are ignored: the link's CRC catches damage).
-            buf[n] = unsafe { read_volatile((UART0 + UART_DR) as *const u32) } as u8;
+            buf[n] = unsafe { read_volatile((regs::UART0 + regs::DATA) as *const u32) } as u8;
             n += 1;
         }
         Ok(n)
@@ -147,14 +179,14 @@ impl embedded_io::Write for Uart0 {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
         let mut n = 0;
         while n < buf.len() {
-            if self.flags() & FR_TXFF != 0 {
+            if self.tx_full() {
                 if n > 0 {
                     break;
                 }
                 continue;
             }
             // SAFETY: writing DR queues one byte in the transmit FIFO.
-            unsafe { write_volatile((UART0 + UART_DR) as *mut u32, u32::from(buf[n])) };
+            unsafe { write_volatile((regs::UART0 + regs::DATA) as *mut u32, u32::from(buf[n])) };
             n += 1;
         }
         Ok(n)
@@ -192,6 +224,13 @@ pub fn cmdline() -> String {
     }
     let len = block[1].min(CMDLINE_BYTES);
     String::from_utf8_lossy(&buf[..len]).trim_end_matches('\0').into()
+}
+
+/// Seconds since 1970 by the host's wall clock (semihosting's `SYS_TIME`): differs
+/// between runs, which is what a link epoch needs.
+pub fn wall_seconds() -> u32 {
+    // SAFETY: SYS_TIME takes no argument.
+    unsafe { cortex_m_semihosting::syscall1!(TIME, 0) as u32 }
 }
 
 /// Prints a line on the emulator's console.
