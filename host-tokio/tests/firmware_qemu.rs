@@ -221,6 +221,8 @@ fn replica_firmware_votes_as_the_third_member_and_rejoins_from_its_image() {
 
     // Without the device there is no quorum.
     drop(fw);
+    let first = console.text();
+    eprintln!("first boot: {}", first.lines().rev().find(|l| l.contains("heap_peak")).unwrap_or(""));
     let cmd = c.command(&["counter", "incr", "n"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
     let mut write = Proc(cmd.expect("concord runs"));
     assert_ne!(
