@@ -27,7 +27,9 @@
 //! [`serial::read_async`] / [`serial::write_async`] in a task), then [`ClientHost::step`]
 //! (or [`ReplicaHost::step`]) with the current time, then sleep until the bytes arrive
 //! or `poll_timeout` is due. Operations start on [`ClientHost::client`] between steps,
-//! and their results come out of [`ClientHost::poll_event`].
+//! and their results come out of [`ClientHost::poll_event`] — or, for calls made by other
+//! tasks, through a [`mailbox::Mailbox`] (embassy-sync channels) that the driving loop
+//! serves with a [`mailbox::Postman`] after each step.
 
 #![no_std]
 // Hosts stay free of unsafe code; a firmware's allocator and entry point live in the
@@ -37,6 +39,7 @@
 extern crate alloc;
 
 mod client;
+pub mod mailbox;
 mod replica;
 pub mod serial;
 

@@ -50,6 +50,21 @@ impl World {
         self.events.extend(std::iter::from_fn(|| self.device.poll_event()));
     }
 
+    /// A tick whose client events go through `postman` (calls posted to `mailbox`).
+    fn tick_served<const N: usize>(
+        &mut self,
+        postman: &mut concord_embedded::mailbox::Postman<N>,
+        mailbox: &concord_embedded::mailbox::Mailbox<embassy_sync::blocking_mutex::raw::NoopRawMutex, N>,
+    ) {
+        self.now = self.now.add_us(TICK_US);
+        self.servers.step(self.now);
+        serial::pump(&mut self.uart, self.device.link(), self.now).unwrap();
+        self.device.step(self.now);
+        postman.serve(&mut self.device, self.now, mailbox, |e| self.events.push(e));
+        self.device.step(self.now);
+        serial::pump(&mut self.uart, self.device.link(), self.now).unwrap();
+    }
+
     fn call<T>(&mut self, call: Call<T>) -> T {
         self.try_call(call).expect("the call succeeds")
     }
@@ -172,4 +187,42 @@ fn conditional_kv_writes_and_signals_work_over_a_noisy_line() {
         w.tick();
     }
     panic!("the signal never arrived: {:?}", w.events);
+}
+
+/// Calls posted by another task through the embassy-sync mailbox, served by the loop
+/// that drives the client: each result comes back under its poster's id.
+#[test]
+fn calls_posted_to_the_mailbox_come_back_with_their_ids() {
+    use concord_embedded::mailbox::{CallError, Job, Mailbox, Postman};
+    use embassy_sync::blocking_mutex::raw::NoopRawMutex;
+    let mut w = World::new(21);
+    let mailbox: Mailbox<NoopRawMutex, 4> = Mailbox::new();
+    let mut postman: Postman<4> = Postman::new();
+    let counter = calls::Counter::new("posted");
+    let kv = calls::Kv;
+    let (incr, incr_decode) = counter.incr().into_parts();
+    let (stale, _) =
+        kv.put("k", b"v".to_vec(), PutMode::IfMatch(concord_core::machine::Etag(99)), None).into_parts();
+    // An async poster (it resolves at once: a slot is free).
+    embassy_futures::block_on(mailbox.post(Job {
+        id: 1,
+        request: incr.clone(),
+        consistency: Consistency::Linearizable,
+    }));
+    mailbox.try_post(Job { id: 2, request: incr, consistency: Consistency::Linearizable }).unwrap();
+    mailbox.try_post(Job { id: 3, request: stale, consistency: Consistency::Linearizable }).unwrap();
+    let mut results = Vec::new();
+    for _ in 0..CALL_TICKS_MAX {
+        w.tick_served(&mut postman, &mailbox);
+        results.extend(std::iter::from_fn(|| mailbox.try_finished()));
+        if results.len() == 3 {
+            break;
+        }
+    }
+    results.sort_by_key(|f| f.id);
+    let values: Vec<i64> =
+        results[..2].iter().map(|f| incr_decode.decode(f.result.clone().unwrap()).unwrap()).collect();
+    assert!(values == [1, 2] || values == [2, 1], "{values:?}");
+    assert!(matches!(results[2].result, Err(CallError::Machine(_))), "{:?}", results[2]);
+    assert_eq!(postman.in_flight(), 0);
 }
