@@ -251,6 +251,12 @@ impl Replica {
         &self.node
     }
 
+    /// A snapshot of the applied state, taken now unless the latest one is current (see
+    /// [`Node::snapshot_now`]); drain the storage write it queues as usual.
+    pub fn snapshot_now(&mut self) -> Option<crate::raft::Snapshot> {
+        self.node.snapshot_now().cloned()
+    }
+
     /// A request from connection `conn`.
     pub fn handle_client(&mut self, now: Instant, conn: ConnId, req: ClientRequest) {
         let group = self.node.config().group;

@@ -19,7 +19,10 @@
 //! ```
 
 use crate::machine::{Concord, Limits};
-use crate::raft::{Membership, Node, Persisted, Start};
+use crate::raft::{
+    HardState, Membership, Node, Persisted, Snapshot, SnapshotWrite, Start, StateMachine, StorageWrite,
+    WriteToken,
+};
 use crate::server::{Replica, ServeLimits};
 use crate::time::Instant;
 use crate::Config;
@@ -176,10 +179,55 @@ impl NodeSetup {
     }
 }
 
+/// Why a snapshot cannot seed a new cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// Its state does not decode as the coordination machine's.
+    State(String),
+    /// The new cluster's membership has no voter.
+    NoVoters,
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::State(e) => write!(f, "the snapshot's state does not decode: {e}"),
+            Self::NoVoters => f.write_str("the new cluster needs at least one voter"),
+        }
+    }
+}
+
+/// What a member of a new cluster seeded from `snapshot` (taken from another cluster)
+/// stores before its first start: the snapshot's state, as of its index and term, with
+/// `membership` as the configuration. Every member of the new cluster stores the same
+/// write, so they agree from the start; then they start as from any stored state. Fences,
+/// counters and keys carry over, so fences go on increasing from where the snapshot left
+/// them; sessions of the old cluster expire after their TTLs.
+pub fn restore(
+    snapshot: Snapshot,
+    membership: Membership,
+    limits: &Limits,
+) -> Result<StorageWrite, RestoreError> {
+    if membership.voters.is_empty() {
+        return Err(RestoreError::NoVoters);
+    }
+    let mut machine = Concord::new(limits.clone()).map_err(|e| RestoreError::State(e.to_string()))?;
+    machine.restore(&snapshot.data).map_err(|e| RestoreError::State(alloc::format!("{e}")))?;
+    let mut snapshot = snapshot;
+    snapshot.meta.membership = membership;
+    Ok(StorageWrite {
+        token: WriteToken(0),
+        hard_state: Some(HardState { term: snapshot.meta.term, voted_for: None }),
+        snapshot: Some(SnapshotWrite { snapshot, retain_log_after: false }),
+        entries: alloc::vec::Vec::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::{GroupId, HardState, NodeId};
+    use crate::raft::{GroupId, NodeId};
 
     fn setup() -> NodeSetup {
         NodeSetup::new(Config::new(NodeId(1), GroupId(1)), Limits::default(), ServeLimits::default())
@@ -228,5 +276,30 @@ mod tests {
         );
         let stored = Persisted { hard_state: HardState { term: 2, voted_for: None }, ..Persisted::default() };
         assert_eq!(s.start(stored.clone(), Bootstrap::NewCluster(voters)), Start::Restart(stored));
+    }
+
+    #[test]
+    fn a_restored_snapshot_starts_the_new_cluster_with_its_state_and_membership() {
+        use crate::raft::SnapshotMeta;
+        let limits = Limits::default();
+        let mut data = alloc::vec::Vec::new();
+        Concord::new(limits.clone()).unwrap().snapshot(&mut data);
+        let old = Membership::with_voters([NodeId(7), NodeId(8), NodeId(9)]);
+        let meta = SnapshotMeta { index: 40, term: 5, time: Instant::from_micros(9), membership: old };
+        let snap = Snapshot { meta, data };
+        let new = Membership::with_voters([NodeId(1), NodeId(2), NodeId(3)]);
+        let write = restore(snap.clone(), new.clone(), &limits).unwrap();
+        let mut stored = Persisted::default();
+        stored.apply(&write).unwrap();
+        let kept = stored.snapshot.clone().unwrap();
+        assert_eq!((kept.meta.index, kept.meta.term, &kept.meta.membership), (40, 5, &new));
+        assert_eq!(stored.hard_state.term, 5);
+        // It starts from that state, whatever the bootstrap says.
+        let replica = setup().replica(stored, Bootstrap::NewCluster(new.clone()), Instant::ZERO, 1).unwrap();
+        assert_eq!(replica.node().applied_index(), 40);
+        assert_eq!(replica.node().membership(), &new);
+        assert_eq!(restore(snap.clone(), Membership::default(), &limits), Err(RestoreError::NoVoters));
+        let garbage = Snapshot { data: alloc::vec![0xff; 3], ..snap };
+        assert!(matches!(restore(garbage, new, &limits), Err(RestoreError::State(_))));
     }
 }

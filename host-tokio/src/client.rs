@@ -26,7 +26,7 @@
 use crate::frame::{write_frame, FrameReader};
 use concord_core::client::calls::{self, AdminCall, Call, Request};
 use concord_core::client::{
-    Client as CoreClient, ClientConfig, ClientEvent, Endpoint as CoreEndpoint, Health, OpId, Peer,
+    Client as CoreClient, ClientConfig, ClientEvent, Endpoint as CoreEndpoint, Health, OpId, Peer, PeerError,
 };
 use concord_core::machine::election::ElectionEvent;
 use concord_core::machine::kv::{WatchEvent, WatchFilter};
@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 mod primitives;
 pub use primitives::{
-    Barrier, Counter, Fresh, Kv, Latch, Leadership, LockGuard, Permits, Reference, RwGuard, RwLock,
+    Barrier, Counter, Enqueued, Fresh, Kv, Latch, Leadership, LockGuard, Permits, Reference, RwGuard, RwLock,
     Semaphore, Subscription, Tripped,
 };
 
@@ -102,6 +102,17 @@ impl From<MachineError> for Error {
     fn from(e: MachineError) -> Self {
         Self::Machine(e)
     }
+}
+
+/// A node the client knows of ([`Concord::members`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The node.
+    pub id: NodeId,
+    /// Its client address.
+    pub addr: String,
+    /// Why the client does not use it now (`None`: it answers).
+    pub trouble: Option<String>,
 }
 
 /// Where a node listens for clients, with its id if known.
@@ -215,12 +226,14 @@ enum Cmd {
     Submit(Op, Option<SessionId>, Answered),
     Subscribe(Op, Answered, mpsc::Sender<SignalDelivery>),
     Read(QueryOp, Consistency, Answered),
-    Admin(RequestBody, oneshot::Sender<Result<Answer, Error>>),
+    /// For the leader, or (pinned) for one node.
+    Admin(RequestBody, Option<NodeId>, oneshot::Sender<Result<Answer, Error>>),
     Watch(WatchFilter, Option<u64>, mpsc::Sender<Result<WatchEvent, Error>>),
     Observe(String, mpsc::Sender<Result<ElectionEvent, Error>>),
     CloseSession(Answered),
     /// Why no endpoint could be used, for `connect`'s error.
     Report(oneshot::Sender<String>),
+    Members(oneshot::Sender<Vec<Member>>),
     Close(oneshot::Sender<()>),
 }
 
@@ -332,6 +345,16 @@ impl Concord {
     /// and those learnt from the cluster.
     pub fn nodes(&self) -> BTreeMap<NodeId, String> {
         self.nodes.borrow().clone()
+    }
+
+    /// Every node the client knows a client address of — given, or learnt from the
+    /// cluster — whether it answers or not, by id.
+    pub async fn members(&self) -> Vec<Member> {
+        let (tx, rx) = oneshot::channel();
+        if self.cmds.send(Cmd::Members(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// The session state; `changed()` on it fires when the session is lost or reopened.
@@ -448,8 +471,12 @@ impl Concord {
 
     /// An administrative request (status, membership, leadership transfer).
     pub async fn admin(&self, body: RequestBody) -> Result<Answer, Error> {
+        self.admin_to(body, None).await
+    }
+
+    async fn admin_to(&self, body: RequestBody, node: Option<NodeId>) -> Result<Answer, Error> {
         let (tx, rx) = oneshot::channel();
-        self.cmds.send(Cmd::Admin(body, tx)).await.map_err(|_| Error::Closed)?;
+        self.cmds.send(Cmd::Admin(body, node, tx)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
     }
 
@@ -463,6 +490,16 @@ impl Concord {
     /// The status of the node that answers (the leader, if there is one).
     pub async fn status(&self) -> Result<Status, Error> {
         self.admin_call(calls::status()).await
+    }
+
+    /// The status of node `node`, asked directly: it needs no leader and no quorum, and
+    /// fails with [`ClientError::NodeUnreachable`] (as [`Error::Request`]) if that node
+    /// does not answer. Ask after [`Concord::connect`], once the members are known
+    /// ([`Concord::nodes`]).
+    pub async fn status_of(&self, node: NodeId) -> Result<Status, Error> {
+        let (body, decode) = calls::status().into_parts();
+        let answer = self.admin_to(body, Some(node)).await?;
+        decode.decode(answer).map_err(|e| Error::Unexpected(e.to_string()))
     }
 
     /// Changes the membership; the log index of the change and the membership in force.
@@ -552,7 +589,11 @@ impl Driver {
             self.drain();
             let at = self.core.poll_timeout();
             let sleep = tokio::time::Instant::from_std(self.epoch) + Duration::from_micros(at.as_micros());
-            let sleep = sleep.min(tokio::time::Instant::now() + Duration::from_secs(3600));
+            let mut sleep = sleep.min(tokio::time::Instant::now() + Duration::from_secs(3600));
+            if *self.reach.borrow() == Reach::Trying {
+                // Wake when the dial timeout runs out, to give up if nothing listens.
+                sleep = sleep.min(tokio::time::Instant::from_std(self.epoch) + self.dial_timeout);
+            }
             tokio::select! {
                 c = cmds.recv() => match c {
                     Some(Cmd::Close(done)) => { self.closing = Some(done); break; }
@@ -590,8 +631,11 @@ impl Driver {
                 let id = self.core.read(now, q, consistency);
                 self.once.insert(id, tx);
             }
-            Cmd::Admin(body, tx) => {
-                let id = self.core.admin(now, body);
+            Cmd::Admin(body, node, tx) => {
+                let id = match node {
+                    Some(node) => self.core.admin_at(now, node, body),
+                    None => self.core.admin(now, body),
+                };
                 self.admin.insert(id, tx);
             }
             Cmd::Watch(filter, from, tx) => {
@@ -610,6 +654,9 @@ impl Driver {
             }
             Cmd::Report(tx) => {
                 let _ = tx.send(self.report());
+            }
+            Cmd::Members(tx) => {
+                let _ = tx.send(self.members());
             }
             Cmd::Close(_) => {}
         }
@@ -638,20 +685,43 @@ impl Driver {
             && self.core.endpoints().all(|(peer, ..)| self.dial_errors.contains_key(&peer))
     }
 
+    /// Why `peer` is not in use (or not yet).
+    fn trouble(&self, peer: Peer, health: Health, error: Option<&PeerError>) -> String {
+        // The connection's own words say most (refused, an HTTP port, …).
+        match (self.dial_errors.get(&peer), error, health) {
+            (Some(dial), _, _) => dial.clone(),
+            (_, Some(e), _) => e.to_string(),
+            (_, None, Health::Probing { .. }) => "no answer yet".into(),
+            (_, None, _) => "not tried".into(),
+        }
+    }
+
     /// Every endpoint and why it is not in use.
     fn report(&self) -> String {
-        let mut lines = Vec::new();
-        for (peer, addr, _, health, error) in self.core.endpoints() {
-            // The connection's own words say most (refused, an HTTP port, …).
-            let why = match (self.dial_errors.get(&peer), error, health) {
-                (Some(dial), _, _) => dial.clone(),
-                (_, Some(e), _) => e.to_string(),
-                (_, None, Health::Probing { .. }) => "no answer yet".into(),
-                (_, None, _) => "not tried".into(),
-            };
-            lines.push(format!("{addr}: {why}"));
-        }
+        let lines: Vec<String> = self
+            .core
+            .endpoints()
+            .map(|(peer, addr, _, health, error)| format!("{addr}: {}", self.trouble(peer, health, error)))
+            .collect();
         lines.join("; ")
+    }
+
+    fn members(&self) -> Vec<Member> {
+        let mut members: Vec<Member> = Vec::new();
+        for (peer, addr, node, health, error) in self.core.endpoints() {
+            let Some(id) = node else { continue };
+            let trouble = (health != Health::Alive).then(|| self.trouble(peer, health, error));
+            match members.iter_mut().find(|m| m.id == id) {
+                // A node known at two addresses: the one that answers.
+                Some(m) if m.trouble.is_some() && trouble.is_none() => {
+                    *m = Member { id, addr: addr.to_string(), trouble };
+                }
+                Some(_) => {}
+                None => members.push(Member { id, addr: addr.to_string(), trouble }),
+            }
+        }
+        members.sort_by_key(|m| m.id);
+        members
     }
 
     fn network(&mut self, n: Net) {

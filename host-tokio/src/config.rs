@@ -18,17 +18,22 @@ pub struct ServerConfig {
     pub id: u64,
     /// The Raft group id; every node and client of a cluster uses the same one.
     pub group: u64,
-    /// Where clients connect.
+    /// Where clients connect (in a file, `HOST:PORT` with a host name or an address).
+    #[serde(deserialize_with = "de_addr")]
     pub client_addr: SocketAddr,
     /// The client address told to clients and other nodes, `HOST:PORT` (a name or
     /// address clients can reach); by default the address `client_addr` is bound to.
     pub advertise_client_addr: Option<String>,
     /// Where the other nodes connect.
+    #[serde(deserialize_with = "de_addr")]
     pub peer_addr: SocketAddr,
     /// The HTTP endpoint: `/metrics`, `/status` and the status page.
+    #[serde(deserialize_with = "de_addr")]
     pub http_addr: SocketAddr,
     /// Peer addresses of the other nodes by id. On first start, these ids and this node's
-    /// form the initial voters (unless `join` is set).
+    /// form the initial voters (unless `join` is set). Host names are resolved when the
+    /// node starts.
+    #[serde(deserialize_with = "de_peers")]
     pub peers: BTreeMap<u64, SocketAddr>,
     /// Start as a new member of an existing cluster (added with `concord member add`)
     /// instead of bootstrapping one. Ignored once the data directory holds state.
@@ -142,12 +147,41 @@ impl ServerConfig {
     }
 }
 
-/// Parses `ID=HOST:PORT`.
+/// Parses `ID=HOST:PORT` (see [`resolve`]).
 pub fn parse_peer(s: &str) -> Result<(u64, SocketAddr), String> {
     let (id, addr) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected ID=HOST:PORT"))?;
     let id: u64 = id.trim().parse().map_err(|_| format!("{s:?}: the id must be a number"))?;
-    let addr = addr.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let addr = resolve(addr.trim()).map_err(|e| format!("{s:?}: {e}"))?;
     Ok((id, addr))
+}
+
+/// `HOST:PORT` as a socket address: an IP address as it is, a host name (`localhost`,
+/// a DNS name) resolved now, its IPv4 address preferred.
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    if !s.contains(':') {
+        return Err(format!("{s:?}: expected HOST:PORT"));
+    }
+    let all: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("{s:?}: cannot resolve: {e}"))?
+        .collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?}: resolves to no address"))
+}
+
+fn de_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    resolve(&s).map_err(serde::de::Error::custom)
+}
+
+fn de_peers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, SocketAddr>, D::Error> {
+    let named = BTreeMap::<u64, String>::deserialize(d)?;
+    named.into_iter().map(|(id, a)| Ok((id, resolve(&a).map_err(serde::de::Error::custom)?))).collect()
 }
 
 #[cfg(test)]
@@ -188,6 +222,13 @@ mod tests {
     #[test]
     fn peers_parse_as_id_equals_address() {
         assert_eq!(parse_peer("3=127.0.0.1:7103").unwrap(), (3, "127.0.0.1:7103".parse().unwrap()));
+        assert_eq!(parse_peer("3=localhost:7103").unwrap(), (3, "127.0.0.1:7103".parse().unwrap()));
+        let c =
+            ServerConfig::from_toml("client_addr = \"localhost:7005\"\npeers = { 1 = \"localhost:7101\" }\n")
+                .unwrap();
+        assert_eq!(c.client_addr, "127.0.0.1:7005".parse().unwrap());
+        assert_eq!(c.peers[&1], "127.0.0.1:7101".parse().unwrap());
+        assert!(resolve("localhost").is_err(), "a port is needed");
         assert!(parse_peer("127.0.0.1:7103").is_err());
         assert!(parse_peer("x=127.0.0.1:7103").is_err());
     }

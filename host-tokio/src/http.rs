@@ -1,6 +1,7 @@
 //! The HTTP endpoint of a node: `/metrics` (Prometheus), `/status` (JSON), `/` (the
-//! status page) and `/snapshot` (the latest snapshot, postcard-encoded, for `concord
-//! snapshot save`). Each report asks the node loop for a fresh [`StatusReport`].
+//! status page) and `/snapshot` (a snapshot of the applied state taken on request,
+//! postcard-encoded, for `concord snapshot save`). Each report asks the node loop for a
+//! fresh [`StatusReport`].
 
 use crate::metrics::StatusReport;
 use crate::server::{StatusInputs, STATUS_ITEMS_MAX};
@@ -10,24 +11,18 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 type Inputs = StatusInputs;
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    inputs: Inputs,
-    data_dir: PathBuf,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub(crate) async fn serve(listener: TcpListener, inputs: Inputs, mut shutdown: watch::Receiver<bool>) {
     let app = Router::new()
         .route("/", get(page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(inputs)
-        .route("/snapshot", get(move || snapshot(data_dir.clone())));
+        .route("/snapshot", get(snapshot))
+        .with_state(inputs);
     let stop = async move {
         let _ = shutdown.changed().await;
     };
@@ -44,17 +39,16 @@ async fn report(inputs: &Inputs, items: usize) -> Result<StatusReport, Response>
         .ok_or_else(|| (StatusCode::SERVICE_UNAVAILABLE, "node is stopping").into_response())
 }
 
-/// The stored snapshot as the WAL keeps it (read off disk, not through the node loop).
-async fn snapshot(data_dir: PathBuf) -> Response {
-    let read = tokio::task::spawn_blocking(move || crate::wal::Wal::read_snapshot(&data_dir)).await;
-    match read {
-        Ok(Ok(Some(snap))) => match postcard::to_allocvec(&snap) {
+/// A snapshot of the node's applied state, taken now (the node also stores it and
+/// compacts its log, as at its snapshot threshold).
+async fn snapshot(State(inputs): State<Inputs>) -> Response {
+    match inputs.snapshot().await {
+        Some(Some(snap)) => match postcard::to_allocvec(&snap) {
             Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         },
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no snapshot yet").into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Some(None) => (StatusCode::NOT_FOUND, "nothing applied yet").into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "node is stopping").into_response(),
     }
 }
 

@@ -109,7 +109,15 @@ fn every_subcommand_works_end_to_end() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let etag2 = v["etag"].as_u64().unwrap();
     assert_eq!(code(&c.concord(&["kv", "get", "cfg/a", "--if-none-match", &etag2.to_string()])), 3);
-    assert_eq!(ok(&c.concord(&["kv", "list", "cfg/"])), "cfg/a\ttwo\ncfg/b\tthree");
+    let listed = ok(&c.concord(&["kv", "list", "cfg/"]));
+    let rows: Vec<Vec<&str>> = listed.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert_eq!(
+        (rows[0][0], rows[0][2], rows[1][0], rows[1][2]),
+        ("cfg/a", "two", "cfg/b", "three"),
+        "{listed}"
+    );
+    assert_eq!(rows[0][1], etag2.to_string(), "the list shows each key's ETag");
     assert_eq!(ok(&c.concord(&["kv", "delete", "cfg/b"])), "deleted");
     assert_eq!(code(&c.concord(&["kv", "get", "cfg/b"])), 3, "a missing key exits 3");
 
@@ -151,9 +159,9 @@ fn every_subcommand_works_end_to_end() {
     assert_eq!(ok(&c.concord(&["semaphore", "available", "S"])), "2", "released after the command");
 
     // rwlock
-    let o = c.concord(&["rwlock", "RW", "--write", "--", "sh", "-c", "test -n \"$CONCORD_FENCE\""]);
+    let o = c.concord(&["rwlock", "write", "RW", "--", "sh", "-c", "test -n \"$CONCORD_FENCE\""]);
     ok(&o);
-    ok(&c.concord(&["rwlock", "RW", "--", "true"]));
+    ok(&c.concord(&["rwlock", "read", "RW", "--", "true"]));
 
     // latch: an awaiter is released by the count-down that reaches zero.
     assert_eq!(ok(&c.concord(&["latch", "set", "D", "2"])), "true");
@@ -182,7 +190,7 @@ fn every_subcommand_works_end_to_end() {
     assert_eq!(first.trim(), "E: no leader");
     let o = c.concord(&["elect", "E", "node-a", "--", "sh", "-c", "echo $CONCORD_FENCE"]);
     let out = ok(&o);
-    assert!(out.starts_with("elected: E"), "{out}");
+    assert!(out.parse::<u64>().is_ok(), "the command sees the fence; stdout is the command's: {out}");
     let seen = stdout(&finish(observer));
     assert!(seen.contains("E: node-a"), "{seen}");
 
@@ -207,7 +215,7 @@ fn every_subcommand_works_end_to_end() {
 
     // status, membership, leadership transfer.
     let s = ok(&c.concord(&["status"]));
-    assert!(s.contains("voters [1, 2, 3]"), "{s}");
+    assert_eq!(s.lines().count(), 4, "a header and a row per node: {s}");
     assert_eq!(ok(&c.concord(&["member", "list"])), "voters [1, 2, 3], learners []");
     let leader = c.wait_leader(Duration::from_secs(5));
     let target = if leader == 1 { 2 } else { 1 };
@@ -215,37 +223,176 @@ fn every_subcommand_works_end_to_end() {
     assert!(o.starts_with(&format!("node {target} leads")), "{o}");
     assert_eq!(c.wait_leader(Duration::from_secs(10)), target);
 
-    // snapshot save: enough writes to pass the snapshot threshold first.
-    for _ in 0..8 {
-        ok(&c.concord(&["counter", "incr", "bulk"]));
-    }
+    // snapshot save: a snapshot taken on demand, however few entries there are.
     let out = c.dir.path().join("snap.bin");
-    let mut saved = None;
     let http = c.node(target).http.to_string();
-    for _ in 0..50 {
-        let o = run_bounded(
-            Command::new(bin()).args(["snapshot", "save", &out.display().to_string(), "--from", &http]),
-            Duration::from_secs(10),
-        );
-        if o.status.success() {
-            saved = Some(stdout(&o));
-            break;
-        }
-        ok(&c.concord(&["counter", "incr", "bulk"]));
-    }
-    let saved = saved.expect("a snapshot was taken and saved");
-    assert!(saved.starts_with("saved the snapshot at index"), "{saved}");
-    assert!(std::fs::metadata(&out).unwrap().len() > 0);
-    // The same from the data directory.
     let o = run_bounded(
-        Command::new(bin()).args([
-            "snapshot",
-            "save",
-            &c.dir.path().join("snap2.bin").display().to_string(),
-            "--data-dir",
-            &c.data_dir(target).display().to_string(),
-        ]),
+        Command::new(bin()).args(["snapshot", "save", &out.display().to_string(), "--from", &http]),
         Duration::from_secs(10),
     );
+    let saved = ok(&o);
+    assert!(saved.starts_with("saved the snapshot at index"), "{saved}");
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+    // The node stored the snapshot it took: it can be read from its data directory once
+    // the storage thread has written it.
+    let from_disk = || {
+        run_bounded(
+            Command::new(bin()).args([
+                "snapshot",
+                "save",
+                &c.dir.path().join("snap2.bin").display().to_string(),
+                "--data-dir",
+                &c.data_dir(target).display().to_string(),
+            ]),
+            Duration::from_secs(10),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut o = from_disk();
+    while !o.status.success() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        o = from_disk();
+    }
     assert!(ok(&o).starts_with("saved the snapshot at index"));
+}
+
+fn json(o: &std::process::Output) -> serde_json::Value {
+    let out = stdout(o);
+    let mut lines = out.lines();
+    let v = serde_json::from_str(lines.next().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: stdout {out:?}, stderr {}", String::from_utf8_lossy(&o.stderr)));
+    assert!(lines.next().is_none(), "exactly one JSON object: {out}");
+    v
+}
+
+#[test]
+fn every_operation_of_every_primitive_is_reachable() {
+    let c = Cluster::start(3);
+    let j = |args: &[&str]| {
+        // Before any `-- CMD`.
+        let mut args = args.to_vec();
+        args.splice(1..1, ["--output", "json"]);
+        let o = c.concord(&args);
+        (code(&o), json(&o))
+    };
+
+    // locks: several at once share a fence; show / list / force-unlock.
+    let o = c.concord(&["lock", "A", "B", "--", "sh", "-c", "echo $CONCORD_LOCK $CONCORD_FENCE"]);
+    let out = ok(&o);
+    assert!(out.starts_with("A,B "), "{out}");
+    let mut holder = background(&c, &["lock", "A", "--output", "json"]);
+    let grant: serde_json::Value = serde_json::from_str(&first_line(&mut holder)).unwrap();
+    let (rc, shown) = j(&["locks", "show", "A"]);
+    assert_eq!(
+        (rc, &shown["locked"], &shown["fence"], &shown["holds"]),
+        (0, &true.into(), &grant["fence"], &1.into())
+    );
+    let (rc, listed) = j(&["locks", "list"]);
+    assert_eq!(rc, 0);
+    assert_eq!(listed["locks"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        j(&["lock", "A", "B", "--timeout-ms", "0", "--", "true"]),
+        (3, serde_json::json!({"lock": "A,B", "acquired": false}))
+    );
+    let (rc, _) = j(&["locks", "force-unlock", "A"]);
+    assert_eq!(rc, 0);
+    assert_eq!(j(&["locks", "show", "A"]).0, 3, "a free lock shows with exit 3");
+    // Two-phase: the queue place is reported before the grant.
+    let o = c.concord(&["lock", "A", "--enqueue", "--", "sh", "-c", "echo $CONCORD_FENCE"]);
+    let later: u64 = ok(&o).parse().unwrap();
+    assert!(later > grant["fence"].as_u64().unwrap(), "the grant after a force-unlock has a larger fence");
+    drop(holder);
+
+    // semaphores: sessionless permits outlive the command that took them.
+    assert_eq!(j(&["semaphore", "init", "P", "3", "--sessionless"]).1["created"], true);
+    assert_eq!(j(&["semaphore", "take", "P", "--permits", "2"]).0, 0);
+    assert_eq!(j(&["semaphore", "available", "P"]).1["available"], 1);
+    assert_eq!(j(&["semaphore", "take", "P", "--permits", "2", "--timeout-ms", "0"]).0, 3);
+    assert_eq!(j(&["semaphore", "release", "P", "--permits", "1"]).0, 0);
+    assert_eq!(j(&["semaphore", "drain", "P"]).1["drained"], 2);
+    assert_eq!(j(&["semaphore", "increase", "P", "5"]).1["available"], 5);
+    assert_eq!(j(&["semaphore", "reduce", "P", "7"]).1["available"], -2);
+    assert_eq!(ok(&c.concord(&["semaphore", "init", "S", "1"])), "created");
+    let o = c.concord(&["semaphore", "take", "S"]);
+    assert_eq!(code(&o), 1, "taking a session semaphore's permits without holding them is refused");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("semaphore run"), "{o:?}");
+    assert_eq!(ok(&c.concord(&["semaphore", "available", "S"])), "1", "and the permit came back");
+
+    // read-write locks: status while a reader holds it.
+    let mut reader = background(&c, &["rwlock", "read", "RW"]);
+    assert!(first_line(&mut reader).starts_with("RW read-locked, fence"));
+    let (_, st) = j(&["rwlock", "status", "RW"]);
+    assert_eq!((&st["readers"], &st["write_locked"]), (&1.into(), &false.into()), "{st}");
+    assert_eq!(j(&["rwlock", "write", "RW", "--timeout-ms", "0"]).0, 3);
+    drop(reader);
+
+    // counters
+    assert_eq!(ok(&c.concord(&["counter", "set", "n", "10"])), "0");
+    assert_eq!(ok(&c.concord(&["counter", "decr", "n"])), "9");
+    assert_eq!(ok(&c.concord(&["counter", "get-and-add", "n", "5"])), "9");
+    assert_eq!(ok(&c.concord(&["counter", "alter", "n", "mul:2"])), "28");
+    assert_eq!(ok(&c.concord(&["counter", "alter", "n", "neg", "--previous"])), "28");
+    assert_eq!(ok(&c.concord(&["counter", "apply", "n", "max:0"])), "0");
+    assert_eq!(ok(&c.concord(&["counter", "get", "n"])), "-28", "apply changes nothing");
+    assert_eq!(
+        code(&c.concord(&["counter", "alter", "n", "pow:2"])),
+        2,
+        "an unknown function is a usage error"
+    );
+
+    // references: compare-and-set from and to no value.
+    let (rc, none) = j(&["ref", "get", "r"]);
+    assert_eq!((rc, &none["value"]), (3, &serde_json::Value::Null), "{none}");
+    assert!(none["index"].as_u64().is_some(), "a read reports the index it read at: {none}");
+    assert_eq!(j(&["ref", "is-null", "r"]).0, 0);
+    assert_eq!(ok(&c.concord(&["ref", "cas", "r", "--expected-none", "first"])), "true");
+    assert_eq!(code(&c.concord(&["ref", "cas", "r", "--expected-none", "again"])), 3);
+    assert_eq!(ok(&c.concord(&["ref", "get-and-set", "r", "second"])), "first");
+    assert_eq!(j(&["ref", "contains", "r", "second"]).1["contains"], true);
+    assert_eq!(j(&["ref", "contains", "r", "first"]).0, 3);
+    assert_eq!(ok(&c.concord(&["ref", "alter", "r", "append:!"])), "second!");
+    assert_eq!(ok(&c.concord(&["ref", "apply", "r", "reverse"])), "!dnoces");
+    assert_eq!(ok(&c.concord(&["ref", "cas", "r", "second!", "--new-none"])), "true");
+    assert_eq!(j(&["ref", "is-null", "r"]).1["null"], true);
+    ok(&c.concord(&["ref", "set", "r", "x"]));
+    ok(&c.concord(&["ref", "clear", "r"]));
+    assert_eq!(code(&c.concord(&["ref", "get", "r"])), 3);
+    assert_eq!(code(&c.concord(&["ref", "cas", "r", "only-one"])), 1, "cas needs two values");
+
+    // kv: copy and rename, their if-absent modes, list with ETags, delete of a missing key.
+    ok(&c.concord(&["kv", "put", "k/a", "1"]));
+    let (rc, copied) = j(&["kv", "copy", "k/a", "k/b"]);
+    assert_eq!((rc, &copied["written"]), (0, &true.into()));
+    assert_eq!(j(&["kv", "copy", "k/a", "k/b", "--if-absent"]).0, 3);
+    assert_eq!(j(&["kv", "rename", "k/b", "k/c"]).0, 0);
+    assert_eq!(j(&["kv", "rename", "k/missing", "k/d"]).0, 3);
+    let (_, listed) = j(&["kv", "list", "k/"]);
+    let keys: Vec<&str> =
+        listed["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, ["k/a", "k/c"]);
+    assert!(listed["entries"][0]["etag"].as_u64().is_some(), "{listed}");
+    assert_eq!(j(&["kv", "list", "nothing/"]).1, serde_json::json!({"prefix": "nothing/", "entries": []}));
+    assert_eq!(j(&["kv", "delete", "k/missing"]).0, 3, "deleting a missing key exits 3");
+    let (rc, missing) = j(&["kv", "get", "k/missing"]);
+    assert_eq!((rc, &missing["found"]), (3, &false.into()), "{missing}");
+
+    // elections: leader query, proclaim from stdin, resign at the end of stdin.
+    assert_eq!(j(&["elect", "E", "--leader"]), (3, serde_json::json!({"election": "E", "leader": null})));
+    let mut leader = Bg(Some(
+        c.command(&["elect", "E", "v1", "--proclaim-stdin"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    assert!(first_line(&mut leader).starts_with("elected: E"));
+    let mut stdin = leader.0.as_mut().unwrap().stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"v2\n").unwrap();
+    assert_eq!(first_line(&mut leader).trim(), "proclaimed: v2");
+    assert_eq!(j(&["elect", "E", "--leader"]).1["leader"]["value"], "v2");
+    drop(stdin);
+    let out = stdout(&finish(leader));
+    assert_eq!(out, "resigned", "{out}");
+    assert_eq!(j(&["elect", "E", "--leader"]).0, 3, "resigned: no leader");
 }

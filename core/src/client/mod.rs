@@ -217,7 +217,11 @@ enum Kind {
     Observe {
         name: String,
     },
-    Admin(RequestBody),
+    /// An administrative request, for the leader or, pinned, for one node.
+    Admin {
+        body: RequestBody,
+        node: Option<NodeId>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -453,7 +457,10 @@ impl Client {
         self.now = self.now.max(now);
         let Some(p) = self.ops.get(&op) else { return };
         match (&p.kind, p.phase) {
-            (Kind::Command { seq: 0, .. } | Kind::Query { .. } | Kind::Admin(_), Phase::Waiting { .. }) => {
+            (
+                Kind::Command { seq: 0, .. } | Kind::Query { .. } | Kind::Admin { .. },
+                Phase::Waiting { .. },
+            ) => {
                 self.ops.remove(&op);
                 // A session nobody needs any more is not opened.
                 let unsent_open =
@@ -467,7 +474,7 @@ impl Client {
             }
             (Kind::Watch { .. } | Kind::Observe { .. }, _) => self.cancel(now, op),
             // A read or admin request in flight grants nothing: its answer is ignored.
-            (Kind::Query { .. } | Kind::Admin(_), _) => {
+            (Kind::Query { .. } | Kind::Admin { .. }, _) => {
                 self.ops.remove(&op);
                 self.requests.retain(|_, (o, _)| *o != op);
             }
@@ -515,7 +522,16 @@ impl Client {
     /// Sends an administrative request (status, membership, leadership transfer) to the
     /// leader.
     pub fn admin(&mut self, now: Instant, body: RequestBody) -> OpId {
-        self.start(now, Kind::Admin(body))
+        self.start(now, Kind::Admin { body, node: None })
+    }
+
+    /// Sends a request that a node answers itself, without Raft (`RequestBody::Status`,
+    /// `RequestBody::Hello`), to `node` and to no other: it fails with
+    /// [`ClientError::NodeUnreachable`] if no endpoint of `node` is known or usable (ask
+    /// once the client has reached the cluster and learnt its members), or if `node`
+    /// does not answer within the request timeout. It works without a leader or a quorum.
+    pub fn admin_at(&mut self, now: Instant, node: NodeId, body: RequestBody) -> OpId {
+        self.start(now, Kind::Admin { body, node: Some(node) })
     }
 
     /// Ends a watch or observer.
@@ -633,13 +649,21 @@ impl Client {
             }
         }
         let mut silent = Vec::new();
-        for p in self.ops.values_mut() {
+        let mut unanswered = Vec::new();
+        for (id, p) in &mut self.ops {
             if let Phase::Sent { peer, deadline } = p.phase {
                 if deadline <= self.now {
                     p.phase = Phase::Waiting { at: self.now };
                     silent.push(peer);
+                    if let Kind::Admin { node: Some(node), .. } = p.kind {
+                        unanswered.push((*id, node));
+                    }
                 }
             }
+        }
+        // A request for one node goes nowhere else.
+        for (id, node) in unanswered {
+            self.fail(id, ClientError::NodeUnreachable { node });
         }
         if !silent.is_empty() {
             for peer in silent {
@@ -787,7 +811,19 @@ impl Client {
             if needs_session && self.session.is_none() {
                 continue;
             }
-            let Some(peer) = self.target() else { continue };
+            let peer = match p.kind {
+                Kind::Admin { node: Some(node), .. } => match self.peers.usable_for(node) {
+                    Some(peer) => peer,
+                    None => {
+                        self.fail(id, ClientError::NodeUnreachable { node });
+                        continue;
+                    }
+                },
+                _ => match self.target() {
+                    Some(peer) => peer,
+                    None => continue,
+                },
+            };
             if let Kind::Command { seq: 0, .. } = p.kind {
                 if self.commands_unanswered() >= self.cfg.commands_in_flight_max {
                     continue;
@@ -841,7 +877,7 @@ impl Client {
             },
             Kind::Watch { filter, next } => RequestBody::Watch { filter: filter.clone(), from: *next },
             Kind::Observe { name } => RequestBody::Observe { name: name.clone() },
-            Kind::Admin(body) => body.clone(),
+            Kind::Admin { body, .. } => body.clone(),
         };
         let opens = matches!(p.kind, Kind::OpenSession);
         if matches!(body, RequestBody::Command(_)) {
@@ -1001,6 +1037,17 @@ impl Client {
                 self.seqs.clear();
                 self.last_sent = self.now;
                 self.events.push_back(ClientEvent::SessionOpened(sid));
+            }
+            (Kind::OpenSession, Err(e)) if e.refuses_ttl() => {
+                // The client's own TTL is refused: no retry can succeed. What waits for a
+                // session fails with the reason.
+                let e = e.clone();
+                self.ops.remove(&id);
+                let waiting: Vec<OpId> =
+                    self.ops.iter().filter(|(_, p)| p.needs_new_session()).map(|(op, _)| *op).collect();
+                for op in waiting {
+                    self.finish(op, Err(e.clone()), 0, false);
+                }
             }
             (Kind::OpenSession, _) => {
                 // Refused (e.g. the session limit): try again after a pause.

@@ -191,6 +191,14 @@ pub enum Error {
         /// Its configured value.
         max: u64,
     },
+    /// A value is below the least the machine accepts: an empty name, zero barrier
+    /// parties, no names in a multi-lock, a session TTL below `session_ttl_min_ms`.
+    BelowMinimum {
+        /// What the value is measured against.
+        limit: Limit,
+        /// The least accepted.
+        min: u64,
+    },
     /// A blocking operation's timeout passed before it was granted.
     Timeout,
     /// Fenced locks.
@@ -211,6 +219,18 @@ pub enum Error {
     Signal(SignalError),
 }
 
+impl Error {
+    /// Whether this refuses a session's TTL (below `session_ttl_min_ms` or above
+    /// `session_ttl_max_ms`): opening again with the same TTL cannot succeed.
+    pub fn refuses_ttl(&self) -> bool {
+        matches!(
+            self,
+            Self::Limit { limit: Limit::SessionTtl, .. }
+                | Self::BelowMinimum { limit: Limit::SessionTtl, .. }
+        )
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -220,7 +240,23 @@ impl fmt::Display for Error {
             Self::StaleSequence { seq, floor } => {
                 write!(f, "sequence {seq} is below the reply cache floor {floor} and was not applied again")
             }
+            Self::Limit { limit: Limit::SessionTtl, max } => {
+                write!(f, "the session TTL must be at most {max} ms (limit session_ttl_max_ms)")
+            }
             Self::Limit { limit, max } => write!(f, "limit {} = {max} exceeded", limit.field()),
+            Self::BelowMinimum { limit: Limit::NameBytes, .. } => {
+                f.write_str("a name must be at least 1 byte long")
+            }
+            Self::BelowMinimum { limit: Limit::BarrierParties, min } => {
+                write!(f, "a barrier must have at least {min} part{}", if *min == 1 { "y" } else { "ies" })
+            }
+            Self::BelowMinimum { limit: Limit::MultiLockNames, min } => {
+                write!(f, "a multi-lock must name at least {min} lock(s)")
+            }
+            Self::BelowMinimum { limit: Limit::SessionTtl, min } => {
+                write!(f, "the session TTL must be at least {min} ms (limit session_ttl_min_ms)")
+            }
+            Self::BelowMinimum { limit, min } => write!(f, "{} must be at least {min}", limit.field()),
             Self::Timeout => f.write_str("timed out"),
             Self::Lock(e) => write!(f, "lock: {e}"),
             Self::Semaphore(e) => write!(f, "semaphore: {e}"),

@@ -122,7 +122,10 @@ impl Barriers {
         let caller = fx.waiter()?;
         let limits = fx.limits;
         check_name(limits, &name)?;
-        if parties == 0 || parties > limits.barrier_parties_max {
+        if parties == 0 {
+            return Err(Error::BelowMinimum { limit: Limit::BarrierParties, min: 1 });
+        }
+        if parties > limits.barrier_parties_max {
             return Err(limit(Limit::BarrierParties, limits.barrier_parties_max));
         }
         let deadline = fx.deadline(timeout_ms)?;

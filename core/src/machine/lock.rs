@@ -363,7 +363,10 @@ impl Locks {
     ) -> Result<Step, Error> {
         let caller = fx.waiter()?;
         let limits = fx.limits;
-        if names.is_empty() || names.len() > limits.multi_lock_names_max {
+        if names.is_empty() {
+            return Err(Error::BelowMinimum { limit: Limit::MultiLockNames, min: 1 });
+        }
+        if names.len() > limits.multi_lock_names_max {
             return Err(limit(Limit::MultiLockNames, limits.multi_lock_names_max));
         }
         for n in &names {

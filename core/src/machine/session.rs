@@ -150,13 +150,11 @@ impl Sessions {
         now: Instant,
         ttl_ms: u64,
     ) -> Result<(SessionId, Instant), Error> {
-        if !(limits.session_ttl_min_ms..=limits.session_ttl_max_ms).contains(&ttl_ms) {
-            let bound = if ttl_ms < limits.session_ttl_min_ms {
-                limits.session_ttl_min_ms
-            } else {
-                limits.session_ttl_max_ms
-            };
-            return Err(limit(Limit::SessionTtl, bound));
+        if ttl_ms < limits.session_ttl_min_ms {
+            return Err(Error::BelowMinimum { limit: Limit::SessionTtl, min: limits.session_ttl_min_ms });
+        }
+        if ttl_ms > limits.session_ttl_max_ms {
+            return Err(limit(Limit::SessionTtl, limits.session_ttl_max_ms));
         }
         if self.map.len() >= limits.sessions_max {
             return Err(limit(Limit::Sessions, limits.sessions_max));
@@ -233,7 +231,7 @@ mod tests {
         let limits = Limits { sessions_max: 1, ..Limits::default() };
         let mut s = Sessions::default();
         let e = s.open(&limits, 1, Instant::ZERO, 1).unwrap_err();
-        assert_eq!(e, Error::Limit { limit: Limit::SessionTtl, max: limits.session_ttl_min_ms });
+        assert_eq!(e, Error::BelowMinimum { limit: Limit::SessionTtl, min: limits.session_ttl_min_ms });
         let e = s.open(&limits, 1, Instant::ZERO, u64::MAX).unwrap_err();
         assert_eq!(e, Error::Limit { limit: Limit::SessionTtl, max: limits.session_ttl_max_ms });
         s.open(&limits, 1, Instant::ZERO, 500).unwrap();

@@ -69,7 +69,10 @@ pub enum SessionEnd {
 
 /// Checks a name against the limits: non-empty and at most `name_bytes_max` bytes.
 pub(crate) fn check_name(limits: &Limits, name: &str) -> Result<(), Error> {
-    if name.is_empty() || name.len() > limits.name_bytes_max {
+    if name.is_empty() {
+        return Err(Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
+    }
+    if name.len() > limits.name_bytes_max {
         return Err(Error::Limit { limit: Limit::NameBytes, max: limits.name_bytes_max as u64 });
     }
     Ok(())

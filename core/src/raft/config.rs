@@ -113,6 +113,9 @@ impl Config {
         if self.id.0 == 0 {
             return Err(ConfigError::ZeroNodeId);
         }
+        if self.id.0 > super::NODE_ID_MAX {
+            return Err(ConfigError::NodeIdTooLarge);
+        }
         if self.election_timeout_min_us == 0 || self.election_timeout_max_us <= self.election_timeout_min_us {
             return Err(ConfigError::ElectionTimeoutRange);
         }
@@ -151,6 +154,8 @@ impl Config {
 pub enum ConfigError {
     /// Node id 0 is reserved for "no node".
     ZeroNodeId,
+    /// The id is above [`NODE_ID_MAX`](super::NODE_ID_MAX).
+    NodeIdTooLarge,
     /// The election timeout range is empty or starts at zero.
     ElectionTimeoutRange,
     /// Heartbeats must come at least twice per minimum election timeout.
@@ -165,6 +170,7 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ZeroNodeId => f.write_str("node id must not be 0"),
+            Self::NodeIdTooLarge => write!(f, "node id must be at most {} (2^53 - 1)", super::NODE_ID_MAX),
             Self::ElectionTimeoutRange => {
                 f.write_str("election_timeout_max_us must exceed election_timeout_min_us > 0")
             }
@@ -195,6 +201,8 @@ mod tests {
         let mut c = valid();
         c.id = NodeId(0);
         assert_eq!(c.validate(), Err(ConfigError::ZeroNodeId));
+        c.id = NodeId(crate::raft::NODE_ID_MAX + 1);
+        assert_eq!(c.validate(), Err(ConfigError::NodeIdTooLarge));
         let mut c = valid();
         c.election_timeout_max_us = c.election_timeout_min_us;
         assert_eq!(c.validate(), Err(ConfigError::ElectionTimeoutRange));

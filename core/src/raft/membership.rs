@@ -51,6 +51,9 @@ impl Membership {
         if change.node().0 == 0 {
             return Err(MembershipError::ZeroNodeId);
         }
+        if change.node().0 > super::NODE_ID_MAX {
+            return Err(MembershipError::NodeIdTooLarge(change.node()));
+        }
         let mut next = self.clone();
         match change {
             MembershipChange::AddLearner(id) => {
@@ -124,6 +127,8 @@ pub enum MembershipError {
     LastVoter(NodeId),
     /// Node id 0 is reserved.
     ZeroNodeId,
+    /// The id is above [`NODE_ID_MAX`](super::NODE_ID_MAX).
+    NodeIdTooLarge(NodeId),
 }
 
 impl fmt::Display for MembershipError {
@@ -134,6 +139,9 @@ impl fmt::Display for MembershipError {
             Self::NotALearner(id) => write!(f, "{id} is not a learner"),
             Self::LastVoter(id) => write!(f, "removing {id} would leave no voter"),
             Self::ZeroNodeId => f.write_str("node id 0 is reserved"),
+            Self::NodeIdTooLarge(id) => {
+                write!(f, "node id {} is above the largest, {} (2^53 - 1)", id.0, super::NODE_ID_MAX)
+            }
         }
     }
 }
@@ -254,6 +262,8 @@ mod tests {
         );
         assert_eq!(m.apply(MembershipChange::Remove(NodeId(9))), Err(MembershipError::NotAMember(NodeId(9))));
         assert_eq!(m.apply(MembershipChange::AddVoter(NodeId(0))), Err(MembershipError::ZeroNodeId));
+        let huge = NodeId(crate::raft::NODE_ID_MAX + 1);
+        assert_eq!(m.apply(MembershipChange::AddLearner(huge)), Err(MembershipError::NodeIdTooLarge(huge)));
         let single = Membership::with_voters([NodeId(1)]);
         assert_eq!(
             single.apply(MembershipChange::Remove(NodeId(1))),

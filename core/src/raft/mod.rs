@@ -41,7 +41,11 @@ pub type Term = u64;
 /// A position in the replicated log; the first entry has index 1.
 pub type LogIndex = u64;
 
-/// Identifies a node within a group. 0 is reserved for "no node".
+/// The largest node id: 2^53 − 1, so that every client — JavaScript's numbers included —
+/// reads ids exactly.
+pub const NODE_ID_MAX: u64 = (1 << 53) - 1;
+
+/// Identifies a node within a group: 1 to [`NODE_ID_MAX`]; 0 is reserved for "no node".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub u64);
 

@@ -31,6 +31,16 @@ impl<M: StateMachine> Node<M> {
         }
     }
 
+    /// Takes a snapshot of the applied state now, unless the latest one already covers
+    /// it (an operator's backup); it is queued for storage like any other and compacts the
+    /// log the same way. The latest snapshot, or `None` if nothing was applied yet.
+    pub fn snapshot_now(&mut self) -> Option<&Snapshot> {
+        if self.applied > self.log.snapshot_index() {
+            self.take_snapshot();
+        }
+        self.snapshot.as_ref()
+    }
+
     fn take_snapshot(&mut self) {
         let index = self.applied;
         let Some(entry) = self.log.get(index) else {

@@ -191,6 +191,13 @@ pub enum ClientError {
         /// The client's limit.
         max: u32,
     },
+    /// Raised by the client itself, never sent: a request for one node
+    /// ([`Client::admin_at`](crate::client::Client::admin_at)) found no usable endpoint
+    /// of it, or went unanswered there.
+    NodeUnreachable {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 impl core::fmt::Display for ClientError {
@@ -200,6 +207,7 @@ impl core::fmt::Display for ClientError {
             Self::WrongGroup { serves } => write!(f, "this node serves group {}", serves.0),
             Self::Watch(e) => write!(f, "cannot watch: {e}"),
             Self::TooManyStreams { max } => write!(f, "more than {max} streams on one connection"),
+            Self::NodeUnreachable { node } => write!(f, "node {} did not answer", node.0),
             Self::TooManyOperations { max } => {
                 write!(f, "the client holds {max} operations already; wait for some to finish")
             }

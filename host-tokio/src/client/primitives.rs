@@ -25,10 +25,12 @@
 //! [`LockOp::Release`]: concord_core::machine::lock::LockOp::Release
 
 use super::{Concord, Done, Error};
+use concord_core::client::calls::Ticket;
 use concord_core::client::calls::{self, Call};
 pub use concord_core::client::calls::{Fresh, Tripped};
 use concord_core::machine::election::LeaderInfo;
 use concord_core::machine::kv::{KvEntry, PutMode, WatchEvent, WatchFilter};
+use concord_core::machine::lock::LockInfo;
 use concord_core::machine::long::LongFn;
 use concord_core::machine::reference::RefFn;
 use concord_core::machine::rwlock::Mode;
@@ -154,6 +156,40 @@ impl Concord {
             .collect()
     }
 
+    /// Takes a place in lock `name`'s queue: the lock at once if it is free, or a place
+    /// behind the sessions already waiting; [`Concord::await_lock`] then waits for the
+    /// grant. The place is the session's: it is given up when the session ends.
+    pub async fn enqueue(&self, name: &str) -> Result<Enqueued, Error> {
+        let (ticket, done) = self.call_done(calls::Lock::new(name).enqueue()).await?;
+        Ok(match ticket {
+            Ticket::Granted(fence) => {
+                Enqueued::Granted(LockGuard { hold: Hold::new(self, &done, done.releases.clone())?, fence })
+            }
+            Ticket::Queued { position } => Enqueued::Queued { position },
+        })
+    }
+
+    /// Waits up to `timeout` (`None`: until granted) for the place
+    /// [`Concord::enqueue`] took in lock `name`'s queue; a timeout keeps the place.
+    pub async fn await_lock(&self, name: &str, timeout: Option<Duration>) -> Result<LockGuard, Error> {
+        let (fence, hold) = self.grant(calls::Lock::new(name).wait(timeout)).await?;
+        Ok(LockGuard { hold, fence })
+    }
+
+    /// Every lock held or waited for, from `start` on in name order, with its holder,
+    /// fence, holds and waiters (read page by page).
+    pub async fn locks(&self, start: &str) -> Result<Vec<LockInfo>, Error> {
+        let mut all: Vec<LockInfo> = Vec::new();
+        let mut from = start.to_owned();
+        loop {
+            let page = self.call(calls::list_locks(from.clone())).await?;
+            let Some(last) = page.last() else { return Ok(all) };
+            // The smallest name after the last one listed.
+            from = format!("{}\0", last.name);
+            all.extend(page);
+        }
+    }
+
     /// Whether lock `name` is held by anyone.
     pub async fn is_locked(&self, name: &str) -> Result<bool, Error> {
         self.call(calls::Lock::new(name).is_locked()).await
@@ -234,6 +270,17 @@ impl Concord {
         let hold = Hold::new(self, &done, done.releases.clone())?;
         Ok(Subscription { hold, id, deliveries })
     }
+}
+
+/// What taking a place in a lock's queue gave ([`Concord::enqueue`]).
+pub enum Enqueued {
+    /// The lock was free: it is held.
+    Granted(LockGuard),
+    /// Queued: `position` sessions wait ahead (0: next).
+    Queued {
+        /// Waiters ahead.
+        position: u32,
+    },
 }
 
 /// A held lock. Dropping it releases the lock in the background; [`LockGuard::unlock`]

@@ -26,6 +26,8 @@ pub(super) enum Input {
     /// A status report listing at most this many items (sessions, locks, …) per kind;
     /// 0 for totals only (what `/metrics` needs).
     Status(usize, oneshot::Sender<StatusReport>),
+    /// A snapshot of the applied state, taken now unless the latest one is current.
+    Snapshot(oneshot::Sender<Option<concord_core::Snapshot>>),
 }
 
 /// The receiving end, the node loop's.
@@ -98,6 +100,14 @@ impl StatusInputs {
     pub(crate) async fn report(&self, items: usize) -> Option<StatusReport> {
         let (tx, rx) = oneshot::channel();
         self.0.send(Input::Status(items, tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// A fresh snapshot of the applied state (`Some(None)`: nothing applied yet); `None`
+    /// if the node is stopping.
+    pub(crate) async fn snapshot(&self) -> Option<Option<concord_core::Snapshot>> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(Input::Snapshot(tx)).await.ok()?;
         rx.await.ok()
     }
 }

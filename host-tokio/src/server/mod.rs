@@ -274,12 +274,7 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         counters.clone(),
         shutdown_rx.clone(),
     ));
-    tokio::spawn(crate::http::serve(
-        http_listener,
-        StatusInputs(inputs),
-        cfg.data_dir.clone(),
-        shutdown_rx.clone(),
-    ));
+    tokio::spawn(crate::http::serve(http_listener, StatusInputs(inputs), shutdown_rx.clone()));
 
     info!(id = cfg.id, %client_addr, %peer_addr, %http_addr, data_dir = %cfg.data_dir.display(), "node started");
     let node_loop = node_loop::NodeLoop {
@@ -292,6 +287,7 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         counters,
         cfg: cfg.clone(),
         shutdown: shutdown.clone(),
+        standing: node_loop::Standing::default(),
     };
     let node_loop = tokio::spawn(node_loop.run(input_rx, shutdown_rx));
     Ok(NodeHandle { client_addr, peer_addr, http_addr, id: cfg.id, shutdown, node_loop: Some(node_loop) })

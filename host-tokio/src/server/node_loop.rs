@@ -7,6 +7,7 @@ use super::{Clock, HostCounters, ServerError};
 use crate::config::ServerConfig;
 use crate::metrics::StatusReport;
 use concord_core::machine::lock::LockEvent;
+use concord_core::raft::Role;
 use concord_core::server::{ConnId, Replica, ReplicaOutputs};
 use concord_core::wire::ServerMessage;
 use concord_core::{Event, Message, NodeId, StorageWrite};
@@ -30,6 +31,8 @@ pub(super) struct NodeLoop {
     pub(super) cfg: ServerConfig,
     /// Stops every task of the node when the loop ends, for whatever reason.
     pub(super) shutdown: Arc<watch::Sender<bool>>,
+    /// Where the node stands, as last logged.
+    pub(super) standing: Standing,
 }
 
 impl NodeLoop {
@@ -124,6 +127,10 @@ impl NodeLoop {
             Input::Status(items, reply) => {
                 let _ = reply.send(self.report(items));
             }
+            // Its storage write goes out with the next drain.
+            Input::Snapshot(reply) => {
+                let _ = reply.send(self.replica.snapshot_now());
+            }
         }
         Ok(())
     }
@@ -136,6 +143,7 @@ impl NodeLoop {
             counters: &self.counters,
             node: self.cfg.id,
             slow: Vec::new(),
+            standing: &mut self.standing,
         };
         // The storage thread confirms writes later (`persist` answers `false`), so `drive`
         // confirms nothing itself; an error would be a core bug, and stops the node.
@@ -173,6 +181,22 @@ struct Sinks<'a> {
     counters: &'a HostCounters,
     node: u64,
     slow: Vec<ConnId>,
+    standing: &'a mut Standing,
+}
+
+/// Where a node stands, as the log reports it: a change is logged once, not every
+/// election round or term.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum Standing {
+    /// Nothing reported yet.
+    #[default]
+    Starting,
+    /// This node leads.
+    Leading,
+    /// This node follows that leader.
+    Following(NodeId),
+    /// No leader is known: elections run, and writes wait.
+    Electing,
 }
 
 impl ReplicaOutputs for Sinks<'_> {
@@ -212,7 +236,32 @@ impl ReplicaOutputs for Sinks<'_> {
     fn event(&mut self, e: Event<()>) {
         match e {
             Event::StateChanged { role, term, leader } => {
-                info!(id = self.node, ?role, term, leader = leader.map(|l| l.0), "raft state changed");
+                debug!(id = self.node, ?role, term, leader = leader.map(|l| l.0), "raft state changed");
+                let now = match (role, leader) {
+                    (Role::Leader, _) => Standing::Leading,
+                    (_, Some(l)) => Standing::Following(l),
+                    (_, None) => Standing::Electing,
+                };
+                let was = std::mem::replace(self.standing, now);
+                match (was, now) {
+                    _ if was == now => {}
+                    (_, Standing::Leading) => info!(id = self.node, term, "this node leads"),
+                    (Standing::Electing, Standing::Following(l)) => {
+                        info!(id = self.node, term, leader = l.0, "a leader is elected; following it")
+                    }
+                    (_, Standing::Following(l)) => {
+                        info!(id = self.node, term, leader = l.0, "following the leader")
+                    }
+                    (Standing::Starting, Standing::Electing) => {
+                        info!(id = self.node, term, "no leader yet; electing one")
+                    }
+                    (_, Standing::Electing) => warn!(
+                        id = self.node,
+                        term,
+                        "no leader: the cluster cannot commit until a quorum elects one (elections under way)"
+                    ),
+                    (_, Standing::Starting) => {}
+                }
             }
             Event::SnapshotInstalled { index } => info!(id = self.node, index, "snapshot installed"),
             Event::Machine(()) => {}

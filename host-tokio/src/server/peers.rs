@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Messages queued for one peer before new ones are dropped (Raft retransmits).
 pub(super) const PEER_QUEUE_MAX: usize = 4_096;
@@ -22,6 +22,9 @@ const PEER_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A peer connection that lasted this long resets the reconnect backoff.
 const PEER_STABLE: Duration = Duration::from_secs(5);
+/// A peer that cannot be connected to for this long is reported (once) with a warning;
+/// when it connects again, that is reported too.
+const PEER_WARN_AFTER: Duration = Duration::from_secs(5);
 /// Reconnect backoff to a peer: first and largest delay.
 const PEER_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const PEER_BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -42,6 +45,9 @@ pub(super) async fn dial(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdo
     let Dial { hello, id, addr, frame_bytes_max, inputs } = dial;
     let mut backoff = PEER_BACKOFF_MIN;
     let mut buf = Vec::new();
+    // Since when the peer could not be connected to, and whether that was reported.
+    let mut down_since: Option<std::time::Instant> = None;
+    let mut warned = false;
     loop {
         let connected = async {
             let mut s = tokio::time::timeout(PEER_CONNECT_TIMEOUT, TcpStream::connect(addr))
@@ -61,10 +67,19 @@ pub(super) async fn dial(dial: Dial, mut rx: mpsc::Receiver<Message>, mut shutdo
             Ok(s) => {
                 tune(&s);
                 debug!(peer = id, %addr, "connected to peer");
+                if std::mem::take(&mut warned) {
+                    info!(peer = id, %addr, "peer reachable again");
+                }
+                down_since = None;
                 s
             }
             Err(error) => {
                 debug!(peer = id, %addr, %error, "peer unreachable; retrying");
+                let since = *down_since.get_or_insert_with(std::time::Instant::now);
+                if !warned && since.elapsed() >= PEER_WARN_AFTER {
+                    warn!(peer = id, %addr, %error, "peer unreachable for {} s; still retrying", PEER_WARN_AFTER.as_secs());
+                    warned = true;
+                }
                 // Messages queued meanwhile are stale by the time we connect: Raft resends.
                 while rx.try_recv().is_ok() {}
                 tokio::select! {

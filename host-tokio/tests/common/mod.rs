@@ -79,6 +79,14 @@ impl Cluster {
     /// Starts `n` nodes that all read `toml` as their configuration file (flags still
     /// set their addresses), and waits until one leads.
     pub fn start_with(n: u64, toml: Option<&str>) -> Self {
+        let mut c = Self::prepare(n, toml);
+        c.start_all();
+        c
+    }
+
+    /// `n` nodes with their addresses and data directories, not started: something can
+    /// be put in their data directories first ([`Cluster::start_all`] starts them).
+    pub fn prepare(n: u64, toml: Option<&str>) -> Self {
         let dir = tempfile::Builder::new().prefix("concord-it-").tempdir().expect("temp dir");
         let nodes = (1..=n).map(|id| NodeProc::new(dir.path(), id)).collect();
         let config = toml.map(|t| {
@@ -86,12 +94,17 @@ impl Cluster {
             std::fs::write(&path, t).expect("config file");
             path
         });
-        let mut c = Self { nodes, dir, config };
+        Self { nodes, dir, config }
+    }
+
+    /// Starts every node and waits until one leads.
+    pub fn start_all(&mut self) {
+        let c = self;
+        let n = c.nodes.len() as u64;
         for id in 1..=n {
             c.spawn(id);
         }
         c.wait_leader(Duration::from_secs(20));
-        c
     }
 
     /// Node `id`.

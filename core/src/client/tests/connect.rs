@@ -235,3 +235,74 @@ fn closing_while_the_session_opens_closes_that_session_once_it_is_open() {
         "no new session"
     );
 }
+
+#[test]
+fn a_request_for_one_node_goes_there_even_with_a_leader_elsewhere() {
+    let mut c = client(&["127.0.0.1:7001"]);
+    let probe = sent(&mut c).remove(0);
+    answer(&mut c, ms(1), probe.0, probe.1.id, Ok(view(1, Some(2), &[1, 2, 3])));
+    let _ = events(&mut c);
+    let _ = sent(&mut c); // probes of the learnt members
+    let op = c.admin_at(ms(2), NodeId(3), RequestBody::Status);
+    let out = sent(&mut c);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, c.peer_of(NodeId(3)).expect("learnt"), "to node 3, not the leader 2");
+    assert_eq!(out[0].1.body, RequestBody::Status);
+    let status = view(3, None, &[]);
+    answer(&mut c, ms(3), out[0].0, out[0].1.id, Ok(status.clone()));
+    assert_eq!(events(&mut c), vec![ClientEvent::Admin { op, answer: status }]);
+}
+
+#[test]
+fn a_request_for_one_node_fails_when_that_node_is_unknown_or_silent_and_goes_nowhere_else() {
+    let mut c = client(&["127.0.0.1:7001", "127.0.0.1:7002"]);
+    let probes = sent(&mut c);
+    answer(&mut c, ms(1), probes[0].0, probes[0].1.id, Ok(view(1, Some(1), &[1, 2])));
+    let _ = events(&mut c);
+    let _ = sent(&mut c);
+    // Never heard of node 9.
+    let unknown = c.admin_at(ms(2), NodeId(9), RequestBody::Status);
+    assert!(sent(&mut c).is_empty());
+    assert_eq!(
+        events(&mut c),
+        vec![ClientEvent::Failed { op: unknown, error: ClientError::NodeUnreachable { node: NodeId(9) } }]
+    );
+    // Node 2 (learnt, its probe out) is asked, never answers, and the request fails once
+    // node 2 counts as silent, without going to node 1.
+    let quiet = c.admin_at(ms(2), NodeId(2), RequestBody::Status);
+    let out = sent(&mut c);
+    assert_eq!(out.len(), 1);
+    assert_eq!(Some(out[0].0), c.peer_of(NodeId(2)));
+    c.handle_timeout(ms(600));
+    let after = sent(&mut c);
+    assert!(after.iter().all(|(_, r)| r.body != RequestBody::Status), "{after:?}");
+    assert_eq!(
+        events(&mut c),
+        vec![ClientEvent::Failed { op: quiet, error: ClientError::NodeUnreachable { node: NodeId(2) } }]
+    );
+}
+
+#[test]
+fn a_session_ttl_the_cluster_refuses_fails_the_commands_waiting_for_it_and_is_not_retried() {
+    let mut c = client(&["a:1"]);
+    let probe = sent(&mut c).remove(0);
+    answer(&mut c, ms(1), probe.0, probe.1.id, Ok(view(1, Some(1), &[])));
+    let _ = events(&mut c);
+    let first = c.submit(ms(2), incr());
+    let second = c.submit(ms(2), incr());
+    let out = sent(&mut c);
+    assert_eq!(out.len(), 1, "only the session open goes out: {out:?}");
+    let refused = Error::BelowMinimum { limit: crate::machine::Limit::SessionTtl, min: 1000 };
+    answer(&mut c, ms(3), out[0].0, out[0].1.id, applied(Err(refused.clone())));
+    let done: Vec<(OpId, Result<Reply, Error>)> = events(&mut c)
+        .into_iter()
+        .filter_map(|e| match e {
+            ClientEvent::Done { op, result, .. } => Some((op, result)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, vec![(first, Err(refused.clone())), (second, Err(refused))]);
+    c.handle_timeout(ms(5_000));
+    assert!(sent(&mut c).iter().all(|(_, r)| !matches!(r.body, RequestBody::Command(_))), "no second open");
+    assert_eq!(c.in_flight(), 0);
+}

@@ -223,9 +223,12 @@ fn parties_names_timeouts_and_objects_are_limited() {
     let mut t = T::with_limits(limits);
     let s = t.open(TTL_MS);
     let parties = Error::Limit { limit: Limit::BarrierParties, max: 3 };
-    assert_eq!(err(t.run(s, wait("b", 0, None))), parties);
+    assert_eq!(
+        err(t.run(s, wait("b", 0, None))),
+        Error::BelowMinimum { limit: Limit::BarrierParties, min: 1 }
+    );
     assert_eq!(err(t.run(s, wait("b", 4, None))), parties);
-    assert_eq!(err(t.run(s, wait("", 1, None))), Error::Limit { limit: Limit::NameBytes, max: 4 });
+    assert_eq!(err(t.run(s, wait("", 1, None))), Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
     assert_eq!(err(t.run(s, wait("bbbbb", 1, None))), Error::Limit { limit: Limit::NameBytes, max: 4 });
     assert_eq!(
         err(t.run(s, wait("b", 2, Some(1001)))),

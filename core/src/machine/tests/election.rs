@@ -302,7 +302,7 @@ fn election_limits_and_session_rules_are_typed_errors() {
     let a = t.open(TTL_MS);
     let b = t.open(TTL_MS);
     let c = t.open(TTL_MS);
-    assert_eq!(err(t.run(a, campaign("", b""))), Error::Limit { limit: Limit::NameBytes, max: 4 });
+    assert_eq!(err(t.run(a, campaign("", b""))), Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
     assert_eq!(err(t.run(a, campaign("abcde", b""))), Error::Limit { limit: Limit::NameBytes, max: 4 });
     assert_eq!(
         err(t.run(a, campaign("e", b"1234"))),

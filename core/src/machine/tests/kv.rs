@@ -579,7 +579,7 @@ fn values_keys_and_names_are_limited() {
     let keys = Error::Limit { limit: Limit::KvKeys, max: 2 };
     let name = Error::Limit { limit: Limit::NameBytes, max: 4 };
     assert_eq!(err(t.anon(put("a", b"12345"))), value);
-    assert_eq!(err(t.anon(put("", b"1"))), name);
+    assert_eq!(err(t.anon(put("", b"1"))), Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
     assert_eq!(err(t.anon(put("abcde", b"1"))), name);
     assert_eq!(t.m.kv_revision(), 0, "a refused put is not a change");
     assert_eq!(ok(t.anon(put("a", b"1234"))), written(1));
@@ -587,7 +587,7 @@ fn values_keys_and_names_are_limited() {
     assert_eq!(err(t.anon(put("c", b"1"))), keys);
     assert_eq!(err(t.anon(copy("a", "c", false))), keys);
     assert_eq!(err(t.anon(copy("a", "abcde", false))), name);
-    assert_eq!(err(t.anon(rename("a", "", false))), name);
+    assert_eq!(err(t.anon(rename("a", "", false))), Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
     // Overwrites need no new key.
     assert_eq!(ok(t.anon(put("b", b"2"))), written(3));
     assert_eq!(ok(t.anon(copy("a", "b", false))), written(4));

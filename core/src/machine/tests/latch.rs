@@ -78,7 +78,7 @@ fn try_set_count_succeeds_only_at_zero() {
 fn a_zero_count_or_a_bad_name_is_refused() {
     let mut t = T::with_limits(Limits { name_bytes_max: 4, ..Limits::default() });
     assert_eq!(err(t.anon(set("l", 0))), Error::Latch(LatchError::ZeroCount));
-    assert_eq!(err(t.anon(set("", 1))), Error::Limit { limit: Limit::NameBytes, max: 4 });
+    assert_eq!(err(t.anon(set("", 1))), Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
     assert_eq!(err(t.anon(set("latch", 1))), Error::Limit { limit: Limit::NameBytes, max: 4 });
     assert_eq!(ok(t.anon(set("four", 1))), Reply::Bool(true));
     assert!(latches(&t).iter().all(|(n, _, _)| n == "four"));

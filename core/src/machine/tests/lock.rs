@@ -497,12 +497,15 @@ fn lock_many_validates_its_names() {
     let a = t.open(TTL_MS);
     let b = t.open(TTL_MS);
     let names = Error::Limit { limit: Limit::MultiLockNames, max: 3 };
-    assert_eq!(err(t.run(a, lock_many(&[], None))), names);
+    assert_eq!(
+        err(t.run(a, lock_many(&[], None))),
+        Error::BelowMinimum { limit: Limit::MultiLockNames, min: 1 }
+    );
     assert_eq!(err(t.run(a, lock_many(&["p", "q", "r", "s"], None))), names);
     assert_eq!(err(t.run(a, lock_many(&["p", "q", "p"], None))), names);
     assert_eq!(
         err(t.run(a, lock_many(&["p", ""], None))),
-        Error::Limit { limit: Limit::NameBytes, max: 256 }
+        Error::BelowMinimum { limit: Limit::NameBytes, min: 1 }
     );
     assert_eq!(err(t.anon(lock_many(&["p"], None))), Error::SessionRequired);
     acquire(&mut t, a, "h");
@@ -710,7 +713,7 @@ fn lock_limits_and_session_rules_are_typed_errors() {
     let b = t.open(TTL_MS);
     let c = t.open(TTL_MS);
     let name = Error::Limit { limit: Limit::NameBytes, max: 4 };
-    assert_eq!(err(t.run(a, lock(""))), name);
+    assert_eq!(err(t.run(a, lock(""))), Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
     assert_eq!(err(t.run(a, lock("abcde"))), name);
     assert_eq!(err(t.run(a, enqueue("abcde"))), name);
     acquire(&mut t, a, "abcd");

@@ -156,10 +156,13 @@ fn a_zero_value_is_not_stored_and_frees_its_slot() {
 fn names_are_checked_on_writes() {
     let mut t = T::with_limits(Limits { name_bytes_max: 4, ..Limits::default() });
     let name = Error::Limit { limit: Limit::NameBytes, max: 4 };
-    assert_eq!(err(t.anon(set("", 1))), name);
+    assert_eq!(err(t.anon(set("", 1))), Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
     assert_eq!(err(t.anon(set("count", 1))), name);
     assert_eq!(err(t.anon(op(LongOp::AddAndGet { name: "count".into(), delta: 1 }))), name);
-    assert_eq!(err(t.anon(op(LongOp::CompareAndSet { name: "".into(), expect: 0, update: 1 }))), name);
+    assert_eq!(
+        err(t.anon(op(LongOp::CompareAndSet { name: "".into(), expect: 0, update: 1 }))),
+        Error::BelowMinimum { limit: Limit::NameBytes, min: 1 }
+    );
     assert_eq!(get(&t, "count"), 0);
     assert_eq!(ok(t.anon(set("four", 1))), Reply::Unit);
 }

@@ -189,7 +189,7 @@ fn null_references_take_no_object_slot() {
 fn names_are_checked_on_writes() {
     let mut t = T::with_limits(Limits { name_bytes_max: 4, ..Limits::default() });
     let name = Error::Limit { limit: Limit::NameBytes, max: 4 };
-    assert_eq!(err(t.anon(set("", Some(b"x")))), name);
+    assert_eq!(err(t.anon(set("", Some(b"x")))), Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
     assert_eq!(err(t.anon(set("refer", Some(b"x")))), name);
     assert_eq!(err(t.anon(op(RefOp::AlterAndGet { name: "refer".into(), f: RefFn::Reverse }))), name);
     assert_eq!(ok(t.anon(set("four", Some(b"x")))), Reply::Unit);

@@ -238,7 +238,7 @@ fn rwlock_limits_and_session_rules_are_typed_errors() {
     let a = t.open(TTL_MS);
     let b = t.open(TTL_MS);
     let c = t.open(TTL_MS);
-    assert_eq!(err(t.run(a, read(""))), Error::Limit { limit: Limit::NameBytes, max: 4 });
+    assert_eq!(err(t.run(a, read(""))), Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
     assert_eq!(err(t.run(a, write("abcde"))), Error::Limit { limit: Limit::NameBytes, max: 4 });
     acquire(&mut t, a, write("abcd"));
     assert_eq!(err(t.run(b, read("q"))), Error::Limit { limit: Limit::Objects, max: 1 });

@@ -360,7 +360,7 @@ fn semaphore_limits_and_session_rules_are_typed_errors() {
     let mut t = T::with_limits(limits);
     let a = t.open(TTL_MS);
     let b = t.open(TTL_MS);
-    assert_eq!(err(t.anon(init("", 1))), Error::Limit { limit: Limit::NameBytes, max: 4 });
+    assert_eq!(err(t.anon(init("", 1))), Error::BelowMinimum { limit: Limit::NameBytes, min: 1 });
     assert_eq!(err(t.anon(init("abcde", 1))), Error::Limit { limit: Limit::NameBytes, max: 4 });
     ok(t.anon(init("abcd", 1)));
     assert_eq!(err(t.anon(init("q", 1))), Error::Limit { limit: Limit::Objects, max: 1 });

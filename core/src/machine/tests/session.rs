@@ -163,7 +163,7 @@ fn session_limits_are_typed_errors() {
     let open = |ttl_ms| Op::Session(SessionOp::Open { ttl_ms });
     assert_eq!(
         err(t.anon(open(limits.session_ttl_min_ms - 1))),
-        Error::Limit { limit: Limit::SessionTtl, max: limits.session_ttl_min_ms }
+        Error::BelowMinimum { limit: Limit::SessionTtl, min: limits.session_ttl_min_ms }
     );
     assert_eq!(
         err(t.anon(open(limits.session_ttl_max_ms + 1))),

@@ -2,9 +2,11 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use concord_core::machine::long::LongFn;
+use concord_core::machine::reference::RefFn;
 use concord_core::Consistency;
 use concord_tokio::client::Endpoint;
-use concord_tokio::config::parse_peer;
+use concord_tokio::config::{parse_peer, resolve};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -22,18 +24,23 @@ pub(crate) struct Cli {
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run one node of a cluster.
+    #[command(after_help = serve_defaults())]
     Serve(Box<ServeArgs>),
     /// Run a 3-node cluster in this process on 127.0.0.1, for development.
     Dev(DevArgs),
-    /// Hold a lock while a command runs; the command sees CONCORD_FENCE.
+    /// Hold one or more locks (atomically) while a command runs, or until interrupted;
+    /// the command sees CONCORD_FENCE.
     Lock(ClientArgs<LockArgs>),
+    /// Inspect locks: list, show one, force-unlock.
+    Locks(ClientArgs<LocksArgs>),
     /// Hold semaphore permits while a command runs, or manage a semaphore.
     Semaphore(ClientArgs<SemaphoreArgs>),
-    /// Hold a read or write lock while a command runs.
+    /// Hold a read or write lock while a command runs, or inspect one.
     Rwlock(ClientArgs<RwLockArgs>),
-    /// An atomic counter: get, set, incr, add, cas.
+    /// An atomic counter: get, set, incr, decr, add, get-and-add, cas, alter, apply.
     Counter(ClientArgs<CounterArgs>),
-    /// An atomic reference (bytes given as UTF-8 text): get, set, cas.
+    /// An atomic reference (bytes given as UTF-8 text): get, set, get-and-set, cas,
+    /// contains, is-null, clear, alter, apply.
     Ref(ClientArgs<RefArgs>),
     /// A count-down latch: set, count-down, await, count.
     Latch(ClientArgs<LatchArgs>),
@@ -47,13 +54,14 @@ pub(crate) enum Command {
     Watch(ClientArgs<WatchArgs>),
     /// Publish or subscribe to signals.
     Signal(ClientArgs<SignalArgs>),
-    /// The status of every node.
-    Status(ClientArgs<NoArgs>),
+    /// Every member's status as a table, each node asked directly (works without a
+    /// leader or quorum); `--health` exits 1 unless the cluster can commit.
+    Status(ClientArgs<StatusArgs>),
     /// Membership: add, remove, list.
     Member(ClientArgs<MemberArgs>),
     /// Hand leadership to another node.
     TransferLeader(ClientArgs<TransferArgs>),
-    /// Save a node's latest snapshot to a file.
+    /// Save a snapshot of a cluster's state to a file, or seed a new cluster from one.
     Snapshot(SnapshotArgs),
     /// Join a serial line (a microcontroller's client or replica) to the cluster.
     Bridge(crate::bridge_cmd::BridgeArgs),
@@ -71,7 +79,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CONCORD_GROUP")]
     pub(crate) group: Option<u64>,
     /// Address clients connect to.
-    #[arg(long, env = "CONCORD_CLIENT_ADDR")]
+    #[arg(long, env = "CONCORD_CLIENT_ADDR", value_parser = resolve)]
     pub(crate) client_addr: Option<SocketAddr>,
     /// The client address given to clients and other nodes (HOST:PORT), when it differs
     /// from --client-addr (a wildcard bind, NAT, a DNS name). Clients learn every node
@@ -79,10 +87,10 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "CONCORD_ADVERTISE_CLIENT_ADDR")]
     pub(crate) advertise_client_addr: Option<String>,
     /// Address the other nodes connect to.
-    #[arg(long, env = "CONCORD_PEER_ADDR")]
+    #[arg(long, env = "CONCORD_PEER_ADDR", value_parser = resolve)]
     pub(crate) peer_addr: Option<SocketAddr>,
     /// Address of the HTTP endpoint (/metrics, /status, status page).
-    #[arg(long, env = "CONCORD_HTTP_ADDR")]
+    #[arg(long, env = "CONCORD_HTTP_ADDR", value_parser = resolve)]
     pub(crate) http_addr: Option<SocketAddr>,
     /// Another node's peer address, as ID=HOST:PORT; repeat for each. On first start these
     /// ids and this node's are the initial voters.
@@ -185,18 +193,60 @@ impl From<Reads> for Consistency {
 }
 
 #[derive(Args)]
-pub(crate) struct NoArgs {}
+pub(crate) struct StatusArgs {
+    /// Also check that the cluster can commit (a leader confirms its leadership with a
+    /// quorum); exit 1 if it cannot within --health-timeout-ms.
+    #[arg(long)]
+    pub(crate) health: bool,
+    /// How long the health check may take, ms.
+    #[arg(long, default_value_t = 3_000)]
+    pub(crate) health_timeout_ms: u64,
+}
 
 #[derive(Args)]
 pub(crate) struct LockArgs {
-    /// The lock.
-    pub(crate) name: String,
+    /// The lock; several names take them all at once or none (one fence for all).
+    #[arg(required = true)]
+    pub(crate) names: Vec<String>,
     /// Give up after this long (exit 4); `0` tries once (exit 3 if held).
     #[arg(long)]
     pub(crate) timeout_ms: Option<u64>,
-    /// The command to run while holding the lock.
-    #[arg(last = true, required = true)]
+    /// Take a place in the lock's queue first and report it (`queued at position N`)
+    /// before waiting for the grant. One name only.
+    #[arg(long)]
+    pub(crate) enqueue: bool,
+    /// The command to run while holding the lock; without one, the lock is held until
+    /// Ctrl-C (SIGINT), SIGTERM or SIGHUP.
+    #[arg(last = true)]
     pub(crate) cmd: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct LocksArgs {
+    #[command(subcommand)]
+    pub(crate) action: LocksAction,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum LocksAction {
+    /// Every lock held or waited for, in name order, from START on.
+    List {
+        /// The first name to list.
+        #[arg(long, default_value = "")]
+        start: String,
+    },
+    /// Whether a lock is held, by which session, with which fence, how many holds, and
+    /// who waits (exit 3 if it is free).
+    Show {
+        /// The lock.
+        name: String,
+    },
+    /// Release a lock whoever holds it, every hold (an operator's tool; the holder's next
+    /// release fails, and the next grant's fence is larger).
+    ForceUnlock {
+        /// The lock.
+        name: String,
+    },
 }
 
 #[derive(Args)]
@@ -207,26 +257,69 @@ pub(crate) struct SemaphoreArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum SemaphoreAction {
-    /// Create it with PERMITS if it does not exist.
+    /// Create it with PERMITS if it does not exist; prints `created` or `exists`.
     Init {
         /// The semaphore.
         name: String,
         /// Permits.
         permits: u64,
+        /// Permits belong to no session: taken with `take`, they stay taken until
+        /// `release` gives them back, from any process.
+        #[arg(long)]
+        sessionless: bool,
     },
-    /// Acquire PERMITS, run a command, release.
+    /// Acquire PERMITS and hold them while a command runs, or until interrupted.
     Run {
         /// The semaphore.
         name: String,
         /// Permits to hold.
         #[arg(long, default_value_t = 1)]
         permits: u64,
-        /// Give up after this long.
+        /// Give up after this long (exit 4); `0` tries once (exit 3).
         #[arg(long)]
         timeout_ms: Option<u64>,
-        /// The command.
-        #[arg(last = true, required = true)]
+        /// The command; without one, the permits are held until Ctrl-C, SIGTERM or
+        /// SIGHUP.
+        #[arg(last = true)]
         cmd: Vec<String>,
+    },
+    /// Take PERMITS of a sessionless semaphore; they stay taken after this exits.
+    Take {
+        /// The semaphore.
+        name: String,
+        /// Permits to take.
+        #[arg(long, default_value_t = 1)]
+        permits: u64,
+        /// Give up after this long (exit 4); `0` tries once (exit 3).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+    },
+    /// Give back PERMITS taken from a sessionless semaphore.
+    Release {
+        /// The semaphore.
+        name: String,
+        /// Permits to give back.
+        #[arg(long, default_value_t = 1)]
+        permits: u64,
+    },
+    /// Take every available permit of a sessionless semaphore; prints how many.
+    Drain {
+        /// The semaphore.
+        name: String,
+    },
+    /// Add PERMITS to the pool.
+    Increase {
+        /// The semaphore.
+        name: String,
+        /// Permits to add.
+        permits: u64,
+    },
+    /// Remove PERMITS from the pool (what is available may go below zero).
+    Reduce {
+        /// The semaphore.
+        name: String,
+        /// Permits to remove.
+        permits: u64,
     },
     /// Permits available.
     Available {
@@ -237,16 +330,33 @@ pub(crate) enum SemaphoreAction {
 
 #[derive(Args)]
 pub(crate) struct RwLockArgs {
+    #[command(subcommand)]
+    pub(crate) action: RwLockAction,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RwLockAction {
+    /// Hold it for reading (shared) while a command runs, or until interrupted.
+    Read(RwHoldArgs),
+    /// Hold it for writing (exclusive) while a command runs, or until interrupted.
+    Write(RwHoldArgs),
+    /// Readers holding it and whether it is write-locked.
+    Status {
+        /// The lock.
+        name: String,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct RwHoldArgs {
     /// The lock.
     pub(crate) name: String,
-    /// Take it for writing (default: reading).
-    #[arg(long)]
-    pub(crate) write: bool,
-    /// Give up after this long.
+    /// Give up after this long (exit 4); `0` tries once (exit 3).
     #[arg(long)]
     pub(crate) timeout_ms: Option<u64>,
-    /// The command to run while holding it.
-    #[arg(last = true, required = true)]
+    /// The command to run while holding it; without one, it is held until Ctrl-C,
+    /// SIGTERM or SIGHUP.
+    #[arg(last = true)]
     pub(crate) cmd: Vec<String>,
 }
 
@@ -275,6 +385,39 @@ pub(crate) enum CounterAction {
     Incr {
         /// The counter.
         name: String,
+    },
+    /// Subtract one; prints the new value.
+    Decr {
+        /// The counter.
+        name: String,
+    },
+    /// Add DELTA; prints the previous value.
+    GetAndAdd {
+        /// The counter.
+        name: String,
+        /// The amount.
+        #[arg(allow_hyphen_values = true)]
+        delta: i64,
+    },
+    /// Replace the value with FN of it; prints the new value (with --previous, the old).
+    /// FN: add:N, mul:N, min:N, max:N, and:N, or:N, xor:N, neg, set:N.
+    Alter {
+        /// The counter.
+        name: String,
+        /// The function.
+        #[arg(value_parser = parse_long_fn, allow_hyphen_values = true)]
+        function: LongFn,
+        /// Print the value before the change.
+        #[arg(long)]
+        previous: bool,
+    },
+    /// Print FN of the value without changing it (FN as for `alter`).
+    Apply {
+        /// The counter.
+        name: String,
+        /// The function.
+        #[arg(value_parser = parse_long_fn, allow_hyphen_values = true)]
+        function: LongFn,
     },
     /// Add DELTA; prints the new value.
     Add {
@@ -305,7 +448,7 @@ pub(crate) struct RefArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum RefAction {
-    /// Print the value.
+    /// Print the value (exit 3 if it has none).
     Get {
         /// The reference.
         name: String,
@@ -317,14 +460,65 @@ pub(crate) enum RefAction {
         /// The value.
         value: String,
     },
-    /// Set NEW if the value is EXPECTED (exit 3 otherwise).
+    /// Set the value; prints the previous one.
+    GetAndSet {
+        /// The reference.
+        name: String,
+        /// The value.
+        value: String,
+    },
+    /// Set NEW if the value is EXPECTED (exit 3 otherwise). `--expected-none`: only if it
+    /// has no value; `--new-none`: clear it. Values not given as flags are positional,
+    /// EXPECTED first.
     Cas {
         /// The reference.
         name: String,
-        /// Expected value.
-        expected: String,
-        /// New value.
-        new: String,
+        /// EXPECTED then NEW, less those given as `--expected-none` / `--new-none`.
+        #[arg(num_args = 0..=2)]
+        values: Vec<String>,
+        /// Expect no value.
+        #[arg(long)]
+        expected_none: bool,
+        /// Clear the value instead of setting one.
+        #[arg(long)]
+        new_none: bool,
+    },
+    /// Whether the value is VALUE (exit 3 if not).
+    Contains {
+        /// The reference.
+        name: String,
+        /// The value.
+        value: String,
+    },
+    /// Whether it has no value (exit 3 if it has one).
+    IsNull {
+        /// The reference.
+        name: String,
+    },
+    /// Remove the value.
+    Clear {
+        /// The reference.
+        name: String,
+    },
+    /// Replace the value with FN of it; prints the new value (with --previous, the old).
+    /// FN: append:TEXT, prepend:TEXT, truncate:N, reverse, clear, set:TEXT.
+    Alter {
+        /// The reference.
+        name: String,
+        /// The function.
+        #[arg(value_parser = parse_ref_fn)]
+        function: RefFn,
+        /// Print the value before the change.
+        #[arg(long)]
+        previous: bool,
+    },
+    /// Print FN of the value without changing it (FN as for `alter`).
+    Apply {
+        /// The reference.
+        name: String,
+        /// The function.
+        #[arg(value_parser = parse_ref_fn)]
+        function: RefFn,
     },
 }
 
@@ -382,15 +576,23 @@ pub(crate) struct ElectArgs {
     /// The value to announce as leader.
     pub(crate) value: Option<String>,
     /// Print leadership changes instead of campaigning.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "leader")]
     pub(crate) observe: bool,
+    /// Print the current leader and exit (exit 3 if there is none).
+    #[arg(long)]
+    pub(crate) leader: bool,
+    /// While leading without a command: announce each line read from stdin as the new
+    /// value (proclaim); resign at the end of stdin.
+    #[arg(long, conflicts_with_all = ["observe", "leader"])]
+    pub(crate) proclaim_stdin: bool,
     /// Give up campaigning after this long.
     #[arg(long)]
     pub(crate) timeout_ms: Option<u64>,
     /// With --observe: stop after this many leadership reports.
     #[arg(long)]
     pub(crate) count: Option<u64>,
-    /// Run this while leader, then resign (without it: lead until interrupted).
+    /// Run this while leader, then resign (without it: lead until Ctrl-C, SIGTERM or
+    /// SIGHUP, then resign).
     #[arg(last = true)]
     pub(crate) cmd: Vec<String>,
 }
@@ -427,7 +629,7 @@ pub(crate) enum KvAction {
         #[arg(long)]
         ttl_ms: Option<u64>,
     },
-    /// Delete a key.
+    /// Delete a key (exit 3 if it does not exist or its ETag does not match).
     Delete {
         /// The key.
         key: String,
@@ -435,11 +637,36 @@ pub(crate) enum KvAction {
         #[arg(long)]
         if_match: Option<u64>,
     },
-    /// List keys under a prefix.
+    /// Copy FROM's value to TO; prints TO's new ETag (exit 3 if FROM is missing, or with
+    /// --if-absent if TO exists).
+    Copy {
+        /// The source key.
+        from: String,
+        /// The target key.
+        to: String,
+        /// Only if TO does not exist.
+        #[arg(long)]
+        if_absent: bool,
+    },
+    /// Move FROM's value to TO (FROM is deleted); prints TO's new ETag (exit 3 as for
+    /// copy).
+    Rename {
+        /// The source key.
+        from: String,
+        /// The target key.
+        to: String,
+        /// Only if TO does not exist.
+        #[arg(long)]
+        if_absent: bool,
+    },
+    /// List keys under a prefix: key, ETag and value, one per line.
     List {
         /// The prefix.
         #[arg(default_value = "")]
         prefix: String,
+        /// Keys and ETags only, without values.
+        #[arg(long)]
+        keys_only: bool,
     },
 }
 
@@ -469,7 +696,7 @@ pub(crate) struct SignalArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum SignalAction {
-    /// Publish PAYLOAD on SUBJECT; prints how many received it.
+    /// Publish PAYLOAD on SUBJECT; prints how many subscribers it was given to.
     Publish {
         /// The subject.
         subject: String,
@@ -528,17 +755,87 @@ pub(crate) struct SnapshotArgs {
 
 #[derive(Subcommand)]
 pub(crate) enum SnapshotAction {
-    /// Save a node's latest snapshot to FILE: fetched from its HTTP endpoint (--from), or
-    /// read from its data directory (--data-dir). The snapshot is decoded before it is
-    /// written, so a saved file is a valid one.
+    /// Save a snapshot to FILE: taken now by a running node (--from its HTTP address), or
+    /// the latest one a node stored (--data-dir, for a stopped node). The snapshot is
+    /// decoded before it is written, so a saved file is a valid one.
     Save {
         /// Where to write it.
         file: PathBuf,
-        /// The node's HTTP address (HOST:PORT).
-        #[arg(long, required_unless_present = "data_dir", conflicts_with = "data_dir")]
+        /// The node's HTTP address (HOST:PORT); it takes a snapshot of what it applied.
+        #[arg(long, required_unless_present = "data_dir", conflicts_with = "data_dir", value_parser = resolve)]
         from: Option<SocketAddr>,
-        /// The node's data directory (when the node runs on this machine, or is stopped).
+        /// The node's data directory: its latest stored snapshot (taken every
+        /// snapshot_threshold_entries entries).
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Prepare DATA_DIR for one member of a new cluster seeded from the snapshot in FILE:
+    /// run it for every member (same FILE and --voters), then start each with `concord
+    /// serve --data-dir DATA_DIR` and its peers. Locks, fences, counters, keys and the
+    /// rest carry over; fences go on increasing; the old cluster's sessions expire.
+    Restore {
+        /// The saved snapshot.
+        file: PathBuf,
+        /// The new member's data directory (must not hold a node's state).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The new cluster's voters, by id, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        voters: Vec<u64>,
+        /// The cluster's settings file, for its [limits] (default limits otherwise).
+        #[arg(long, env = "CONCORD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Every setting of `concord serve` with its default, as the TOML file spells it.
+fn serve_defaults() -> String {
+    let defaults = toml::to_string(&concord_tokio::config::ServerConfig::default())
+        .unwrap_or_else(|e| format!("(cannot show the defaults: {e})\n"));
+    format!(
+        "Every setting and its default, as keys of the --config TOML file (flags and \
+         CONCORD_* variables override the file; [limits] must be the same on every \
+         node):\n\n{}",
+        defaults.trim_end()
+    )
+}
+
+/// A counter function: `add:N`, `mul:N`, `min:N`, `max:N`, `and:N`, `or:N`, `xor:N`,
+/// `neg`, `set:N`.
+pub(crate) fn parse_long_fn(s: &str) -> Result<LongFn, String> {
+    let (name, arg) = s.split_once(':').unwrap_or((s, ""));
+    let n = || arg.parse::<i64>().map_err(|e| format!("{name}:N needs a 64-bit integer N ({e})"));
+    Ok(match name {
+        "add" => LongFn::Add(n()?),
+        "mul" => LongFn::Mul(n()?),
+        "min" => LongFn::Min(n()?),
+        "max" => LongFn::Max(n()?),
+        "and" => LongFn::And(n()?),
+        "or" => LongFn::Or(n()?),
+        "xor" => LongFn::Xor(n()?),
+        "set" => LongFn::Set(n()?),
+        "neg" if arg.is_empty() => LongFn::Neg,
+        _ => {
+            return Err(format!(
+            "unknown function {s:?}: expected add:N, mul:N, min:N, max:N, and:N, or:N, xor:N, neg or set:N"
+        ))
+        }
+    })
+}
+
+/// A reference function: `append:TEXT`, `prepend:TEXT`, `truncate:N`, `reverse`,
+/// `clear`, `set:TEXT`.
+pub(crate) fn parse_ref_fn(s: &str) -> Result<RefFn, String> {
+    let (name, arg) = s.split_once(':').map_or((s, None), |(n, a)| (n, Some(a)));
+    let text =
+        || arg.map(|a| a.as_bytes().to_vec()).ok_or_else(|| format!("{name} needs a value: {name}:TEXT"));
+    Ok(match (name, arg) {
+        ("append", _) => RefFn::Append(text()?),
+        ("prepend", _) => RefFn::Prepend(text()?),
+        ("set", _) => RefFn::Set(text()?),
+        ("truncate", Some(n)) => RefFn::Truncate(n.parse().map_err(|e| format!("truncate:N needs a length N ({e})"))?),
+        ("reverse", None) => RefFn::Reverse,
+        ("clear", None) => RefFn::Clear,
+        _ => return Err(format!("unknown function {s:?}: expected append:TEXT, prepend:TEXT, truncate:N, reverse, clear or set:TEXT")),
+    })
 }

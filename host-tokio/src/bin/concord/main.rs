@@ -10,6 +10,7 @@
 //! prints it on stdout).
 
 mod bridge_cmd;
+mod child;
 mod cli;
 mod client_cmds;
 mod server_cmds;
@@ -46,7 +47,9 @@ fn main() -> ExitCode {
         };
         tracing_subscriber::EnvFilter::new(default)
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colours only for a terminal: a file or a log collector gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -104,6 +107,7 @@ async fn run(command: Command) -> Result<Outcome, CliError> {
         Command::Snapshot(a) => snapshot(a).await,
         Command::Bridge(a) => bridge_cmd::bridge(a).await,
         Command::Lock(c) => with_client(c, lock).await,
+        Command::Locks(c) => with_client(c, locks).await,
         Command::Semaphore(c) => with_client(c, semaphore).await,
         Command::Rwlock(c) => with_client(c, rwlock).await,
         Command::Counter(c) => with_client(c, counter).await,

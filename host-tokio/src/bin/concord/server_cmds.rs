@@ -2,13 +2,19 @@
 
 use concord_tokio::config::ServerConfig;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::cli::*;
 use crate::*;
 
 pub(crate) async fn snapshot(a: SnapshotArgs) -> Result<Outcome, CliError> {
-    let SnapshotAction::Save { file, from, data_dir } = a.action;
+    let (file, from, data_dir) = match a.action {
+        SnapshotAction::Save { file, from, data_dir } => (file, from, data_dir),
+        SnapshotAction::Restore { file, data_dir, voters, config } => {
+            return restore(&file, &data_dir, &voters, config.as_deref());
+        }
+    };
     // The fetched bytes are written as they came, once they decode as a snapshot.
     let (snap, bytes): (concord_core::Snapshot, Vec<u8>) = match (from, data_dir) {
         (Some(addr), _) => {
@@ -19,7 +25,14 @@ pub(crate) async fn snapshot(a: SnapshotArgs) -> Result<Outcome, CliError> {
         (None, Some(dir)) => {
             let snap = concord_tokio::wal::Wal::read_snapshot(&dir)
                 .map_err(|e| format!("{}: {e}", dir.display()))?
-                .ok_or_else(|| format!("{}: no snapshot yet", dir.display()))?;
+                .ok_or_else(|| {
+                    format!(
+                        "{}: the node has stored no snapshot yet (it takes one every \
+                         snapshot_threshold_entries entries); save one from the running node \
+                         with --from HOST:PORT",
+                        dir.display()
+                    )
+                })?;
             let bytes = postcard::to_allocvec(&snap).map_err(|e| e.to_string())?;
             (snap, bytes)
         }
@@ -31,6 +44,42 @@ pub(crate) async fn snapshot(a: SnapshotArgs) -> Result<Outcome, CliError> {
         snap.meta.index,
         snap.meta.term,
         file.display()
+    );
+    Ok(Outcome::Ok)
+}
+
+/// Writes what a member of a new cluster seeded from the snapshot in `file` starts from.
+fn restore(file: &Path, data_dir: &Path, voters: &[u64], config: Option<&Path>) -> Result<Outcome, CliError> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let snap: concord_core::Snapshot =
+        postcard::from_bytes(&bytes).map_err(|e| format!("{}: not a saved snapshot: {e}", file.display()))?;
+    let limits = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            ServerConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?.limits
+        }
+        None => concord_core::machine::Limits::default(),
+    };
+    let (index, term) = (snap.meta.index, snap.meta.term);
+    let membership = concord_core::Membership::with_voters(voters.iter().map(|v| concord_core::NodeId(*v)));
+    let write = concord_core::setup::restore(snap, membership, &limits)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let (mut wal, stored) =
+        concord_tokio::wal::Wal::open(data_dir, concord_tokio::wal::WalOptions::default())
+            .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    if stored != concord_core::Persisted::default() {
+        return Err(format!(
+            "{}: holds a node's state already; restore into an empty directory",
+            data_dir.display()
+        )
+        .into());
+    }
+    wal.append(&write).and_then(|()| wal.sync()).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    println!(
+        "restored the snapshot at index {index} (term {term}) into {} for voters {voters:?}; start the node \
+         with `concord serve --data-dir {}` and its peers",
+        data_dir.display(),
+        data_dir.display()
     );
     Ok(Outcome::Ok)
 }
