@@ -6,6 +6,7 @@
 //! moves bytes between sockets, disk and the core, keeps time with the monotonic clock,
 //! and seeds the core's randomness.
 
+pub mod bridge;
 pub mod client;
 pub mod config;
 pub mod frame;

@@ -191,14 +191,6 @@ pub enum Error {
         /// Its configured value.
         max: u64,
     },
-    /// A value is below the least the machine accepts: an empty name, zero barrier
-    /// parties, no names in a multi-lock, a session TTL below `session_ttl_min_ms`.
-    BelowMinimum {
-        /// What the value is measured against.
-        limit: Limit,
-        /// The least accepted.
-        min: u64,
-    },
     /// A blocking operation's timeout passed before it was granted.
     Timeout,
     /// Fenced locks.
@@ -217,6 +209,14 @@ pub enum Error {
     Election(ElectionError),
     /// Signals.
     Signal(SignalError),
+    /// A value is below the least the machine accepts: an empty name, zero barrier
+    /// parties, no names in a multi-lock, a session TTL below `session_ttl_min_ms`.
+    BelowMinimum {
+        /// What the value is measured against.
+        limit: Limit,
+        /// The least accepted.
+        min: u64,
+    },
 }
 
 impl Error {

@@ -207,7 +207,11 @@ proptest! {
         let segment = media.segment_mut(1).unwrap();
         segment.truncate(cut);
         segment.extend_from_slice(&garbage);
-        let boundary = record_offsets(&whole).into_iter().chain([whole.len()]).filter(|&o| o <= cut).max().unwrap();
+        // "Garbage" that happens to repeat the bytes that were cut off is no damage: the
+        // records it completes are whole again. What counts is how far the bytes are the
+        // original ones.
+        let intact = whole.iter().zip(segment.iter()).take_while(|(a, b)| a == b).count();
+        let boundary = record_offsets(&whole).into_iter().chain([whole.len()]).filter(|&o| o <= intact).max().unwrap();
         // The well-framed records before the cut, replayed through the model.
         let mut expected = Persisted::default();
         let mut offset = 0;

@@ -95,13 +95,29 @@ pub fn encode_cobs_frame(
 ) -> Result<(), WireError> {
     let mut raw = Vec::new();
     encode_payload(envelope, &mut raw)?;
+    encode_cobs_raw(&raw, frame_bytes_max, out)
+}
+
+/// Appends a serial-line frame for any `raw` payload to `out`: `raw` and its CRC-32
+/// (LE), COBS-encoded, then a zero byte. Fails, leaving `out` as it was, if `raw` exceeds
+/// `frame_bytes_max`. [`CobsDecoder::push_raw`] reads it back.
+pub fn encode_cobs_raw(raw: &[u8], frame_bytes_max: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
     if raw.len() > frame_bytes_max {
         return Err(WireError::FrameTooLarge { size: raw.len(), max: frame_bytes_max });
     }
-    raw.extend_from_slice(&crc32fast::hash(&raw[..]).to_le_bytes());
+    let crc = crc32fast::hash(raw).to_le_bytes();
     let start = out.len();
-    out.resize(start + cobs::max_encoding_length(raw.len()), 0);
-    let n = cobs::encode(&raw, &mut out[start..]);
+    out.resize(start + cobs::max_encoding_length(raw.len() + COBS_CRC_BYTES), 0);
+    let mut enc = cobs::CobsEncoder::new(&mut out[start..]);
+    let pushed = enc.push(raw).and_then(|()| enc.push(&crc));
+    let n = match pushed {
+        Ok(()) => enc.finalize(),
+        // Cannot happen (the buffer is sized for the encoding); refuse rather than panic.
+        Err(_) => {
+            out.truncate(start);
+            return Err(WireError::Cobs);
+        }
+    };
     out.truncate(start + n);
     out.push(0);
     Ok(())
@@ -146,6 +162,14 @@ impl CobsDecoder {
     /// why it was refused (too large, bad COBS, bad CRC, malformed payload). Bounded: the
     /// buffer never holds more than one frame's encoded bytes.
     pub fn push(&mut self, bytes: &[u8], mut frame: impl FnMut(Result<Envelope, WireError>)) {
+        let max = self.frame_bytes_max;
+        self.push_raw(bytes, |raw| frame(raw.and_then(|payload| decode_payload(payload, max))));
+    }
+
+    /// Like [`CobsDecoder::push`] for frames written by [`encode_cobs_raw`]: `frame` gets
+    /// each payload whose COBS and CRC are intact (its meaning is the caller's), or why
+    /// the frame was refused.
+    pub fn push_raw(&mut self, bytes: &[u8], mut frame: impl FnMut(Result<&[u8], WireError>)) {
         let max = self.encoded_max();
         for chunk in bytes.split_inclusive(|b| *b == 0) {
             let (body, closed) = match chunk.split_last() {
@@ -164,7 +188,7 @@ impl CobsDecoder {
             }
             if closed {
                 if !self.skipping && !self.buf.is_empty() {
-                    frame(self.decode());
+                    frame(Self::decode(&mut self.buf));
                 }
                 self.buf.clear();
                 self.skipping = false;
@@ -172,10 +196,10 @@ impl CobsDecoder {
         }
     }
 
-    /// Decodes the frame in the buffer.
-    fn decode(&mut self) -> Result<Envelope, WireError> {
-        let n = cobs::decode_in_place(&mut self.buf).map_err(|_| WireError::Cobs)?;
-        let raw = &self.buf[..n];
+    /// Checks and unwraps the frame in `buf`: its payload, CRC removed.
+    fn decode(buf: &mut [u8]) -> Result<&[u8], WireError> {
+        let n = cobs::decode_in_place(buf).map_err(|_| WireError::Cobs)?;
+        let raw = &buf[..n];
         let Some(split) = raw.len().checked_sub(COBS_CRC_BYTES) else {
             return Err(WireError::Cobs);
         };
@@ -185,6 +209,6 @@ impl CobsDecoder {
         if crc32fast::hash(payload) != u32::from_le_bytes(expected) {
             return Err(WireError::BadChecksum);
         }
-        decode_payload(payload, self.frame_bytes_max)
+        Ok(payload)
     }
 }

@@ -9,11 +9,12 @@
 
 mod client;
 mod frame;
+pub mod link;
 
 pub use client::{
     Answer, ClientError, ClientRequest, ClusterView, MemberAddr, Push, RequestBody, ServerMessage,
 };
-pub use frame::{encode_cobs_frame, CobsDecoder, StreamDecoder, COBS_CRC_BYTES};
+pub use frame::{encode_cobs_frame, encode_cobs_raw, CobsDecoder, StreamDecoder, COBS_CRC_BYTES};
 
 use crate::machine::Limits;
 use crate::raft::{GroupId, Message, NodeId};
@@ -23,7 +24,7 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Version byte that starts every payload. Bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Bytes of the length prefix of a frame.
 pub const FRAME_HEADER_BYTES: usize = 4;

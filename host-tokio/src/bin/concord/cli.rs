@@ -63,6 +63,8 @@ pub(crate) enum Command {
     TransferLeader(ClientArgs<TransferArgs>),
     /// Save a snapshot of a cluster's state to a file, or seed a new cluster from one.
     Snapshot(SnapshotArgs),
+    /// Join a serial line (a microcontroller's client or replica) to the cluster.
+    Bridge(crate::bridge_cmd::BridgeArgs),
 }
 
 #[derive(Args)]

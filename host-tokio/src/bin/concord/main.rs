@@ -9,6 +9,7 @@
 //! the grant on stderr before CMD starts (`lock`, `semaphore run`, `rwlock`; `elect`
 //! prints it on stdout).
 
+mod bridge_cmd;
 mod child;
 mod cli;
 mod client_cmds;
@@ -39,8 +40,11 @@ pub(crate) const EXIT_SESSION_LOST: u8 = 5;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("CONCORD_LOG").unwrap_or_else(|_| {
-        let default =
-            if matches!(cli.command, Command::Serve(_) | Command::Dev(_)) { "info" } else { "warn" };
+        let default = if matches!(cli.command, Command::Serve(_) | Command::Dev(_) | Command::Bridge(_)) {
+            "info"
+        } else {
+            "warn"
+        };
         tracing_subscriber::EnvFilter::new(default)
     });
     // Colours only for a terminal: a file or a log collector gets plain text.
@@ -101,6 +105,7 @@ async fn run(command: Command) -> Result<Outcome, CliError> {
         Command::Serve(a) => serve(*a).await,
         Command::Dev(a) => dev(a).await,
         Command::Snapshot(a) => snapshot(a).await,
+        Command::Bridge(a) => bridge_cmd::bridge(a).await,
         Command::Lock(c) => with_client(c, lock).await,
         Command::Locks(c) => with_client(c, locks).await,
         Command::Semaphore(c) => with_client(c, semaphore).await,
