@@ -142,3 +142,48 @@ fn dev_serves_keeps_its_data_and_stops_on_ctrl_c() {
     assert!(status.success());
     assert!(!temp.exists(), "{temp:?} left behind");
 }
+
+/// The README's example block, run as written (bash, `concord` the binary under test)
+/// against a `concord dev`: nothing fails with an error or a usage message, and nothing
+/// blocks.
+#[test]
+fn the_readme_examples_run_as_written() {
+    let port = dev_base_port();
+    let dev = Dev::start(port, None);
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).expect("README");
+    let after_alias = readme.split_once("alias concord=").expect("the example block").1;
+    let body = after_alias.split_once('\n').expect("a line").1.split_once("```").expect("its end").0;
+    let http = format!("127.0.0.1:{}", port + 200);
+    let script = format!(
+        "trap 'echo \"FAILED($?): $BASH_COMMAND\" >&2' ERR\nconcord() {{ \"{}\" \"$@\"; }}\n{}\nwait\n",
+        bin(),
+        body.replace("127.0.0.1:7201", &http)
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let o = run_bounded(
+        Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .current_dir(dir.path())
+            .env("CONCORD_ENDPOINTS", dev.endpoints()),
+        Duration::from_secs(90),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    // Exit 3 (a refusal: a busy try-lock, a moved ETag) is part of the examples.
+    for code in ["FAILED(1)", "FAILED(2)", "FAILED(4)", "FAILED(5)"] {
+        assert!(!err.contains(code), "an example failed:\n{err}\n{}", stdout(&o));
+    }
+    let out = stdout(&o);
+    for want in [
+        "running with fence",
+        "Put config/mode red",
+        "one of 4 workers",
+        "open",
+        "jobs.new hi",
+        "healthy",
+        "saved the snapshot",
+    ] {
+        assert!(out.contains(want), "the examples did not print {want:?}:\n{out}\n{err}");
+    }
+}
