@@ -274,6 +274,10 @@ impl Replica {
         }
         match req.body {
             RequestBody::Command(cmd) => {
+                if matches!(cmd.op, Op::Signal(crate::machine::signal::SignalOp::Disconnected { .. })) {
+                    self.answer(conn, req.id, Err(ClientError::Reserved));
+                    return;
+                }
                 let caller = cmd.session.map(|s| (s.id, s.seq));
                 if let Some((session, _)) = caller {
                     self.sessions.insert(session, conn);

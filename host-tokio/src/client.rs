@@ -590,9 +590,11 @@ impl Driver {
             let at = self.core.poll_timeout();
             let sleep = tokio::time::Instant::from_std(self.epoch) + Duration::from_micros(at.as_micros());
             let mut sleep = sleep.min(tokio::time::Instant::now() + Duration::from_secs(3600));
-            if *self.reach.borrow() == Reach::Trying {
-                // Wake when the dial timeout runs out, to give up if nothing listens.
-                sleep = sleep.min(tokio::time::Instant::from_std(self.epoch) + self.dial_timeout);
+            let dial_deadline = tokio::time::Instant::from_std(self.epoch) + self.dial_timeout;
+            if *self.reach.borrow() == Reach::Trying && dial_deadline > tokio::time::Instant::now() {
+                // Wake when the dial timeout runs out, to give up if nothing listens (once:
+                // an endpoint that accepts but never answers keeps the client trying).
+                sleep = sleep.min(dial_deadline);
             }
             tokio::select! {
                 c = cmds.recv() => match c {

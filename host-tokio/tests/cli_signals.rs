@@ -136,7 +136,7 @@ fn interrupting_a_wait_gives_up_the_place_and_a_hold_without_command_ends_cleanl
     assert_eq!(grant["acquired"], true);
     assert!(grant["fence"].as_u64().is_some(), "{grant}");
     // A waiter queues behind it; interrupted, it exits 130 and leaves the queue.
-    let mut waiter = spawn(&c, &["lock", "Q"]);
+    let mut waiter = spawn(&c, &["lock", "Q", "--output", "json"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while lock_info(&c, "Q")["waiters"].as_array().map_or(0, Vec::len) == 0 {
         assert!(Instant::now() < deadline, "the waiter never queued");
@@ -144,6 +144,9 @@ fn interrupting_a_wait_gives_up_the_place_and_a_hold_without_command_ends_cleanl
     }
     signal(waiter.0.id(), "INT");
     assert_eq!(exit_code(&mut waiter, Duration::from_secs(10)), 130);
+    let mut said = String::new();
+    std::io::Read::read_to_string(waiter.0.stdout.as_mut().expect("stdout"), &mut said).expect("stdout");
+    assert_eq!(said.trim(), r#"{"interrupted":"SIGINT"}"#, "one JSON object for an interrupted wait");
     let info = lock_info(&c, "Q");
     assert_eq!(info["waiters"], serde_json::json!([]), "the interrupted waiter left the queue: {info}");
     assert_eq!(info["fence"], grant["fence"], "the holder still holds it");
@@ -159,4 +162,20 @@ fn a_command_ended_by_a_signal_exits_128_plus_n() {
     let o = c.concord(&["lock", "K", "--", "sh", "-c", "kill -KILL $$"]);
     assert_eq!(o.status.code(), Some(137), "SIGKILL is 128+9");
     assert_eq!(lock_info(&c, "K")["locked"], false);
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_the_cli_quietly() {
+    let c = Cluster::start(3);
+    // The reader closes the pipe as it starts, long before the CLI (which first connects)
+    // writes its table.
+    let script =
+        format!("'{}' status --endpoints {} | {{ exec 0<&-; sleep 0.5; }}", common::bin(), c.endpoints());
+    let o = Command::new("bash").args(["-o", "pipefail", "-c", &script]).output().expect("bash");
+    assert_eq!(o.status.code(), Some(141), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

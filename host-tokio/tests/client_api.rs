@@ -308,6 +308,15 @@ async fn kv(a: &Concord, b: &Concord) {
 }
 
 async fn signals(a: &Concord, b: &Concord, c: &Concord) {
+    // The cluster's own operation (a member's connection closed) is refused from clients.
+    let own = concord_core::machine::Op::Signal(concord_core::machine::signal::SignalOp::Disconnected {
+        session: concord_core::machine::SessionId(1),
+    });
+    match a.execute(own).await {
+        Err(Error::Request(concord_core::wire::ClientError::Reserved)) => {}
+        Err(e) => panic!("a client sent the cluster's own operation: {e}"),
+        Ok(_) => panic!("a client sent the cluster's own operation and it was applied"),
+    }
     let mut sub = a.subscribe("orders.*", None).await.expect("subscribe");
     let mut w1 = b.subscribe("jobs", Some("workers")).await.expect("subscribe");
     let mut w2 = c.subscribe("jobs", Some("workers")).await.expect("subscribe");

@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 /// A base port whose nine dev ports (clients +0..2, peers +100..102, HTTP +200..202) are
 /// free, below the kernel's ephemeral range.
 fn dev_base_port() -> u16 {
-    let start = 20_000 + (std::process::id() % 5_000) as u16 * 2;
+    // Each call (tests run in parallel) searches from its own place, so two calls do not
+    // find the same ports before either binds them.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let start = 20_000 + (std::process::id() % 5_000) as u16 * 2 + call * 1_000;
     (0..2_000u16)
         .map(|i| start + i * 3)
         .find(|&p| {
@@ -177,7 +181,7 @@ fn the_readme_examples_run_as_written() {
     let out = stdout(&o);
     for want in [
         "running with fence",
-        "Put config/mode red",
+        "Put config/mode green",
         "one of 4 workers",
         "open",
         "jobs.new hi",

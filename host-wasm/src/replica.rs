@@ -400,12 +400,20 @@ impl Replica {
         }
         let events = Array::new();
         for e in &out.events {
-            if let Event::StateChanged { role, term, leader } = e {
-                events.push(&js::object(&[
-                    ("role", format!("{role:?}").to_lowercase().into()),
-                    ("term", js::num(*term)),
-                    ("leader", leader.map_or(JsValue::NULL, |l| js::num(l.0))),
-                ]));
+            match e {
+                Event::StateChanged { role, term, leader } => {
+                    events.push(&js::object(&[
+                        ("role", format!("{role:?}").to_lowercase().into()),
+                        ("term", js::num(*term)),
+                        ("leader", leader.map_or(JsValue::NULL, |l| js::num(l.0))),
+                    ]));
+                }
+                // The replica was removed from the group: it campaigns no more; its owner
+                // should stop driving it.
+                Event::Removed { by } => {
+                    events.push(&js::object(&[("removed", JsValue::TRUE), ("by", js::num(by.0))]));
+                }
+                _ => {}
             }
         }
         Ok(js::object(&[("peers", peers.into()), ("clients", clients.into()), ("events", events.into())]))

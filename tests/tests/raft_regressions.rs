@@ -183,6 +183,28 @@ fn a_node_removed_while_cut_off_learns_it_and_stops_campaigning() {
     assert_eq!((h.node(1).role(), h.node(1).term()), (Role::Leader, term), "the leader was not disturbed");
 }
 
+// A removed leader (which never campaigns again) and a removed follower that received its
+// removal learn it from the configuration they apply, and say so once.
+#[test]
+fn removed_members_that_apply_their_removal_report_it() {
+    for removed in [1, 3] {
+        let mut h = H::new(&[1, 2, 3], &[1, 2, 3], cfg);
+        h.elect(1);
+        let rm = h.request(1, Request::ChangeMembership(MembershipChange::Remove(NodeId(removed))));
+        h.heartbeat_rounds(20, &[1, 2, 3]);
+        assert!(h.reply(rm).is_some_and(|r| r.result.is_ok()));
+        assert_eq!(h.removed, vec![removed], "node {removed} reports its removal once");
+        // The others go on committing.
+        let left: Vec<u64> = (1..=3).filter(|n| *n != removed).collect();
+        h.heartbeat_rounds(40, &left);
+        let leader =
+            *left.iter().find(|n| h.node(**n).role() == Role::Leader).expect("a leader among the others");
+        let w = h.request(leader, write(1, 7));
+        h.heartbeat_rounds(5, &left);
+        assert!(h.reply(w).is_some_and(|r| r.result.is_ok()), "removing node {removed}");
+    }
+}
+
 // Decodable messages with absurd indexes are refused, never overflowed on.
 #[test]
 fn an_append_with_an_absurd_index_is_refused_without_panic() {

@@ -202,8 +202,11 @@ pub struct Node<M: StateMachine> {
     /// Linearizable reads waiting for confirmation, and the heartbeat rounds confirming them.
     pub(super) reads: ReadIndex,
     pub(super) transfer: Option<Transfer>,
-    /// A leader said this node is no longer a member: it never campaigns again.
+    /// This node learnt it is no longer a member (a leader said so, or it applied a
+    /// configuration without itself): it never campaigns again.
     pub(super) removed: bool,
+    /// A committed configuration held this node (so one without it means removal).
+    pub(super) was_member: bool,
     /// Leader: (local clock, log time) when this term began. Entries are stamped
     /// `log time + (now - local clock)`, so the log's clock runs on without jumps whatever
     /// epoch each host's monotonic clock counts from.
@@ -323,6 +326,7 @@ impl<M: StateMachine> Node<M> {
             reads: ReadIndex::default(),
             transfer: None,
             removed: false,
+            was_member: false,
             proposals: BTreeMap::new(),
             incoming_snapshot: IncomingSnapshot::default(),
             write: StorageWrite {
@@ -341,6 +345,8 @@ impl<M: StateMachine> Node<M> {
             metrics: Metrics::default(),
             cfg: config,
         };
+        let m = node.membership.at(node.commit);
+        node.was_member = m.voters.contains(&node.cfg.id) || m.learners.contains(&node.cfg.id);
         node.reset_election_timer();
         Ok(node)
     }
@@ -1032,6 +1038,16 @@ impl<M: StateMachine> Node<M> {
                 // (answering what it still had pending).
                 let term = self.term;
                 self.become_follower(term, None);
+            }
+            // A member that applies (so commits) a configuration without itself was
+            // removed: it says so once. A joining node becomes a member first.
+            let m = self.membership.at(index);
+            if m.voters.contains(&self.cfg.id) || m.learners.contains(&self.cfg.id) {
+                self.was_member = true;
+            } else if self.was_member && !self.removed {
+                self.removed = true;
+                let by = self.leader.unwrap_or(self.cfg.id);
+                self.events.push_back(Event::Removed { by });
             }
         }
         self.maybe_snapshot();

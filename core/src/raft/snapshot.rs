@@ -31,6 +31,11 @@ impl<M: StateMachine> Node<M> {
         }
     }
 
+    /// The latest snapshot taken or installed, if any.
+    pub fn latest_snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
     /// Takes a snapshot of the applied state now, unless the latest one already covers
     /// it (an operator's backup); it is queued for storage like any other and compacts the
     /// log the same way. The latest snapshot, or `None` if nothing was applied yet.

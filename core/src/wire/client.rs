@@ -198,6 +198,9 @@ pub enum ClientError {
         /// The node.
         node: NodeId,
     },
+    /// The operation is one the cluster proposes itself (a queue-group member's
+    /// connection closing); clients may not send it.
+    Reserved,
 }
 
 impl core::fmt::Display for ClientError {
@@ -208,6 +211,7 @@ impl core::fmt::Display for ClientError {
             Self::Watch(e) => write!(f, "cannot watch: {e}"),
             Self::TooManyStreams { max } => write!(f, "more than {max} streams on one connection"),
             Self::NodeUnreachable { node } => write!(f, "node {} did not answer", node.0),
+            Self::Reserved => f.write_str("this operation is proposed by the cluster itself, not by clients"),
             Self::TooManyOperations { max } => {
                 write!(f, "the client holds {max} operations already; wait for some to finish")
             }

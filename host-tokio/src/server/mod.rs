@@ -307,6 +307,7 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         shutdown: shutdown.clone(),
         standing: node_loop::Standing::default(),
         conn_addrs: BTreeMap::new(),
+        last_on_demand: None,
     };
     let node_loop = tokio::spawn(node_loop.run(input_rx, shutdown_rx));
     Ok(NodeHandle { client_addr, peer_addr, http_addr, id: cfg.id, shutdown, node_loop: Some(node_loop) })

@@ -35,7 +35,12 @@ pub(super) struct NodeLoop {
     pub(super) standing: Standing,
     /// Where each client connection comes from.
     pub(super) conn_addrs: BTreeMap<ConnId, std::net::SocketAddr>,
+    /// When `/snapshot` last took a snapshot.
+    pub(super) last_on_demand: Option<std::time::Instant>,
 }
+
+/// The least time between two snapshots taken for `/snapshot`.
+const SNAPSHOT_ON_DEMAND_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl NodeLoop {
     pub(super) async fn run(
@@ -132,8 +137,17 @@ impl NodeLoop {
                 let _ = reply.send(self.report(items));
             }
             // Its storage write goes out with the next drain.
+            // At most one on-demand snapshot per SNAPSHOT_ON_DEMAND_INTERVAL: an HTTP client
+            // asking in a loop gets the latest one rather than keeping the node busy.
             Input::Snapshot(reply) => {
-                let _ = reply.send(self.replica.snapshot_now());
+                let recent = self.last_on_demand.is_some_and(|t| t.elapsed() < SNAPSHOT_ON_DEMAND_INTERVAL);
+                let snapshot = if recent {
+                    self.replica.node().latest_snapshot().cloned()
+                } else {
+                    self.last_on_demand = Some(std::time::Instant::now());
+                    self.replica.snapshot_now()
+                };
+                let _ = reply.send(snapshot);
             }
         }
         Ok(())

@@ -158,18 +158,34 @@ pub(crate) async fn run_command(
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
     let group = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw);
-    let _terminal = group.and_then(Terminal::hand_to);
+    let terminal = group.and_then(Terminal::hand_to);
     let mut forwarded = None;
+    // With the terminal, Ctrl-Z would stop the command's group where the CLI cannot see it
+    // (and the terminal would hang with the lock held): a stopped command is resumed.
+    let mut check_stopped = tokio::time::interval(STOPPED_CHECK);
     tokio::pin!(lost);
     loop {
         tokio::select! {
             status = child.wait() => {
                 let status = status.map_err(|e| format!("{program}: {e}"))?;
-                let Some(sig) = forwarded else { return Ok(Ended::Exited(exit_code(status))) };
-                // Asked to stop: what the command left running in its group (a shell's
-                // background job ignores SIGINT) goes too, before the hold is released.
-                stop_group(&mut child, group).await;
-                return Ok(Ended::Signalled(sig));
+                // Ended by a signal — forwarded, or Ctrl-C from the terminal it had: what
+                // the command left running in its group (a shell's background job ignores
+                // SIGINT) goes too, before the hold is released.
+                if forwarded.is_some() || status.signal().is_some() {
+                    stop_group(&mut child, group).await;
+                }
+                return Ok(match forwarded {
+                    Some(sig) => Ended::Signalled(sig),
+                    None => Ended::Exited(exit_code(status)),
+                });
+            }
+            _ = check_stopped.tick(), if terminal.is_some() => {
+                if let (Some(group), Some(pid)) = (group, child.id()) {
+                    if is_stopped(pid) {
+                        eprintln!("concord: {program} runs under a hold and cannot be suspended; resuming it");
+                        let _ = killpg(group, Signal::SIGCONT);
+                    }
+                }
             }
             sig = claim.next() => {
                 if let Some(group) = group {
@@ -184,6 +200,17 @@ pub(crate) async fn run_command(
             }
         }
     }
+}
+
+/// How often a command that has the terminal is checked for having been stopped.
+const STOPPED_CHECK: Duration = Duration::from_millis(200);
+
+/// Whether process `pid` is stopped (Linux: /proc; elsewhere never).
+fn is_stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
+        .unwrap_or(false)
 }
 
 /// The exit code a command's status stands for.
@@ -210,7 +237,10 @@ async fn stop_group(child: &mut tokio::process::Child, group: Option<Pid>) {
         }
     })
     .await;
-    let _ = killpg(group, Signal::SIGKILL);
+    // Nothing left: no SIGKILL to a group id that may since have been reused.
+    if group_runs(group) {
+        let _ = killpg(group, Signal::SIGKILL);
+    }
     let _ = child.wait().await;
 }
 

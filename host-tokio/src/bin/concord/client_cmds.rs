@@ -35,17 +35,27 @@ impl Ctx {
     /// Prints `human` or, with `--output json`, `value`, on stdout.
     pub(crate) fn print(&self, human: impl std::fmt::Display, value: Value) {
         match self.output {
-            Output::Human => println!("{human}"),
-            Output::Json => println!("{value}"),
+            Output::Human => emit(&human),
+            Output::Json => emit(&value),
         }
     }
 
     /// A refusal (exit 3): `why` on stderr, and with `--output json`, `value` on stdout.
     fn refused(&self, why: impl Into<String>, value: Value) -> Outcome {
         if self.output == Output::Json {
-            println!("{value}");
+            emit(&value);
         }
         Outcome::NotAcquired(why.into())
+    }
+}
+
+/// Writes a line on stdout. A reader that went away (`concord watch … | head -1`) ends the
+/// CLI quietly with 141, as SIGPIPE would, instead of a panic.
+pub(crate) fn emit(line: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        std::process::exit(141);
     }
 }
 
@@ -72,7 +82,7 @@ where
     let output = c.output;
     let result = connect_and_run(c, f).await;
     if let (Output::Json, Err(e)) = (output, &result) {
-        println!("{}", json!({"error": error_kind(e), "message": e.to_string()}));
+        emit(&json!({"error": error_kind(e), "message": e.to_string()}));
     }
     result
 }
@@ -91,18 +101,27 @@ where
     opts.dial_timeout = Duration::from_millis(c.dial_timeout_ms);
     let client = tokio::select! {
         client = Concord::connect(opts) => client?,
-        sig = signals.interrupted() => return Ok(Outcome::Exit(signal_exit(sig as i32))),
+        sig = signals.interrupted() => return Ok(interrupted(c.output, sig)),
     };
     let ctx = Ctx { client: client.clone(), output: c.output, signals: signals.clone() };
     // A signal while nothing runs under a hold abandons what the command was doing (a
     // wait in the cluster is given back by the client); a hold's command gets it instead.
     let result = tokio::select! {
         result = f(ctx, c.args) => result,
-        sig = signals.interrupted() => Ok(Outcome::Exit(signal_exit(sig as i32))),
+        sig = signals.interrupted() => Ok(interrupted(c.output, sig)),
     };
     // Closing the session releases anything still held at once.
     client.close().await;
     result
+}
+
+/// A signal ended what the command was doing (nothing ran under a hold): 128+N, and with
+/// `--output json` an object saying so.
+fn interrupted(output: Output, sig: nix::sys::signal::Signal) -> Outcome {
+    if output == Output::Json {
+        emit(&json!({"interrupted": sig.as_str()}));
+    }
+    Outcome::Exit(signal_exit(sig as i32))
 }
 
 pub(crate) fn text(v: &Option<Vec<u8>>) -> String {
@@ -181,7 +200,7 @@ async fn hold(
                 let mut lost = grant;
                 lost["session_lost"] = Value::Bool(true);
                 if cmd.is_empty() {
-                    println!("{lost}");
+                    emit(&lost);
                 } else {
                     eprintln!("{lost}");
                 }
@@ -827,7 +846,7 @@ pub(crate) async fn signal(ctx: Ctx, a: SignalArgs) -> Result<Outcome, CliError>
                 let Some(d) = sub.next().await else {
                     eprintln!("concord: the session was lost, and the subscription with it");
                     if ctx.output == Output::Json {
-                        println!("{}", json!({"pattern": pattern, "session_lost": true}));
+                        emit(&json!({"pattern": pattern, "session_lost": true}));
                     }
                     return Ok(Outcome::Exit(EXIT_SESSION_LOST));
                 };
