@@ -143,8 +143,7 @@ impl<M: StateMachine> Node<M> {
 
     /// Whether `node` is in neither the latest configuration nor the committed one.
     fn is_removed(&self, node: NodeId) -> bool {
-        let member = |m: &super::Membership| m.voters.contains(&node) || m.learners.contains(&node);
-        !member(self.membership.current()) && !member(self.membership.at(self.commit))
+        !self.membership.current().contains(node) && !self.membership.at(self.commit).contains(node)
     }
 
     fn handle_pre_vote(&mut self, from: NodeId, term: Term, last_index: u64, last_term: Term) {

@@ -346,7 +346,7 @@ impl<M: StateMachine> Node<M> {
             cfg: config,
         };
         let m = node.membership.at(node.commit);
-        node.was_member = m.voters.contains(&node.cfg.id) || m.learners.contains(&node.cfg.id);
+        node.was_member = m.contains(node.cfg.id);
         node.reset_election_timer();
         Ok(node)
     }
@@ -1042,7 +1042,7 @@ impl<M: StateMachine> Node<M> {
             // A member that applies (so commits) a configuration without itself was
             // removed: it says so once. A joining node becomes a member first.
             let m = self.membership.at(index);
-            if m.voters.contains(&self.cfg.id) || m.learners.contains(&self.cfg.id) {
+            if m.contains(self.cfg.id) {
                 self.was_member = true;
             } else if self.was_member && !self.removed {
                 self.removed = true;

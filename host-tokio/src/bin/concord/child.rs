@@ -207,10 +207,18 @@ const STOPPED_CHECK: Duration = Duration::from_millis(200);
 
 /// Whether process `pid` is stopped (Linux: /proc; elsewhere never).
 fn is_stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
-        .unwrap_or(false)
+    proc_stat(std::path::Path::new(&format!("/proc/{pid}"))).is_some_and(|(state, _)| state == 'T')
+}
+
+/// A process's state letter and process group, from `/proc/PID/stat` (Linux).
+fn proc_stat(dir: &std::path::Path) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+    // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
 }
 
 /// The exit code a command's status stands for.
@@ -249,15 +257,9 @@ async fn stop_group(child: &mut tokio::process::Child, group: Option<Pid>) {
 /// read from /proc and zombies do not count; elsewhere any member does.
 fn group_runs(group: Pid) -> bool {
     let Ok(procs) = std::fs::read_dir("/proc") else { return killpg(group, None).is_ok() };
-    procs.flatten().any(|p| {
-        let Ok(stat) = std::fs::read_to_string(p.path().join("stat")) else { return false };
-        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
-        let Some((_, rest)) = stat.rsplit_once(')') else { return false };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let pgrp = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
-        pgrp == Some(group.as_raw()) && state != Some("Z")
-    })
+    procs
+        .flatten()
+        .any(|p| proc_stat(&p.path()).is_some_and(|(state, pgrp)| pgrp == group.as_raw() && state != 'Z'))
 }
 
 /// The controlling terminal, given to a command's process group while it runs and taken
