@@ -357,7 +357,7 @@ fn every_operation_of_every_primitive_is_reachable() {
     ok(&c.concord(&["ref", "set", "r", "x"]));
     ok(&c.concord(&["ref", "clear", "r"]));
     assert_eq!(code(&c.concord(&["ref", "get", "r"])), 3);
-    assert_eq!(code(&c.concord(&["ref", "cas", "r", "only-one"])), 1, "cas needs two values");
+    assert_eq!(code(&c.concord(&["ref", "cas", "r", "only-one"])), 2, "cas needs two values: a usage error");
 
     // kv: copy and rename, their if-absent modes, list with ETags, delete of a missing key.
     ok(&c.concord(&["kv", "put", "k/a", "1"]));

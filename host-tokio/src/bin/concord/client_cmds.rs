@@ -70,6 +70,7 @@ pub(crate) fn error_kind(e: &CliError) -> &'static str {
         CliError::Client(Error::Unreachable(_)) => "unreachable",
         CliError::Client(Error::Config(_)) => "invalid",
         CliError::Client(Error::Request(_)) => "request",
+        CliError::Usage(_) => "usage",
         CliError::Client(_) | CliError::Other(_) => "error",
     }
 }
@@ -236,7 +237,7 @@ pub(crate) async fn lock(ctx: Ctx, a: LockArgs) -> Result<Outcome, CliError> {
     let refused = json!({"lock": names, "acquired": false});
     let taken = if a.enqueue {
         let [name] = &a.names[..] else {
-            return Err("--enqueue takes one lock name".to_string().into());
+            return Err(CliError::Usage("--enqueue takes one lock name".into()));
         };
         match ctx.client.enqueue(name).await {
             Ok(Enqueued::Granted(g)) => Ok(vec![g]),
@@ -503,11 +504,10 @@ pub(crate) async fn reference(ctx: Ctx, a: RefArgs) -> Result<Outcome, CliError>
         RefAction::Cas { name, values, expected_none, new_none } => {
             let wanted = 2 - usize::from(expected_none) - usize::from(new_none);
             if values.len() != wanted {
-                return Err(format!(
+                return Err(CliError::Usage(format!(
                     "ref cas takes {wanted} value(s) besides --expected-none/--new-none, got {}",
                     values.len()
-                )
-                .into());
+                )));
             }
             let mut values = values.into_iter().map(String::into_bytes);
             let expected = if expected_none { None } else { values.next() };

@@ -33,6 +33,7 @@ pub(crate) enum Outcome {
 }
 
 pub(crate) const EXIT_ERROR: u8 = 1;
+pub(crate) const EXIT_USAGE: u8 = 2;
 pub(crate) const EXIT_NOT_ACQUIRED: u8 = 3;
 pub(crate) const EXIT_TIMEOUT: u8 = 4;
 pub(crate) const EXIT_SESSION_LOST: u8 = 5;
@@ -66,8 +67,11 @@ fn main() -> ExitCode {
         Ok(Outcome::Exit(code)) => ExitCode::from(code),
         Err(e) => {
             eprintln!("concord: {e}");
-            let timeout = matches!(e, CliError::Client(Error::Machine(MachineError::Timeout)));
-            ExitCode::from(if timeout { EXIT_TIMEOUT } else { EXIT_ERROR })
+            ExitCode::from(match e {
+                CliError::Client(Error::Machine(MachineError::Timeout)) => EXIT_TIMEOUT,
+                CliError::Usage(_) => EXIT_USAGE,
+                _ => EXIT_ERROR,
+            })
         }
     }
 }
@@ -77,13 +81,15 @@ fn main() -> ExitCode {
 pub(crate) enum CliError {
     Client(Error),
     Other(String),
+    /// Arguments that parse but do not go together (exit 2, as clap's usage errors).
+    Usage(String),
 }
 
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Client(e) => write!(f, "{e}"),
-            Self::Other(e) => f.write_str(e),
+            Self::Other(e) | Self::Usage(e) => f.write_str(e),
         }
     }
 }
