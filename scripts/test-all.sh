@@ -12,7 +12,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+step() { printf '\n==> %s  [%ss]\n' "$*" "$(( $(date +%s) - started ))"; }
+
+# A clean checkout gains nothing from incremental artefacts; they double the disk used.
+export CARGO_INCREMENTAL=0
 
 step "toolchain: components and targets"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -67,7 +71,7 @@ cargo test -p concord-wasm --target wasm32-unknown-unknown --features replica --
 unset CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER
 
 step "host-wasm: Node end to end; conformance in Node, workerd and headless Chromium; against concord dev"
-cargo build -p concord-tokio --bin concord
+cargo build --profile test -p concord-tokio --bin concord   # the binary the tests above built
 sh host-wasm/package/test/run.sh
 
 # --- host-embedded: firmware under QEMU (issue 14) -------------------------------------

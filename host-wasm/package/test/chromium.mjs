@@ -4,7 +4,7 @@
 // chromedriver (and with it Chromium) by PID. Saves a screenshot in test/build/.
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, mkdirSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { extname, join, normalize } from 'node:path';
 import assert from 'node:assert/strict';
@@ -42,7 +42,11 @@ const free = () =>
 export async function browser() {
   const port = await free();
   const driver = spawn('chromedriver', [`--port=${port}`], { stdio: 'ignore' });
-  const stop = () => driver.exitCode === null && driver.kill('SIGKILL');
+  const profile = mkdtempSync(join(tmpdir(), 'concord-chromium-'));
+  const stop = () => {
+    if (driver.exitCode === null) driver.kill('SIGKILL');
+    rmSync(profile, { recursive: true, force: true });
+  };
   process.on('exit', stop);
   const base = `http://127.0.0.1:${port}`;
   const wd = async (method, path, body) => {
@@ -67,7 +71,7 @@ export async function browser() {
   }
   const args = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--window-size=1280,900', `--user-data-dir=${mkdtempSync(join(tmpdir(), 'concord-chromium-'))}`];
+    '--window-size=1280,900', `--user-data-dir=${profile}`];
   const { sessionId } = await wd('POST', '/session', {
     capabilities: { alwaysMatch: { 'goog:chromeOptions': { args, binary: '/usr/bin/chromium' } } },
   });
