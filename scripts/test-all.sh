@@ -93,6 +93,8 @@ step "host-embedded: firmware format, lints and builds (thumbv7m for QEMU; thumb
     cargo fmt -- --check
     cargo clippy --release --bin client -- -D warnings
     cargo clippy --release --features mps2-an385 --bin replica -- -D warnings
+    cargo clippy --release --features conformance --bin conformance -- -D warnings
+    cargo build --release --features conformance --bin conformance
     for target in thumbv7m-none-eabi thumbv6m-none-eabi thumbv7em-none-eabihf; do
         cargo build --release --target "$target" --bin client
         cargo build --release --target "$target" --features mps2-an385 --bin replica
@@ -100,11 +102,14 @@ step "host-embedded: firmware format, lints and builds (thumbv7m for QEMU; thumb
     bash sizes.sh
 )
 
-step "host-embedded: client and replica firmware under qemu-system-arm through concord bridge"
-cargo test -p concord-tokio --test firmware_qemu -- --ignored
-# The same tests with the ARMv6-M (Cortex-M0) builds, which a Cortex-M3 also runs.
+step "host-embedded: client, replica and conformance firmware under qemu-system-arm through concord bridge"
+# One at a time: each test runs a cluster and an emulator, which a 2-core machine runs
+# at full speed only one at a time (the conformance firmware's timings need it).
+cargo test -p concord-tokio --test firmware_qemu -- --ignored --test-threads=1
+# The client and replica tests with the ARMv6-M (Cortex-M0) builds, which a Cortex-M3
+# also runs (the conformance firmware is built for ARMv7-M only).
 CONCORD_FIRMWARE_DIR="$PWD/host-embedded/firmware/target/thumbv6m-none-eabi/release" \
-    cargo test -p concord-tokio --test firmware_qemu -- --ignored
+    cargo test -p concord-tokio --test firmware_qemu -- --ignored --test-threads=1 --skip conformance
 # -----------------------------------------------------------------------------------------
 
 step "all tests passed"

@@ -3,7 +3,9 @@ use std::{env, fs, path::PathBuf};
 
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let map = if env::var_os("CARGO_FEATURE_MPS2_AN385").is_some() {
+    let map = if env::var_os("CARGO_FEATURE_CONFORMANCE").is_some() {
+        "memory-mps2-an385-test.x"
+    } else if env::var_os("CARGO_FEATURE_MPS2_AN385").is_some() {
         "memory-mps2-an385.x"
     } else {
         "memory-lm3s6965.x"
@@ -12,5 +14,6 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory-lm3s6965.x");
     println!("cargo:rerun-if-changed=memory-mps2-an385.x");
+    println!("cargo:rerun-if-changed=memory-mps2-an385-test.x");
     println!("cargo:rustc-link-arg=-Tlink.x");
 }

@@ -1,5 +1,5 @@
-//! The client role: the core's [`Client`] with its endpoints reached through channels of
-//! the serial link, which the bridge dials.
+//! The client role: the core's [`Client`] — or several, each with its own session — with
+//! its endpoints reached through channels of the serial link, which the bridge dials.
 
 use alloc::collections::BTreeSet;
 use alloc::string::String;
@@ -18,13 +18,55 @@ pub struct ClientHostStats {
     pub payloads_refused: u64,
 }
 
-/// A Concord client on a serial line. Endpoint `Peer(n)` of the core's client is channel
-/// `n` of the link: the first request for it asks the bridge to dial the endpoint's
-/// address, and a channel the bridge closes is a broken connection to the client.
-pub struct ClientHost {
+/// Link channels reserved for each client of a [`ClientHost`]: endpoint `Peer(n)` of
+/// client `k` is channel `k * CHANNELS_PER_CLIENT + n`, so a client's `endpoints_max` is
+/// held to this many.
+pub const CHANNELS_PER_CLIENT: u32 = 64;
+
+/// Clients one [`ClientHost`] carries at most (the first included).
+pub const CLIENTS_MAX: usize = 8;
+
+/// A client of a [`ClientHost`]: [`ClientId::FIRST`] is the one it was made with, the
+/// others come from [`ClientHost::add_client`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientId(pub u32);
+
+impl ClientId {
+    /// The client the host was made with; it lives as long as the host.
+    pub const FIRST: Self = Self(0);
+}
+
+/// [`ClientHost::add_client`] found all [`CLIENTS_MAX`] places taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientsFull;
+
+impl core::fmt::Display for ClientsFull {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "a serial line carries at most {CLIENTS_MAX} clients")
+    }
+}
+
+/// One client and the channels it has asked the bridge to dial.
+struct Slot {
     client: Client,
-    link: Link,
     dialed: BTreeSet<u32>,
+}
+
+impl Slot {
+    fn new(mut cfg: ClientConfig, now: Instant, seed: u64) -> Self {
+        cfg.endpoints_max = cfg.endpoints_max.min(CHANNELS_PER_CLIENT as usize);
+        Self { client: Client::new(cfg, now, seed), dialed: BTreeSet::new() }
+    }
+}
+
+/// Concord clients on a serial line: one, or up to [`CLIENTS_MAX`] with sessions of
+/// their own (a gateway acting for several devices). Endpoint `Peer(n)` of a core
+/// [`Client`] is a channel of the link (see [`CHANNELS_PER_CLIENT`]): the first request
+/// for it asks the bridge to dial the endpoint's address, and a channel the bridge closes
+/// is a broken connection to that client.
+pub struct ClientHost {
+    slots: Vec<Option<Slot>>,
+    link: Link,
     stats: ClientHostStats,
 }
 
@@ -33,17 +75,61 @@ impl ClientHost {
     /// previous run's (see [`Link::new`]), `seed` seeds the client's randomness.
     pub fn new(cfg: ClientConfig, link: LinkConfig, epoch: u32, now: Instant, seed: u64) -> Self {
         Self {
-            client: Client::new(cfg, now, seed),
+            slots: alloc::vec![Some(Slot::new(cfg, now, seed))],
             link: Link::new(link, epoch, now),
-            dialed: BTreeSet::new(),
             stats: ClientHostStats::default(),
         }
     }
 
-    /// The core's client: start operations here (typed calls with
-    /// [`Client::call`]), then [`ClientHost::step`].
+    /// The first client: start operations here (typed calls with [`Client::call`]),
+    /// then [`ClientHost::step`].
     pub fn client(&mut self) -> &mut Client {
-        &mut self.client
+        match self.slots.first_mut() {
+            Some(Some(slot)) => &mut slot.client,
+            // `new` fills the first place and nothing empties it.
+            _ => unreachable!("the first client lives as long as the host"),
+        }
+    }
+
+    /// Adds a client with a session of its own; its events come from
+    /// [`ClientHost::client_at`]`(id).poll_event()`.
+    pub fn add_client(
+        &mut self,
+        cfg: ClientConfig,
+        now: Instant,
+        seed: u64,
+    ) -> Result<ClientId, ClientsFull> {
+        let free = self.slots.iter().position(Option::is_none);
+        let index = match free {
+            Some(i) => i,
+            None if self.slots.len() < CLIENTS_MAX => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+            None => return Err(ClientsFull),
+        };
+        self.slots[index] = Some(Slot::new(cfg, now, seed));
+        Ok(ClientId(index as u32))
+    }
+
+    /// Client `id`, if it is there.
+    pub fn client_at(&mut self, id: ClientId) -> Option<&mut Client> {
+        self.slots.get_mut(id.0 as usize).and_then(Option::as_mut).map(|s| &mut s.client)
+    }
+
+    /// Drops client `id` (not the first) and closes its channels, without closing its
+    /// session: close it first ([`Client::close`]) to release what it holds at once, or
+    /// the cluster expires it after its TTL, as it would a crashed device's.
+    pub fn remove_client(&mut self, id: ClientId) {
+        if id == ClientId::FIRST {
+            return;
+        }
+        if let Some(slot) = self.slots.get_mut(id.0 as usize).and_then(Option::take) {
+            for chan in slot.dialed {
+                // A full queue leaves the channel to the bridge's idle handling.
+                let _ = self.link.send(LinkMsg::Close { chan });
+            }
+        }
     }
 
     /// The serial link, for [`crate::serial`] to move its bytes.
@@ -56,56 +142,77 @@ impl ClientHost {
         self.stats
     }
 
-    /// Runs due timers, hands the link's messages to the client and the client's requests
-    /// to the link. Call it after bytes moved, after starting an operation, and when
-    /// [`ClientHost::poll_timeout`] is due. Bounded: the link's queues bound what it
+    /// Runs due timers, hands the link's messages to the clients and the clients'
+    /// requests to the link. Call it after bytes moved, after starting an operation, and
+    /// when [`ClientHost::poll_timeout`] is due. Bounded: the link's queues bound what it
     /// moves.
     pub fn step(&mut self, now: Instant) {
         if self.link.poll_timeout() <= now {
             self.link.handle_timeout(now);
         }
-        if self.client.poll_timeout() <= now {
-            self.client.handle_timeout(now);
+        for slot in self.slots.iter_mut().flatten() {
+            if slot.client.poll_timeout() <= now {
+                slot.client.handle_timeout(now);
+            }
         }
         while let Some(event) = self.link.poll_event() {
             match event {
                 LinkEvent::Message(msg) => self.on_link_message(now, msg),
                 LinkEvent::PeerRestarted => {
                     // The bridge restarted: every connection it held for us is gone.
-                    for chan in core::mem::take(&mut self.dialed) {
-                        self.client.handle_disconnect(now, Peer(chan));
+                    for slot in self.slots.iter_mut().flatten() {
+                        for chan in core::mem::take(&mut slot.dialed) {
+                            slot.client.handle_disconnect(now, Peer(chan % CHANNELS_PER_CLIENT));
+                        }
                     }
                 }
             }
         }
-        while let Some((peer, req)) = self.client.poll_transmit() {
-            self.send(peer, &Envelope::Request(req));
+        for index in 0..self.slots.len() {
+            while let Some((peer, req)) = self.slots[index].as_mut().and_then(|s| s.client.poll_transmit()) {
+                self.send(index, peer, &Envelope::Request(req));
+            }
         }
     }
 
-    /// The next result, signal or notice of the client.
+    /// The first client's next result, signal or notice.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
-        self.client.poll_event()
+        self.client().poll_event()
     }
 
     /// When [`ClientHost::step`] is due even if no byte arrives.
     #[must_use]
     pub fn poll_timeout(&self) -> Instant {
-        self.client.poll_timeout().min(self.link.poll_timeout())
+        self.slots
+            .iter()
+            .flatten()
+            .map(|s| s.client.poll_timeout())
+            .fold(self.link.poll_timeout(), Instant::min)
+    }
+
+    /// The client that owns channel `chan`, and the endpoint it is for that client.
+    fn route(&mut self, chan: u32) -> Option<(&mut Slot, Peer)> {
+        let slot = self.slots.get_mut((chan / CHANNELS_PER_CLIENT) as usize)?.as_mut()?;
+        Some((slot, Peer(chan % CHANNELS_PER_CLIENT)))
     }
 
     fn on_link_message(&mut self, now: Instant, msg: LinkMsg) {
         match msg {
             LinkMsg::Payload { chan, bytes } => {
-                match decode_payload(&bytes, self.link.config().frame_bytes_max) {
-                    Ok(Envelope::Response(m)) => self.client.handle_message(now, Peer(chan), m),
+                let decoded = decode_payload(&bytes, self.link.config().frame_bytes_max);
+                match (decoded, self.route(chan)) {
+                    (Ok(Envelope::Response(m)), Some((slot, peer))) => {
+                        slot.client.handle_message(now, peer, m)
+                    }
                     _ => self.stats.payloads_refused += 1,
                 }
             }
             LinkMsg::Close { chan } => {
-                if self.dialed.remove(&chan) {
-                    self.client.handle_disconnect(now, Peer(chan));
+                if let Some((slot, peer)) = self.route(chan) {
+                    if slot.dialed.remove(&chan) {
+                        slot.client.handle_disconnect(now, peer);
+                    }
                 }
             }
             // The bridge dials; it is never dialled.
@@ -115,19 +222,21 @@ impl ClientHost {
         }
     }
 
-    fn send(&mut self, peer: Peer, envelope: &Envelope) {
-        if !self.dialed.contains(&peer.0) {
-            let addr = self.client.peer_addr(peer).map(String::from).unwrap_or_default();
-            if self.link.send(LinkMsg::Dial { chan: peer.0, addr }).is_err() {
+    fn send(&mut self, index: usize, peer: Peer, envelope: &Envelope) {
+        let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
+        let chan = index as u32 * CHANNELS_PER_CLIENT + peer.0;
+        if !slot.dialed.contains(&chan) {
+            let addr = slot.client.peer_addr(peer).map(String::from).unwrap_or_default();
+            if self.link.send(LinkMsg::Dial { chan, addr }).is_err() {
                 self.stats.requests_dropped += 1;
                 return;
             }
-            self.dialed.insert(peer.0);
+            slot.dialed.insert(chan);
         }
         let mut bytes = Vec::new();
         let sent = encode_payload(envelope, &mut bytes)
             .ok()
-            .and_then(|()| self.link.send(LinkMsg::Payload { chan: peer.0, bytes }).ok());
+            .and_then(|()| self.link.send(LinkMsg::Payload { chan, bytes }).ok());
         if sent.is_none() {
             self.stats.requests_dropped += 1;
         }

@@ -43,7 +43,7 @@ pub mod mailbox;
 mod replica;
 pub mod serial;
 
-pub use client::{ClientHost, ClientHostStats};
+pub use client::{ClientHost, ClientHostStats, ClientId, ClientsFull, CHANNELS_PER_CLIENT, CLIENTS_MAX};
 
 use concord_core::machine::Limits;
 

@@ -38,6 +38,12 @@ pub enum ReplicaHostError<E> {
     Setup(SetupError),
     /// The core refused a storage confirmation (a bug in this host).
     Node(NodeError),
+    /// A leader told this node it is no longer a member (`member remove`): it should
+    /// stop rather than campaign for a group that has left it.
+    Removed {
+        /// The leader that said so.
+        by: NodeId,
+    },
 }
 
 impl<E: fmt::Debug> fmt::Display for ReplicaHostError<E> {
@@ -46,6 +52,7 @@ impl<E: fmt::Debug> fmt::Display for ReplicaHostError<E> {
             Self::Storage(e) => write!(f, "storage: {e:?}"),
             Self::Setup(e) => write!(f, "setup: {e}"),
             Self::Node(e) => write!(f, "node: {e}"),
+            Self::Removed { by } => write!(f, "removed from the cluster (told by node {})", by.0),
         }
     }
 }
@@ -92,6 +99,8 @@ pub struct ReplicaHost<M> {
     group: GroupId,
     /// Messages the link had no room for (Raft resends).
     messages_dropped: u64,
+    /// The leader that removed this node from the membership, once one has.
+    removed_by: Option<NodeId>,
 }
 
 impl<M: Media> ReplicaHost<M>
@@ -131,6 +140,7 @@ where
             me,
             group,
             messages_dropped: 0,
+            removed_by: None,
         })
     }
 
@@ -173,8 +183,12 @@ where
 
     /// Runs due timers, hands the link's messages to the replica, and drains the replica:
     /// writes made durable and confirmed, messages to the link. Call it after bytes
-    /// moved and when [`ReplicaHost::poll_timeout`] is due.
+    /// moved and when [`ReplicaHost::poll_timeout`] is due. Once this node is removed
+    /// from the membership it fails with [`ReplicaHostError::Removed`], every time.
     pub fn step(&mut self, now: Instant) -> Result<(), ReplicaHostError<M::Error>> {
+        if let Some(by) = self.removed_by {
+            return Err(ReplicaHostError::Removed { by });
+        }
         if self.link.poll_timeout() <= now {
             self.link.handle_timeout(now);
         }
@@ -240,6 +254,7 @@ where
         let mut out = Outputs {
             store: &mut self.store,
             failed: None,
+            removed_by: &mut self.removed_by,
             link: PeerSender {
                 link: &mut self.link,
                 peers: &mut self.peers,
@@ -251,7 +266,11 @@ where
         if let Some(e) = out.failed {
             return Err(ReplicaHostError::Storage(e));
         }
-        drained.map(|_| ()).map_err(ReplicaHostError::Node)
+        drained.map_err(ReplicaHostError::Node)?;
+        match self.removed_by {
+            Some(by) => Err(ReplicaHostError::Removed { by }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -300,6 +319,7 @@ impl PeerSender<'_> {
 struct Outputs<'a, M: Media> {
     store: &'a mut LogStore<M>,
     failed: Option<StorageError<M::Error>>,
+    removed_by: &'a mut Option<NodeId>,
     link: PeerSender<'a>,
 }
 
@@ -324,5 +344,9 @@ impl<M: Media> ReplicaOutputs for Outputs<'_, M> {
 
     fn client(&mut self, _conn: ConnId, _msg: ServerMessage) {}
 
-    fn event(&mut self, _e: Event<()>) {}
+    fn event(&mut self, e: Event<()>) {
+        if let Event::Removed { by } = e {
+            *self.removed_by = Some(by);
+        }
+    }
 }

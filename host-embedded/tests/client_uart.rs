@@ -10,7 +10,7 @@ use concord_core::machine::kv::PutMode;
 use concord_core::machine::Fence;
 use concord_core::wire::link::Link;
 use concord_core::{Consistency, GroupId, Instant};
-use concord_embedded::{serial, ClientHost};
+use concord_embedded::{serial, ClientHost, ClientId, CLIENTS_MAX};
 use std::time::Duration;
 
 /// Virtual time per tick.
@@ -24,6 +24,8 @@ struct World {
     device: ClientHost,
     uart: Uart,
     events: Vec<ClientEvent>,
+    /// Events of the clients added beside the first.
+    added: Vec<(ClientId, ClientEvent)>,
 }
 
 impl World {
@@ -38,6 +40,7 @@ impl World {
             device,
             uart: device_uart,
             events: Vec::new(),
+            added: Vec::new(),
         }
     }
 
@@ -48,6 +51,32 @@ impl World {
         self.device.step(self.now);
         serial::pump(&mut self.uart, self.device.link(), self.now).unwrap();
         self.events.extend(std::iter::from_fn(|| self.device.poll_event()));
+        for id in (1..CLIENTS_MAX as u32).map(ClientId) {
+            if let Some(client) = self.device.client_at(id) {
+                let events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
+                self.added.extend(events.into_iter().map(|e| (id, e)));
+            }
+        }
+    }
+
+    /// Ticks until added client `id` finishes `op`: its reply.
+    fn wait_added(
+        &mut self,
+        id: ClientId,
+        op: OpId,
+    ) -> Result<concord_core::machine::Reply, concord_core::machine::Error> {
+        for _ in 0..CALL_TICKS_MAX {
+            self.tick();
+            let done = self
+                .added
+                .iter()
+                .position(|(c, e)| *c == id && matches!(e, ClientEvent::Done { op: o, .. } if *o == op));
+            if let Some(i) = done {
+                let (_, ClientEvent::Done { result, .. }) = self.added.remove(i) else { unreachable!() };
+                return result;
+            }
+        }
+        panic!("client {id:?}: no answer within {CALL_TICKS_MAX} ticks");
     }
 
     /// A tick whose client events go through `postman` (calls posted to `mailbox`).
@@ -225,4 +254,61 @@ fn calls_posted_to_the_mailbox_come_back_with_their_ids() {
     assert!(values == [1, 2] || values == [2, 1], "{values:?}");
     assert!(matches!(results[2].result, Err(CallError::Machine(_))), "{:?}", results[2]);
     assert_eq!(postman.in_flight(), 0);
+}
+
+/// Several clients share one line, each with a session of its own: a lock passes from
+/// one to the next in order, and a client dropped without closing (a crashed device
+/// behind the gateway) loses its session after the TTL, handing its lock on.
+#[test]
+fn several_clients_share_the_line_with_their_own_sessions() {
+    let mut w = World::new(31);
+    let cfg = |ttl_ms: u64| ClientConfig {
+        session_ttl_ms: ttl_ms,
+        ..ClientConfig::new(GroupId(1), vec![Endpoint::addr("client:1")])
+    };
+    let (b, c) = (
+        w.device.add_client(cfg(2_000), w.now, 1).expect("room for a second client"),
+        w.device.add_client(cfg(2_000), w.now, 2).expect("room for a third client"),
+    );
+    let lock = calls::Lock::new("shared");
+    let Fence(first) = w.call(lock.lock(None));
+    // B and C queue behind the first client, in that order.
+    let (request, _) = lock.lock(Some(Duration::from_secs(30))).into_parts();
+    let b_op = w.device.client_at(b).unwrap().call(w.now, request.clone(), Consistency::Linearizable);
+    for _ in 0..200 {
+        w.tick();
+    }
+    let c_op = w.device.client_at(c).unwrap().call(w.now, request, Consistency::Linearizable);
+    for _ in 0..200 {
+        w.tick();
+    }
+    let sessions = [
+        w.device.client().session(),
+        w.device.client_at(b).unwrap().session(),
+        w.device.client_at(c).unwrap().session(),
+    ];
+    assert!(sessions.iter().all(Option::is_some), "{sessions:?}");
+    assert!(
+        sessions[0] != sessions[1] && sessions[1] != sessions[2] && sessions[0] != sessions[2],
+        "{sessions:?}"
+    );
+    assert_eq!(w.call(lock.unlock()), 0);
+    let Fence(second) =
+        calls::Lock::new("shared").lock(None).into_parts().1.decode(w.wait_added(b, b_op).unwrap()).unwrap();
+    assert!(second > first, "B's fence {second} after {first}");
+    // B disappears without closing: C gets the lock once B's session expires.
+    let dropped_at = w.now;
+    w.device.remove_client(b);
+    assert!(w.device.client_at(b).is_none());
+    let Fence(third) =
+        calls::Lock::new("shared").lock(None).into_parts().1.decode(w.wait_added(c, c_op).unwrap()).unwrap();
+    assert!(third > second, "C's fence {third} after {second}");
+    let waited_ms = w.now.saturating_since_us(dropped_at) / 1000;
+    // The TTL runs from B's last keep-alive, sent a fraction of a TTL before it went.
+    assert!((1_000..6_000).contains(&waited_ms), "C waited {waited_ms} ms for a 2 s TTL");
+    // The place B left is reused; the first client cannot be removed.
+    assert_eq!(w.device.add_client(cfg(2_000), w.now, 3), Ok(b));
+    w.device.remove_client(ClientId::FIRST);
+    assert!(w.device.client_at(ClientId::FIRST).is_some());
+    assert!(!w.session_lost(), "the first client kept its session");
 }

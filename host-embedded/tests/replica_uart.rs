@@ -141,4 +141,29 @@ fn a_device_votes_carries_commits_and_rejoins_from_its_log() {
     assert_eq!(w.incr(), 16, "committed after the device rejoined");
     let link = w.device.as_mut().unwrap().link().stats();
     assert!(link.frames_refused > 0, "the line was noisy: {link:?}");
+
+    // `member remove 3` (with the other server back: the new membership's quorum needs
+    // it): the device learns it and stops instead of campaigning.
+    w.servers.up[other] = true;
+    let op = w.servers.admin.admin(w.now, RequestBody::ChangeMembership(MembershipChange::Remove(DEVICE)));
+    w.until("the removal", |w| {
+        w.events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Admin { op: o, answer: Answer::Membership { .. } } if *o == op))
+    });
+    let mut device = w.device.take().unwrap();
+    let mut stopped = None;
+    for _ in 0..STEP_TICKS_MAX {
+        w.tick();
+        serial::pump(&mut w.uart, device.link(), w.now).unwrap();
+        if let Err(e) = device.step(w.now) {
+            stopped = Some(e);
+            break;
+        }
+        serial::pump(&mut w.uart, device.link(), w.now).unwrap();
+    }
+    let stopped = stopped.expect("the removed device stops");
+    assert!(matches!(stopped, concord_embedded::ReplicaHostError::Removed { .. }), "{stopped}");
+    assert!(stopped.to_string().starts_with("removed from the cluster"), "{stopped}");
+    assert!(device.step(w.now).is_err(), "it stays stopped");
 }

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 /// How long the firmware may run.
 const FIRMWARE_BOUND: Duration = Duration::from_secs(120);
+/// How long the conformance firmware may run: every scenario, several waiting out a
+/// session TTL.
+const CONFORMANCE_BOUND: Duration = Duration::from_secs(600);
 
 /// A child process killed when dropped.
 struct Proc(Child);
@@ -45,11 +48,16 @@ fn firmware(name: &str) -> PathBuf {
 /// Boots firmware `name` on QEMU board `machine` with its UART on a TCP port (QEMU
 /// listens) and `args` on its command line; its console goes to `console`.
 fn qemu(machine: &str, name: &str, line_port: u16, args: &str, console: &std::path::Path) -> Proc {
+    qemu_on(machine, name, &format!("tcp:127.0.0.1:{line_port},server=on,wait=off"), args, console)
+}
+
+/// Boots firmware `name` with its UART on QEMU character device `serial`.
+fn qemu_on(machine: &str, name: &str, serial: &str, args: &str, console: &std::path::Path) -> Proc {
     let out = std::fs::File::create(console).expect("console file");
     let child = Command::new("qemu-system-arm")
         .args(["-machine", machine, "-nographic", "-monitor", "none"])
         .args(["-semihosting-config", "enable=on,target=native"])
-        .args(["-serial", &format!("tcp:127.0.0.1:{line_port},server=on,wait=off")])
+        .args(["-serial", serial])
         .arg("-kernel")
         .arg(firmware(name))
         .args(["-append", args])
@@ -63,9 +71,14 @@ fn qemu(machine: &str, name: &str, line_port: u16, args: &str, console: &std::pa
 
 /// `concord bridge` on the TCP-exposed UART at `line_port`, logging to `log`.
 fn bridge(line_port: u16, log: &std::path::Path) -> Proc {
+    bridge_on(&format!("tcp:127.0.0.1:{line_port}"), log)
+}
+
+/// `concord bridge --line LINE`, logging to `log`.
+fn bridge_on(line: &str, log: &std::path::Path) -> Proc {
     let log = std::fs::File::create(log).expect("bridge log");
     let child = Command::new(bin())
-        .args(["bridge", "--line", &format!("tcp:127.0.0.1:{line_port}")])
+        .args(["bridge", "--line", line])
         .env("CONCORD_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(log)
@@ -128,6 +141,67 @@ fn client_firmware_locks_counts_and_releases_through_the_bridge() {
     while c.sessions() > 0 {
         assert!(Instant::now() < deadline, "the firmware's session stayed open");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The bridge on a device path: QEMU puts the UART on a pseudo-terminal (`-serial pty`)
+/// and `concord bridge --line /dev/pts/N` opens it as it would `/dev/ttyUSB0` (setting
+/// raw mode itself); the client firmware's calls reach the cluster through it.
+#[test]
+#[ignore = "needs qemu-system-arm and the firmware build; scripts/test-all.sh runs it"]
+fn client_firmware_works_over_a_pty_device_line() {
+    let c = Cluster::start(3);
+    let endpoints: Vec<String> = c.nodes.iter().map(|n| n.client.to_string()).collect();
+    let console = c.dir.path().join("pty-console.log");
+    let mut fw = qemu_on("lm3s6965evb", "client", "pty", &endpoints.join(","), &console);
+    // QEMU names the pty it made: "char device redirected to /dev/pts/N (label serial0)".
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pty = loop {
+        let text = std::fs::read_to_string(&console).unwrap_or_default();
+        let found = text.split_whitespace().find(|w| w.starts_with("/dev/pts/")).map(String::from);
+        if let Some(path) = found {
+            break path;
+        }
+        assert!(Instant::now() < deadline, "QEMU named no pty:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _bridge = bridge_on(&pty, &c.dir.path().join("bridge.log"));
+    let exited = wait_exit(&mut fw, FIRMWARE_BOUND);
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    let log = std::fs::read_to_string(c.dir.path().join("bridge.log")).unwrap_or_default();
+    assert_eq!(exited, Some(true), "firmware console:\n{text}\nbridge log tail:\n{}", tail(&log));
+    let line = text.lines().find(|l| l.starts_with("concord-firmware: ok")).expect("a success line");
+    eprintln!("over {pty}: {line}");
+    assert!(log.contains(&pty), "the bridge served the pty: {}", tail(&log));
+    let o = c.concord(&["counter", "get", "mcu/counter"]);
+    assert_eq!(stdout(&o).trim(), "1", "{o:?}");
+}
+
+/// The shared conformance suite, run by the firmware (bin `conformance`, on the MPS2
+/// AN385) through the bridge against three `concord serve` nodes: every scenario passes,
+/// with the same expectations as on the tokio and wasm hosts.
+#[test]
+#[ignore = "needs qemu-system-arm and the firmware build; scripts/test-all.sh runs it"]
+fn conformance_firmware_passes_every_scenario_through_the_bridge() {
+    let c = Cluster::start(3);
+    let endpoints: Vec<String> = c.nodes.iter().map(|n| n.client.to_string()).collect();
+    let line_port = free_port();
+    let console = c.dir.path().join("conformance-console.log");
+    let args = format!("{} mcu-{}", endpoints.join(","), std::process::id());
+    let started = Instant::now();
+    let mut fw = qemu("mps2-an385", "conformance", line_port, &args, &console);
+    let _bridge = bridge(line_port, &c.dir.path().join("bridge.log"));
+    let exited = wait_exit(&mut fw, CONFORMANCE_BOUND);
+    let text = std::fs::read_to_string(&console).unwrap_or_default();
+    let log = std::fs::read_to_string(c.dir.path().join("bridge.log")).unwrap_or_default();
+    eprintln!("{text}(in {:?})", started.elapsed());
+    assert_eq!(exited, Some(true), "firmware console:\n{text}\nbridge log tail:\n{}", tail(&log));
+    let summary = text.lines().find(|l| l.contains(" passed, ")).expect("a summary line");
+    let total = concord_conformance::Scenario::ALL.len();
+    assert_eq!(summary, format!("conformance: {total} passed, 0 failed, 0 skipped"), "{text}");
+    for s in concord_conformance::Scenario::ALL {
+        let prefix = format!("conformance: {}: passed", s.name());
+        assert!(text.lines().any(|l| l.starts_with(&prefix)), "{} did not pass:\n{text}", s.name());
     }
 }
 

@@ -20,7 +20,8 @@ use concord_core::storage::LogOptions;
 use concord_core::wire::link::LinkConfig;
 use concord_core::{Config, GroupId, NodeId};
 use concord_embedded::{
-    device_limits, serial, ReplicaHost, ReplicaHostConfig, ReplicaStatus, DEVICE_FRAME_BYTES,
+    device_limits, serial, ReplicaHost, ReplicaHostConfig, ReplicaHostError, ReplicaStatus,
+    DEVICE_FRAME_BYTES,
 };
 use concord_firmware::media::FileMirror;
 use concord_firmware::{self as board, Peaks, Uart0};
@@ -98,8 +99,14 @@ fn main() -> ! {
     loop {
         let now = board::now();
         let _ = serial::pump(&mut uart, host.link(), now);
-        if let Err(e) = host.step(now) {
-            fail(&format!("{e}"));
+        match host.step(now) {
+            Ok(()) => {}
+            // As `concord serve` does: a clear line, and a failure status.
+            Err(ReplicaHostError::Removed { by }) => {
+                board::say(&format!("concord-replica: removed from the cluster by node {}; stopping", by.0));
+                board::exit(false)
+            }
+            Err(e) => fail(&format!("{e}")),
         }
         let _ = serial::pump(&mut uart, host.link(), now);
         peaks.sample();
