@@ -12,7 +12,8 @@
 //! CRC, sequence numbers, acknowledgements and retransmission, restart detection), and
 //! the core's [`LogStore`](concord_core::storage::LogStore) keeps a replica's log on any
 //! [`Media`](concord_core::storage::Media) (RAM through
-//! [`MemMedia`](concord_core::storage::MemMedia), or a board's flash or file). What is
+//! [`MemMedia`](concord_core::storage::MemMedia), or a board's NOR flash through
+//! [`flash::FlashMedia`] over the `embedded-storage` traits). What is
 //! left here is the binding: bytes between an [`embedded_io`] port and the link
 //! ([`serial`]), and messages between the link's channels and the client or replica.
 //!
@@ -39,6 +40,7 @@
 extern crate alloc;
 
 mod client;
+pub mod flash;
 pub mod mailbox;
 mod replica;
 pub mod serial;

@@ -4,13 +4,15 @@
 
 mod common;
 
+use common::sim_flash::{SimFlash, SECTOR};
 use common::{link_config, setup, uart_pair, Noise, Servers, Uart};
 use concord_core::client::calls;
 use concord_core::client::ClientEvent;
 use concord_core::setup::Bootstrap;
-use concord_core::storage::{LogOptions, MemMedia};
+use concord_core::storage::{LogOptions, Media, MemMedia};
 use concord_core::wire::{Answer, RequestBody};
 use concord_core::{Consistency, Instant, MembershipChange, NodeId, Role};
+use concord_embedded::flash::FlashMedia;
 use concord_embedded::{serial, ReplicaHost, ReplicaHostConfig};
 
 const TICK_US: u64 = 1_000;
@@ -18,10 +20,10 @@ const TICK_US: u64 = 1_000;
 const STEP_TICKS_MAX: usize = 60_000;
 const DEVICE: NodeId = NodeId(3);
 
-struct World {
+struct World<M> {
     now: Instant,
     servers: Servers,
-    device: Option<ReplicaHost<MemMedia>>,
+    device: Option<ReplicaHost<M>>,
     uart: Uart,
     events: Vec<ClientEvent>,
 }
@@ -36,7 +38,10 @@ fn device_config() -> ReplicaHostConfig {
     }
 }
 
-impl World {
+impl<M: Media> World<M>
+where
+    M::Error: std::fmt::Debug,
+{
     fn tick(&mut self) {
         self.now = self.now.add_us(TICK_US);
         self.servers.step(self.now);
@@ -82,6 +87,31 @@ impl World {
 
 #[test]
 fn a_device_votes_carries_commits_and_rejoins_from_its_log() {
+    // A restart keeps what was synced and loses the rest, as a power cut would.
+    device_scenario(MemMedia::new(), |mut m| {
+        m.crash(|_, _| 0);
+        m
+    });
+}
+
+/// The same with the device's log on (simulated) NOR flash through `embedded-storage`:
+/// 64 KiB in two banks, so the journal compacts along the way.
+#[test]
+fn a_device_with_its_log_on_flash_rejoins_from_it() {
+    const REGION: u32 = (16 * SECTOR) as u32;
+    let flash = FlashMedia::open(SimFlash::new(16), 0, REGION).unwrap();
+    // A restart reads the flash again from scratch.
+    let stats = device_scenario(flash, |m| FlashMedia::open(m.into_flash(), 0, REGION).unwrap()).stats();
+    eprintln!("flash: {stats:?}");
+    // (Compaction and power cuts are beaten on in tests/flash_media.rs.)
+    assert!(stats.records > 0 && stats.used_bytes > 500, "the log went through the flash: {stats:?}");
+}
+
+/// The scenario; the device's medium at its end.
+fn device_scenario<M: Media>(fresh: M, restart: impl Fn(M) -> M) -> M
+where
+    M::Error: std::fmt::Debug,
+{
     let now = Instant::ZERO;
     let (device_uart, cluster_uart) = uart_pair(3);
     let noise = Noise { flip: 5, drop: 5, dup: 5, repeat: 500 };
@@ -106,7 +136,7 @@ fn a_device_votes_carries_commits_and_rejoins_from_its_log() {
             .iter()
             .any(|e| matches!(e, ClientEvent::Admin { op: o, answer: Answer::Membership { .. } } if *o == op))
     });
-    w.device = Some(ReplicaHost::open(device_config(), MemMedia::new(), 1, w.now, 3).unwrap());
+    w.device = Some(ReplicaHost::open(device_config(), fresh, 1, w.now, 3).unwrap());
     let leader = w.servers.leader().unwrap();
     let target = w.servers.replicas[leader].node().commit_index();
     w.until("the device catching up", |w| w.device_applied() >= target);
@@ -124,7 +154,7 @@ fn a_device_votes_carries_commits_and_rejoins_from_its_log() {
 
     // Restart the device from its stored log (with the same epoch: a board without a
     // clock); commits need it again once it is back.
-    let media = w.device.take().unwrap().into_media();
+    let media = restart(w.device.take().unwrap().into_media());
     let commit_before = w.servers.replicas[leader].node().commit_index();
     for _ in 0..500 {
         w.tick();
@@ -166,4 +196,5 @@ fn a_device_votes_carries_commits_and_rejoins_from_its_log() {
     assert!(matches!(stopped, concord_embedded::ReplicaHostError::Removed { .. }), "{stopped}");
     assert!(stopped.to_string().starts_with("removed from the cluster"), "{stopped}");
     assert!(device.step(w.now).is_err(), "it stays stopped");
+    device.into_media()
 }

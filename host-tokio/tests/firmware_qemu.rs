@@ -295,6 +295,10 @@ fn replica_firmware_votes_as_the_third_member_and_rejoins_from_its_image() {
 
     // Without the device there is no quorum.
     drop(fw);
+    // Its log is on its flash: a 64 KiB NOR image (two banks) in a file.
+    let flash = std::fs::read(&image).expect("the flash image exists");
+    assert_eq!(flash.len(), 64 * 1024, "the flash image has the board's flash size");
+    assert!(flash.iter().any(|b| *b != 0xFF), "something was programmed");
     let first = console.text();
     eprintln!("first boot: {}", first.lines().rev().find(|l| l.contains("heap_peak")).unwrap_or(""));
     let cmd = c.command(&["counter", "incr", "n"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn();

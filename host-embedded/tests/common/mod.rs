@@ -3,6 +3,8 @@
 //! servers.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod sim_flash;
+
 use concord_core::server::{ConnId, Replica};
 use concord_core::wire::link::{Link, LinkConfig, LinkEvent, LinkMsg};
 use concord_core::wire::{decode_payload, encode_payload, Envelope};

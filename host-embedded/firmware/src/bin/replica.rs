@@ -1,5 +1,6 @@
 //! The replica role: a voting member of a cluster, its peers reached through the serial
-//! bridge, its log in RAM mirrored to a host file (see `media`).
+//! bridge, its log on NOR flash through `embedded-storage` (on QEMU a flash image in a
+//! host file, see `media`).
 //!
 //! Command line (QEMU's `-append`): `id=N group=G store=PATH peers=ID@HOST:PORT,…`.
 //! The console reports the start (with what was recovered) and every change of role,
@@ -19,11 +20,12 @@ use concord_core::setup::{Bootstrap, NodeSetup};
 use concord_core::storage::LogOptions;
 use concord_core::wire::link::LinkConfig;
 use concord_core::{Config, GroupId, NodeId};
+use concord_embedded::flash::FlashMedia;
 use concord_embedded::{
     device_limits, serial, ReplicaHost, ReplicaHostConfig, ReplicaHostError, ReplicaStatus,
     DEVICE_FRAME_BYTES,
 };
-use concord_firmware::media::FileMirror;
+use concord_firmware::media::{HostFlash, FLASH_BYTES};
 use concord_firmware::{self as board, Peaks, Uart0};
 use cortex_m_rt::entry;
 
@@ -83,7 +85,9 @@ fn main() -> ! {
     board::paint_stack();
     let cmdline = board::cmdline();
     let (cfg, store) = config(&cmdline).unwrap_or_else(|e| fail(&e));
-    let media = FileMirror::open(&store).unwrap_or_else(|e| fail(&format!("storage image: {e:?}")));
+    let flash = HostFlash::open(&store).unwrap_or_else(|e| fail(&format!("flash image: {e:?}")));
+    let media =
+        FlashMedia::open(flash, 0, FLASH_BYTES as u32).unwrap_or_else(|e| fail(&format!("flash: {e}")));
     let now = board::now();
     let epoch = board::wall_seconds() ^ (now.as_micros() as u32);
     let seed = u64::from(board::wall_seconds()) << 20 ^ now.as_micros();
