@@ -140,6 +140,7 @@ extern crate alloc;
 mod fmt;
 
 pub mod client;
+pub mod crc;
 pub mod machine;
 pub mod raft;
 pub mod server;

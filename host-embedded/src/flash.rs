@@ -125,7 +125,7 @@ pub struct FlashMedia<F> {
 }
 
 fn crc(bytes: &[u8]) -> u32 {
-    crc32fast::hash(bytes)
+    concord_core::crc::crc32(bytes)
 }
 
 fn align_up(n: usize, to: usize) -> usize {

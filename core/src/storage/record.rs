@@ -131,7 +131,7 @@ pub fn encode(record: &Record<'_>, record_bytes_max: usize, out: &mut Vec<u8>) -
             return Err(too_large);
         }
     };
-    let crc = crc32fast::hash(payload);
+    let crc = crate::crc::crc32(payload);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + FRAME_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
     Ok(())
@@ -178,7 +178,7 @@ pub fn frame_at(buf: &[u8], offset: usize, record_bytes_max: usize) -> Result<(&
     let Some(payload) = rest.get(..len) else {
         return Err(FrameError::ShortPayload { present: rest.len(), len });
     };
-    let computed = crc32fast::hash(payload);
+    let computed = crate::crc::crc32(payload);
     if computed != stored {
         return Err(FrameError::Checksum { stored, computed });
     }

@@ -41,7 +41,7 @@ pub fn encode(generation: u64, s: &SnapshotWrite, out: &mut Vec<u8>) -> Result<(
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&[0; 4]);
     postcard::serialize_with_flavor(&contents, AppendTo(out)).map_err(|_| EncodeError::Unencodable)?;
-    let crc = crc32fast::hash(&out[SNAPSHOT_HEADER_BYTES..]);
+    let crc = crate::crc::crc32(&out[SNAPSHOT_HEADER_BYTES..]);
     out[SNAPSHOT_MAGIC.len()..SNAPSHOT_HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
@@ -55,7 +55,7 @@ pub fn decode(buf: &[u8]) -> Result<SnapshotFile<'static>, (u64, Damage)> {
     if &m != SNAPSHOT_MAGIC {
         return Err((0, Damage::SnapshotMagic));
     }
-    let (stored, computed) = (u32::from_le_bytes([c0, c1, c2, c3]), crc32fast::hash(payload));
+    let (stored, computed) = (u32::from_le_bytes([c0, c1, c2, c3]), crate::crc::crc32(payload));
     let at = SNAPSHOT_HEADER_BYTES as u64;
     if stored != computed {
         return Err((at, Damage::SnapshotChecksum { stored, computed }));

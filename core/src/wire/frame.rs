@@ -105,7 +105,7 @@ pub fn encode_cobs_raw(raw: &[u8], frame_bytes_max: usize, out: &mut Vec<u8>) ->
     if raw.len() > frame_bytes_max {
         return Err(WireError::FrameTooLarge { size: raw.len(), max: frame_bytes_max });
     }
-    let crc = crc32fast::hash(raw).to_le_bytes();
+    let crc = crate::crc::crc32(raw).to_le_bytes();
     let start = out.len();
     out.resize(start + cobs::max_encoding_length(raw.len() + COBS_CRC_BYTES), 0);
     let mut enc = cobs::CobsEncoder::new(&mut out[start..]);
@@ -206,7 +206,7 @@ impl CobsDecoder {
         let (payload, crc) = raw.split_at(split);
         let mut expected = [0u8; COBS_CRC_BYTES];
         expected.copy_from_slice(crc);
-        if crc32fast::hash(payload) != u32::from_le_bytes(expected) {
+        if crate::crc::crc32(payload) != u32::from_le_bytes(expected) {
             return Err(WireError::BadChecksum);
         }
         Ok(payload)
