@@ -6,7 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use concord_core::client::{Client, ClientConfig, ClientEvent, Peer};
 use concord_core::wire::link::{Link, LinkConfig, LinkEvent, LinkMsg};
-use concord_core::wire::{decode_payload, encode_payload, Envelope};
+use concord_core::wire::{decode_response, encode_request, ClientRequest};
 use concord_core::Instant;
 
 /// What the client host counted.
@@ -170,7 +170,7 @@ impl ClientHost {
         }
         for index in 0..self.slots.len() {
             while let Some((peer, req)) = self.slots[index].as_mut().and_then(|s| s.client.poll_transmit()) {
-                self.send(index, peer, &Envelope::Request(req));
+                self.send(index, peer, &req);
             }
         }
     }
@@ -200,11 +200,9 @@ impl ClientHost {
     fn on_link_message(&mut self, now: Instant, msg: LinkMsg) {
         match msg {
             LinkMsg::Payload { chan, bytes } => {
-                let decoded = decode_payload(&bytes, self.link.config().frame_bytes_max);
+                let decoded = decode_response(&bytes, self.link.config().frame_bytes_max);
                 match (decoded, self.route(chan)) {
-                    (Ok(Envelope::Response(m)), Some((slot, peer))) => {
-                        slot.client.handle_message(now, peer, m)
-                    }
+                    (Ok(m), Some((slot, peer))) => slot.client.handle_message(now, peer, m),
                     _ => self.stats.payloads_refused += 1,
                 }
             }
@@ -222,7 +220,7 @@ impl ClientHost {
         }
     }
 
-    fn send(&mut self, index: usize, peer: Peer, envelope: &Envelope) {
+    fn send(&mut self, index: usize, peer: Peer, request: &ClientRequest) {
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
         let chan = index as u32 * CHANNELS_PER_CLIENT + peer.0;
         if !slot.dialed.contains(&chan) {
@@ -234,7 +232,7 @@ impl ClientHost {
             slot.dialed.insert(chan);
         }
         let mut bytes = Vec::new();
-        let sent = encode_payload(envelope, &mut bytes)
+        let sent = encode_request(request, &mut bytes)
             .ok()
             .and_then(|()| self.link.send(LinkMsg::Payload { chan, bytes }).ok());
         if sent.is_none() {

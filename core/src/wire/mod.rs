@@ -223,6 +223,64 @@ pub fn decode_payload(payload: &[u8], payload_bytes_max: usize) -> Result<Envelo
     Ok(envelope)
 }
 
+/// A type with no values: the envelope variants a client never sends or accepts.
+#[derive(Serialize, Deserialize)]
+enum Never {}
+
+/// [`Envelope`] as a client sends it: the same variant indices, so the same bytes, with
+/// only the variant a client uses (a device keeps the other variants' code out of its
+/// flash).
+#[derive(Serialize)]
+enum RequestEnvelope<'a> {
+    #[allow(dead_code)]
+    Raft(Never),
+    Request(&'a ClientRequest),
+}
+
+/// [`Envelope`] as a client reads it; the other variants fail to decode.
+#[derive(Deserialize)]
+enum ResponseEnvelope {
+    #[allow(dead_code)]
+    Raft(Never),
+    #[allow(dead_code)]
+    Request(Never),
+    Response(ServerMessage),
+    #[allow(dead_code)]
+    PeerHello(Never),
+}
+
+/// Encodes `Envelope::Request(request)`: the bytes [`encode_payload`] writes for it.
+pub fn encode_request(request: &ClientRequest, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let start = out.len();
+    out.push(PROTOCOL_VERSION);
+    postcard::serialize_with_flavor(&RequestEnvelope::Request(request), AppendTo(out)).map_err(|e| {
+        out.truncate(start);
+        WireError::Malformed(e)
+    })
+}
+
+/// Decodes a payload a client receives, which must be an `Envelope::Response`: as
+/// [`decode_payload`], with any other envelope [`WireError::Malformed`].
+pub fn decode_response(payload: &[u8], payload_bytes_max: usize) -> Result<ServerMessage, WireError> {
+    if payload.len() > payload_bytes_max {
+        return Err(WireError::FrameTooLarge { size: payload.len(), max: payload_bytes_max });
+    }
+    let (&version, body) = payload.split_first().ok_or(WireError::Empty)?;
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    let (envelope, rest) = postcard::take_from_bytes(body).map_err(WireError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(WireError::TrailingBytes(rest.len()));
+    }
+    match envelope {
+        ResponseEnvelope::Response(m) => Ok(m),
+        ResponseEnvelope::Raft(n) | ResponseEnvelope::Request(n) | ResponseEnvelope::PeerHello(n) => {
+            match n {}
+        }
+    }
+}
+
 /// Appends a length-prefixed frame for `envelope` to `out`, encoding in place (no
 /// intermediate buffer). Fails if the payload would exceed `frame_bytes_max` (so a sender
 /// never emits a frame its peer must refuse); `out` is then left as it was.

@@ -302,3 +302,44 @@ proptest! {
         prop_assert_eq!(&got[..], &samples()[..got.len()]);
     }
 }
+
+/// The client's narrow encoder and decoder agree with the envelope's, byte for byte, and
+/// the decoder refuses every envelope a client is not sent.
+#[test]
+fn client_requests_and_responses_have_the_envelopes_bytes() {
+    let (mut requests, mut responses) = (0, 0);
+    let mut all = samples();
+    all.push(Envelope::Request(ClientRequest { id: 7, group: GroupId(1), body: RequestBody::Status }));
+    all.push(Envelope::Response(ServerMessage::Answer {
+        id: 7,
+        result: Err(ClientError::Raft(crate::raft::RequestError::NotLeader { leader: Some(NodeId(2)) })),
+    }));
+    all.push(Envelope::Response(ServerMessage::Answer { id: 8, result: Err(ClientError::Reserved) }));
+    for env in all {
+        let mut bytes = Vec::new();
+        encode_payload(&env, &mut bytes).unwrap();
+        match &env {
+            Envelope::Request(r) => {
+                let mut narrow = Vec::new();
+                encode_request(r, &mut narrow).unwrap();
+                assert_eq!(narrow, bytes, "{env:?}");
+                requests += 1;
+            }
+            Envelope::Response(m) => {
+                assert_eq!(&decode_response(&bytes, MAX).unwrap(), m);
+                responses += 1;
+            }
+            _ => {}
+        }
+        if !matches!(env, Envelope::Response(_)) {
+            assert!(matches!(decode_response(&bytes, MAX), Err(WireError::Malformed(_))), "{env:?}");
+        }
+    }
+    assert!(requests > 0 && responses > 0, "the samples hold both");
+    assert_eq!(decode_response(&[], MAX), Err(WireError::Empty));
+    assert_eq!(
+        decode_response(&[PROTOCOL_VERSION + 1, 2], MAX),
+        Err(WireError::UnsupportedVersion(PROTOCOL_VERSION + 1))
+    );
+    assert!(matches!(decode_response(&[0; 10], 4), Err(WireError::FrameTooLarge { .. })));
+}
