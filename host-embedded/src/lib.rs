@@ -30,7 +30,8 @@
 //! or `poll_timeout` is due. Operations start on [`ClientHost::client`] between steps,
 //! and their results come out of [`ClientHost::poll_event`] — or, for calls made by other
 //! tasks, through a [`mailbox::Mailbox`] (embassy-sync channels) that the driving loop
-//! serves with a [`mailbox::Postman`] after each step.
+//! serves with a [`mailbox::Postman`] after each step. [`task::drive_client`] and
+//! [`task::drive_replica`] are that loop as one async function, for an embassy task.
 
 #![no_std]
 // Hosts stay free of unsafe code; a firmware's allocator and entry point live in the
@@ -44,6 +45,7 @@ pub mod flash;
 pub mod mailbox;
 mod replica;
 pub mod serial;
+pub mod task;
 
 pub use client::{ClientHost, ClientHostStats, ClientId, ClientsFull, CHANNELS_PER_CLIENT, CLIENTS_MAX};
 

@@ -75,6 +75,16 @@ impl<M: RawMutex, const N: usize> Mailbox<M, N> {
     pub fn try_finished(&self) -> Option<Finished> {
         self.finished.try_receive().ok()
     }
+
+    /// Waits until a call is posted: what wakes the task that drives the client.
+    pub async fn posted(&self) {
+        self.jobs.ready_to_receive().await;
+    }
+
+    /// Waits until a finished call has a free slot.
+    pub(crate) async fn room_for_results(&self) {
+        core::future::poll_fn(|cx| self.finished.poll_ready_to_send(cx)).await;
+    }
 }
 
 impl<M: RawMutex, const N: usize> Default for Mailbox<M, N> {
@@ -106,6 +116,11 @@ impl<const N: usize> Postman<N> {
     /// Posted calls in the client or waiting to be delivered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len() + self.undelivered.len()
+    }
+
+    /// Whether results wait for a free slot in the mailbox.
+    pub(crate) fn has_undelivered(&self) -> bool {
+        !self.undelivered.is_empty()
     }
 
     /// Starts posted calls in `host`'s client while it holds fewer than `N` of them, and

@@ -35,7 +35,9 @@ struct Wire {
     overruns: u64,
 }
 
-/// One end of the pair: reads what the other end wrote, through the noise.
+/// One end of the pair: reads what the other end wrote, through the noise. A clone is
+/// the same end (for a task that reads and writes through separate halves).
+#[derive(Clone)]
 pub struct Uart {
     rx: Rc<RefCell<Wire>>,
     tx: Rc<RefCell<Wire>>,
@@ -127,6 +129,26 @@ impl embedded_io::Write for Uart {
 
     fn flush(&mut self) -> Result<(), Infallible> {
         Ok(())
+    }
+}
+
+/// Waits for a byte (the test's executor polls again without being woken).
+impl embedded_io_async::Read for Uart {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Infallible> {
+        std::future::poll_fn(|_| {
+            if self.rx.borrow().bytes.is_empty() {
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(embedded_io::Read::read(self, buf))
+        })
+        .await
+    }
+}
+
+/// Takes every byte at once.
+impl embedded_io_async::Write for Uart {
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, Infallible> {
+        embedded_io::Write::write(self, buf)
     }
 }
 
