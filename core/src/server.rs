@@ -145,6 +145,8 @@ pub struct Replica {
     /// Where each node (this one included) listens for clients, as it advertised; told
     /// to clients in [`Answer::Cluster`] so that one endpoint is enough to find the rest.
     client_addrs: BTreeMap<NodeId, String>,
+    /// The same for WebSocket URLs.
+    web_addrs: BTreeMap<NodeId, String>,
 }
 
 impl Replica {
@@ -167,6 +169,7 @@ impl Replica {
             lock_events: None,
             recorded_dropped: 0,
             client_addrs: BTreeMap::new(),
+            web_addrs: BTreeMap::new(),
         }
     }
 
@@ -174,10 +177,21 @@ impl Replica {
     /// Hosts call it for their own address at start and for each peer's hello. Only
     /// members are kept, so the table is bounded by the membership.
     pub fn set_client_addr(&mut self, node: NodeId, addr: String) {
-        let m = self.node.membership();
-        if node == self.node.id() || m.voters.contains(&node) || m.learners.contains(&node) {
+        if self.is_member(node) {
             self.client_addrs.insert(node, addr);
         }
+    }
+
+    /// Records where `node` serves clients over WebSocket (a URL), as
+    /// [`Replica::set_client_addr`] does for its client address.
+    pub fn set_web_addr(&mut self, node: NodeId, url: String) {
+        if self.is_member(node) {
+            self.web_addrs.insert(node, url);
+        }
+    }
+
+    fn is_member(&self, node: NodeId) -> bool {
+        node == self.node.id() || self.node.membership().contains(node)
     }
 
     /// A report of this replica listing at most `items_max` items per kind (0: totals
@@ -209,6 +223,7 @@ impl Replica {
         let member = |node: NodeId, voter: bool| MemberAddr {
             node,
             client_addr: self.client_addrs.get(&node).cloned(),
+            web_addr: self.web_addrs.get(&node).cloned(),
             voter,
         };
         let members = m

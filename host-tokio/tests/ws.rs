@@ -66,6 +66,25 @@ fn websocket_carries_the_client_protocol_and_refuses_bad_input() {
             }
             other => panic!("a probe got {other:?}"),
         }
+        // Every member's WebSocket URL is in the view (learnt from the peers' hellos), so
+        // a WebSocket client needs one endpoint only.
+        let want: Vec<Option<String>> =
+            c.nodes.iter().map(|n| Some(format!("ws://127.0.0.1:{}/ws", n.http.port()))).collect();
+        let mut seen = Vec::new();
+        for probe in 0..50u64 {
+            s.send(Message::Binary(frame(1000 + probe, RequestBody::Hello).into())).await.unwrap();
+            let Some(ServerMessage::Answer { result: Ok(Answer::Cluster(view)), .. }) =
+                answer(&mut s, &mut d).await
+            else {
+                panic!("a probe went unanswered")
+            };
+            seen = view.members.iter().map(|m| m.web_addr.clone()).collect();
+            if seen == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, want, "the members' WebSocket URLs");
         // Two frames in one message, and one frame split over two messages.
         let (Request::Command(op), _) = calls::Counter::new("ws/visits").incr().into_parts() else {
             panic!("incr is a command")

@@ -12,7 +12,7 @@
 
 use crate::error::Error;
 use concord_core::client::calls::Request;
-use concord_core::client::{Client as CoreClient, ClientConfig, ClientEvent, Endpoint, OpId, Peer};
+use concord_core::client::{AddrKind, Client as CoreClient, ClientConfig, ClientEvent, Endpoint, OpId, Peer};
 use concord_core::machine::election::ElectionEvent;
 use concord_core::machine::kv::{WatchEvent, WatchFilter};
 use concord_core::machine::signal::SignalDelivery;
@@ -151,6 +151,11 @@ impl Handle {
         let mut cfg = ClientConfig::new(GroupId(opts.group), endpoints);
         cfg.session_ttl_ms = opts.session_ttl_ms;
         cfg.request_timeout_us = opts.request_timeout_ms.saturating_mul(1000);
+        // Over WebSocket, the members' WebSocket URLs are what this client can dial: one
+        // endpoint is enough, the others are learnt from it.
+        if opts.transport.is_none() {
+            cfg.learns = AddrKind::Web;
+        }
         // The core's randomness (where to start in the endpoint list) is seeded here.
         let seed = (js_sys::Math::random() * 9_007_199_254_740_991.0) as u64;
         let core = CoreClient::new(cfg, Instant::ZERO, seed);

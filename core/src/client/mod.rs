@@ -86,6 +86,19 @@ pub struct ClientConfig {
     /// Operations (commands, reads, streams) the client holds at once, sent or waiting;
     /// one more fails at once with [`ClientError::TooManyOperations`].
     pub operations_max: usize,
+    /// Which of the addresses members advertise this client learns: the one its
+    /// transport speaks.
+    pub learns: AddrKind,
+}
+
+/// Which address a member advertises a client learns and dials.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AddrKind {
+    /// The client address (`host:port` for the framed TCP protocol).
+    #[default]
+    Client,
+    /// The WebSocket URL (`ws://host:port/ws`), for clients in browsers and edge runtimes.
+    Web,
 }
 
 impl ClientConfig {
@@ -103,6 +116,7 @@ impl ClientConfig {
             reprobe_interval_us: 1_000_000,
             endpoints_max: 64,
             operations_max: 10_000,
+            learns: AddrKind::Client,
         }
     }
 
@@ -310,6 +324,7 @@ impl Client {
             probe_timeout_us: cfg.probe_timeout_us,
             reprobe_interval_us: cfg.reprobe_interval_us,
             endpoints_max: cfg.endpoints_max.max(1),
+            learns: cfg.learns,
         };
         let peers = Peers::new(cfg.endpoints.clone(), timing);
         let cursor = if peers.len() == 0 { 0 } else { (seed % peers.len() as u64) as usize };

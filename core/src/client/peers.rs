@@ -106,6 +106,7 @@ pub(crate) struct PeerTiming {
     pub(crate) probe_timeout_us: u64,
     pub(crate) reprobe_interval_us: u64,
     pub(crate) endpoints_max: usize,
+    pub(crate) learns: super::AddrKind,
 }
 
 /// The endpoints and their health.
@@ -223,7 +224,11 @@ impl Peers {
         p.health = Health::Alive;
         p.last_error = None;
         for m in &view.members {
-            if let Some(addr) = &m.client_addr {
+            let addr = match self.timing.learns {
+                super::AddrKind::Client => &m.client_addr,
+                super::AddrKind::Web => &m.web_addr,
+            };
+            if let Some(addr) = addr {
                 if !self.knows(m.node) {
                     let _ = self.add(Endpoint::node(m.node, addr.clone()));
                 }

@@ -97,6 +97,9 @@ pub struct MemberAddr {
     pub node: NodeId,
     /// Its client address, in its host's terms (`host:port`, a URL, …), if known.
     pub client_addr: Option<String>,
+    /// Its WebSocket URL, for clients that speak WebSocket, if it serves them and it is
+    /// known.
+    pub web_addr: Option<String>,
     /// Whether it votes.
     pub voter: bool,
 }

@@ -24,7 +24,7 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Version byte that starts every payload. Bumped on incompatible changes.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Bytes of the length prefix of a frame.
 pub const FRAME_HEADER_BYTES: usize = 4;
@@ -58,6 +58,8 @@ pub struct PeerHello {
     pub limits_digest: u64,
     /// Where it listens for clients, in its host's terms, if it serves clients.
     pub client_addr: Option<String>,
+    /// Where it serves clients over WebSocket (a `ws://` or `wss://` URL), if it does.
+    pub web_addr: Option<String>,
 }
 
 /// Why a peer's hello was refused.
@@ -104,7 +106,14 @@ impl fmt::Display for HelloError {
 impl PeerHello {
     /// The hello node `node` of `group` sends, running with `limits`.
     pub fn new(group: GroupId, node: NodeId, limits: &Limits, client_addr: Option<String>) -> Self {
-        Self { group, node, limits_digest: limits.digest(), client_addr }
+        Self { group, node, limits_digest: limits.digest(), client_addr, web_addr: None }
+    }
+
+    /// The same hello, also advertising the node's WebSocket URL.
+    #[must_use]
+    pub fn with_web_addr(mut self, web_addr: Option<String>) -> Self {
+        self.web_addr = web_addr;
+        self
     }
 
     /// Whether node `me` of `group`, running with `limits`, takes this peer.

@@ -5,7 +5,7 @@
 use crate::metrics::StatusReport;
 use concord_core::raft::WriteToken;
 use concord_core::server::ConnId;
-use concord_core::wire::{ClientRequest, ServerMessage};
+use concord_core::wire::{ClientRequest, PeerHello, ServerMessage};
 use concord_core::{Message, NodeId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -15,9 +15,9 @@ pub(super) const INPUT_QUEUE_MAX: usize = 16_384;
 /// What reaches the node loop.
 pub(super) enum Input {
     Peer(Message),
-    /// An inbound peer connection identified itself (with its client address, if any):
-    /// reply on it if no address is known.
-    PeerInbound(NodeId, Option<String>, mpsc::Sender<Message>),
+    /// An inbound peer connection identified itself (with its client address and
+    /// WebSocket URL, if any): reply on it if no address is known.
+    PeerInbound(NodeId, Option<String>, Option<String>, mpsc::Sender<Message>),
     ClientOpen(ConnId, std::net::SocketAddr, mpsc::Sender<ServerMessage>),
     Client(ConnId, ClientRequest),
     ClientClosed(ConnId),
@@ -48,9 +48,11 @@ impl PeerInputs {
         self.0.send(Input::Peer(m)).await.is_ok()
     }
 
-    /// An inbound connection from `node` said hello (with its client address).
-    pub(super) async fn inbound(&self, node: NodeId, client_addr: Option<String>, tx: mpsc::Sender<Message>) {
-        let _ = self.0.send(Input::PeerInbound(node, client_addr, tx)).await;
+    /// An inbound connection from `node` said hello (with its client address and
+    /// WebSocket URL).
+    pub(super) async fn inbound(&self, hello: &PeerHello, tx: mpsc::Sender<Message>) {
+        let (addr, web) = (hello.client_addr.clone(), hello.web_addr.clone());
+        let _ = self.0.send(Input::PeerInbound(hello.node, addr, web, tx)).await;
     }
 }
 

@@ -257,7 +257,10 @@ pub async fn start(cfg: ServerConfig) -> Result<NodeHandle, ServerError> {
         (local(&client_listener)?, local(&peer_listener)?, local(&http_listener)?);
     let advertised = cfg.advertise_client_addr.clone().unwrap_or_else(|| client_addr.to_string());
     replica.set_client_addr(NodeId(cfg.id), advertised.clone());
-    let hello = PeerHello::new(GroupId(cfg.group), NodeId(cfg.id), &cfg.limits, Some(advertised));
+    let web = web_url(&advertised, http_addr);
+    replica.set_web_addr(NodeId(cfg.id), web.clone());
+    let hello = PeerHello::new(GroupId(cfg.group), NodeId(cfg.id), &cfg.limits, Some(advertised))
+        .with_web_addr(Some(web));
 
     let (inputs, input_rx) = inputs::queue();
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -339,5 +342,29 @@ mod tests {
         assert_eq!(sock.tcp_keepalive_retries().unwrap(), KEEPALIVE_RETRIES);
         #[cfg(target_os = "linux")]
         assert_eq!(sock.tcp_user_timeout().unwrap(), Some(UNACKED_MAX));
+    }
+}
+
+/// The WebSocket URL this node advertises: the host of its advertised client address
+/// (what clients already reach it by) with the HTTP listener's port and the `/ws` path.
+fn web_url(advertised_client: &str, http: SocketAddr) -> String {
+    let host = match advertised_client.rsplit_once(':') {
+        Some((host, _)) if !host.is_empty() => host.to_string(),
+        _ => http.ip().to_string(),
+    };
+    format!("ws://{host}:{}{}", http.port(), ws::WS_PATH)
+}
+
+#[cfg(test)]
+mod web_url_tests {
+    use super::web_url;
+
+    #[test]
+    fn the_websocket_url_takes_the_advertised_host_and_the_http_port() {
+        let http = "0.0.0.0:7201".parse().unwrap();
+        assert_eq!(web_url("127.0.0.1:7001", http), "ws://127.0.0.1:7201/ws");
+        assert_eq!(web_url("db1.example:7001", http), "ws://db1.example:7201/ws");
+        assert_eq!(web_url("[::1]:7001", http), "ws://[::1]:7201/ws");
+        assert_eq!(web_url("7001", "127.0.0.2:7201".parse().unwrap()), "ws://127.0.0.2:7201/ws");
     }
 }

@@ -104,9 +104,12 @@ impl NodeLoop {
                     debug!(error = %e, "peer message refused");
                 }
             }
-            Input::PeerInbound(id, client_addr, tx) => {
+            Input::PeerInbound(id, client_addr, web_addr, tx) => {
                 if let Some(addr) = client_addr {
                     self.replica.set_client_addr(id, addr);
+                }
+                if let Some(url) = web_addr {
+                    self.replica.set_web_addr(id, url);
                 }
                 if !self.cfg.peers.contains_key(&id.0) {
                     self.peers.insert(id, tx);

@@ -186,7 +186,7 @@ async fn serve_peer(
     };
     let peer = hello.node;
     let (tx, mut rx) = mpsc::channel::<Message>(PEER_QUEUE_MAX);
-    inputs.inbound(peer, hello.client_addr, tx).await;
+    inputs.inbound(&hello, tx).await;
     let mut sd = shutdown.clone();
     tokio::spawn(async move {
         let mut wbuf = Vec::new();

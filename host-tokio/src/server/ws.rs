@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 /// The path of the endpoint.
-const WS_PATH: &str = "/ws";
+pub(super) const WS_PATH: &str = "/ws";
 
 /// WebSocket connections take ids from here up, so that they never meet the TCP
 /// listener's, which count up from 1.

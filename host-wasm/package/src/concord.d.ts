@@ -3,8 +3,8 @@
 
 /** Options of `Client.connect`. */
 export interface ConnectOptions {
-  /** The nodes' WebSocket endpoints, `ws://host:http-port/ws` (give every node: the
-   * addresses the cluster advertises are for TCP clients). */
+  /** Nodes' WebSocket endpoints, `ws://host:http-port/ws`: one reachable node is
+   * enough, the others' URLs are learnt from it (nodes advertise them). */
   endpoints: string[];
   /** The Raft group the cluster serves (default 1). */
   group?: number;

@@ -53,6 +53,17 @@ test('await using takes and releases a lock with its fence', async () => {
   await c.close();
 });
 
+test('one endpoint is enough: the other nodes are learnt, whichever node it is', async () => {
+  // Each node alone; at least two of them do not lead, so commands need the leader's
+  // WebSocket URL, learnt from the one given.
+  for (const [i, url] of endpoints.entries()) {
+    const c = await Client.connect({ endpoints: [url], sessionTtlMs: 10_000, connectTimeoutMs: 10_000 });
+    const counter = c.counter(`${ns}/one-endpoint`);
+    assert.equal(await within(counter.incr(), 15_000, `an increment through node ${i + 1} only`), i + 1);
+    await c.close();
+  }
+});
+
 test('counter increments, conditional KV writes with etags', async () => {
   const c = await connect();
   const counter = c.counter(`${ns}/visits`);

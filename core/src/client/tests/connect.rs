@@ -48,6 +48,27 @@ fn one_endpoint_is_enough_the_others_and_the_leader_are_learnt_from_it() {
 }
 
 #[test]
+fn a_websocket_client_learns_the_members_websocket_urls() {
+    let cfg = ClientConfig {
+        learns: AddrKind::Web,
+        ..ClientConfig::new(GroupId(1), vec![Endpoint::addr("ws://127.0.0.1:7201/ws")])
+    };
+    let mut c = Client::new(cfg, ms(0), 1);
+    let probe = sent(&mut c).remove(0);
+    answer(&mut c, ms(1), probe.0, probe.1.id, Ok(view(1, Some(2), &[1, 2, 3])));
+    let known: Vec<_> = c.endpoints().map(|(_, addr, node, _, _)| (String::from(addr), node)).collect();
+    assert_eq!(
+        known,
+        vec![
+            ("ws://127.0.0.1:7201/ws".into(), Some(NodeId(1))),
+            ("ws://127.0.0.1:7202/ws".into(), Some(NodeId(2))),
+            ("ws://127.0.0.1:7203/ws".into(), Some(NodeId(3))),
+        ],
+        "the members' WebSocket URLs, not their TCP addresses"
+    );
+}
+
+#[test]
 fn an_endpoint_that_accepts_but_never_answers_is_avoided_and_probed_again() {
     let mut c = client(&["a:1", "b:1"]);
     let probes = sent(&mut c);

@@ -34,6 +34,7 @@ pub(super) fn view(node: u64, leader: Option<u64>, members: &[u64]) -> Answer {
             .map(|m| MemberAddr {
                 node: NodeId(*m),
                 client_addr: Some(alloc::format!("127.0.0.1:700{m}")),
+                web_addr: Some(alloc::format!("ws://127.0.0.1:720{m}/ws")),
                 voter: true,
             })
             .collect(),
