@@ -34,5 +34,5 @@ timeout 300 node $node_flags test/conformance-node.mjs $(echo "$CONCORD_WS" | tr
 timeout 300 node test/workerd.mjs
 timeout 120 node $node_flags test/latency-node.mjs
 timeout 300 node $node_flags test/chromium.mjs
-timeout 120 node --test test/replicas.test.mjs
+timeout 120 node --test test/replicas.test.mjs test/durable.test.mjs
 timeout 300 node $node_flags test/demo.mjs
