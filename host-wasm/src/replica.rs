@@ -550,7 +550,8 @@ impl Replica {
     }
 
     /// `{ id, role, term, leader, commitIndex, appliedIndex, lastIndex, voters, locks:
-    /// [{ name, holder, fence, waiters }] }`.
+    /// [{ name, holder, fence, waiters }], flushesPending }`: `flushesPending` counts the
+    /// flushes of a deferred medium (IndexedDB) the replica still waits for.
     pub fn status(&self) -> JsValue {
         let report = self.replica.report(16);
         let status = js::status(&report.raft);
@@ -564,6 +565,7 @@ impl Replica {
             ]));
         }
         let _ = Reflect::set(&status, &"locks".into(), &locks);
+        let _ = Reflect::set(&status, &"flushesPending".into(), &js::num(self.flushes_pending() as u64));
         status
     }
 }

@@ -4,20 +4,20 @@
 // virtual clock, in this thread. Also: IndexedDbStorage outside a browser is a typed error.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Client, Replica, MemoryStorage, IndexedDbStorage, StorageError } from '@concord/client/replica';
+import { Client, Replica, MemoryStorage, IndexedDbStorage, StorageError, type DeferredStorage } from '@concord/client/replica';
 
 /** Memory whose flushes the test commits by hand: `sync()` names the flush, `durable()`
  * the last one committed, as the deferred-medium contract says. */
-class HeldBack extends MemoryStorage {
+class HeldBack extends MemoryStorage implements DeferredStorage {
   flushes = 0;
   committed = 0;
-  failure = null;
+  failure: StorageError | null = null;
   /** Every flush commits at once. */
   auto = false;
-  sync() {
+  override sync(): number {
     return ++this.flushes;
   }
-  durable() {
+  durable(): number {
     if (this.failure) throw this.failure;
     if (this.auto) this.commit();
     return this.committed;
@@ -30,13 +30,13 @@ class HeldBack extends MemoryStorage {
 const members = [1, 2, 3];
 
 /** Nodes 1 (in memory) and 2 (over `held`); node 3 is down. Messages move at once. */
-function pair(held) {
+function pair(held: HeldBack) {
   let now = 0;
-  const nodes = new Map([
+  const nodes = new Map<number, Replica>([
     [1, new Replica({ id: 1, members, now, seed: 1 })],
     [2, new Replica({ id: 2, members, storage: held, now, seed: 2 })],
   ]);
-  const sent = { 1: 0, 2: 0 };
+  const sent: Record<number, number> = { 1: 0, 2: 0 };
   const settle = () => {
     for (let round = 0; round < 1_000; round++) {
       let moved = 0;
@@ -55,7 +55,7 @@ function pair(held) {
     throw new Error('messages kept moving');
   };
   /** Runs the clock `ms` forward, deadline by deadline. */
-  const run = (ms) => {
+  const run = (ms: number) => {
     const end = now + ms;
     while (now < end) {
       const next = Math.min(...[...nodes.values()].map((r) => now + Math.max(r.timeoutMs(now), 1)));
@@ -80,7 +80,7 @@ test('no vote leaves and no leader is elected before the voter’s writes are du
   const durable = held.committed;
   c.run(5_000);
   assert.ok(c.sent[2] > 0, 'node 2 answers what needs no new write');
-  assert.ok(c.nodes.get(2).status().term > 0, 'node 2 saw a campaign');
+  assert.ok(c.nodes.get(2)!.status().term > 0, 'node 2 saw a campaign');
   assert.ok(held.flushes > durable, 'node 2 wrote the new term and vote');
   assert.equal(c.leader(), undefined, 'no leader while that vote is not durable');
   held.auto = true;
@@ -98,9 +98,9 @@ test('a write is not acknowledged before the follower’s copy is durable', asyn
   const c = pair(held);
   const client = Client.open({
     endpoints: ['node:1', 'node:2'],
-    transport: (address, bytes) => {
+    transport: (address: string, bytes: Uint8Array) => {
       const id = Number(address.split(':')[1]);
-      c.nodes.get(id).handleClient(performance.now(), 1, bytes);
+      c.nodes.get(id)!.handleClient(performance.now(), 1, bytes);
     },
     sessionTtlMs: 10_000,
   });
@@ -119,6 +119,7 @@ test('a write is not acknowledged before the follower’s copy is durable', asyn
     assert.equal(await client.counter('n').incr(), 1);
     auto = false;
     const leader = c.leader();
+    assert.ok(leader, 'a leader');
     const before = leader.commitIndex;
     let settled = false;
     const incr = client.counter('n').incr().finally(() => {
@@ -127,7 +128,7 @@ test('a write is not acknowledged before the follower’s copy is durable', asyn
     await new Promise((r) => setTimeout(r, 1_000));
     assert.ok(held.flushes > held.committed, 'node 2 holds the entry, not yet durable');
     assert.equal(settled, false, 'the increment is not acknowledged');
-    assert.equal(c.nodes.get(leader.id).status().commitIndex, before, 'nor committed');
+    assert.equal(c.nodes.get(leader.id)!.status().commitIndex, before, 'nor committed');
     auto = true;
     assert.equal(await incr, 2, 'acknowledged once node 2’s copy is durable');
     await client.close();
@@ -146,9 +147,9 @@ test('a medium that fails stops the replica with a STORAGE_FAILED error', () => 
     () => {
       c.run(3_000);
     },
-    (e) => e.code === 'STORAGE_FAILED' && /STORAGE_QUOTA/.test(e.message),
+    (e: { code?: string; message?: string }) => e.code === 'STORAGE_FAILED' && /STORAGE_QUOTA/.test(e.message ?? ''),
   );
-  assert.throws(() => c.nodes.get(2).tick(1e9), (e) => e.code === 'STORAGE_FAILED', 'and stays stopped');
+  assert.throws(() => c.nodes.get(2)!.tick(1e9), (e: { code?: string }) => e.code === 'STORAGE_FAILED', 'and stays stopped');
 });
 
 test('IndexedDbStorage outside a browser rejects with STORAGE_UNAVAILABLE; bad options are typed', async () => {
