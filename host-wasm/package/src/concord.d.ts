@@ -51,10 +51,11 @@ export class LimitError extends ConcordError {}
 export class InvalidArgumentError extends ConcordError {}
 export class ConnectionError extends ConcordError {}
 export class OperationError extends ConcordError {}
-/** A replica's storage failed or refused: `STORAGE_FAILED` (from the replica, which then
- * stops), `STORAGE_QUOTA`, `STORAGE_BLOCKED`, `STORAGE_VERSION`, `STORAGE_TIMEOUT`,
- * `STORAGE_CLOSED`, `STORAGE_CORRUPT`, `STORAGE_UNAVAILABLE`, `STORAGE_BUSY`,
- * `STORAGE_INVALID_ARGUMENT` (from `IndexedDbStorage`). */
+/** `IndexedDbStorage` failed or refused: `STORAGE_QUOTA`, `STORAGE_LOCKED`,
+ * `STORAGE_BLOCKED`, `STORAGE_VERSION`, `STORAGE_TIMEOUT`, `STORAGE_CLOSED`,
+ * `STORAGE_CORRUPT`, `STORAGE_UNAVAILABLE`, `STORAGE_BUSY`, `STORAGE_INVALID_ARGUMENT`,
+ * `STORAGE_FAILED`. (A `Replica` whose storage failed throws an `Error` with code
+ * `STORAGE_FAILED` naming the medium's error.) */
 export class StorageError extends ConcordError {}
 
 /** Something granted; `release()` gives it back, as does leaving an `await using` block. */

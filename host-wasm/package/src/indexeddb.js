@@ -72,6 +72,81 @@ function settings(options) {
   return o;
 }
 
+/**
+ * Holds the origin's Web Lock for database `name` (one replica per database, across tabs
+ * and workers; a terminated worker's lock is let go by the browser), waiting up to `ms`:
+ * the function that lets it go. Where the runtime has no Web Locks, nothing is held.
+ */
+function exclusive(name, ms) {
+  const locks = typeof navigator === 'undefined' ? undefined : navigator.locks;
+  if (!locks) return Promise.resolve(() => {});
+  return new Promise((resolve, reject) => {
+    let release;
+    const held = new Promise((r) => {
+      release = r;
+    });
+    locks
+      .request(`concord-indexeddb:${name}`, { mode: 'exclusive', signal: AbortSignal.timeout(ms) }, () => {
+        resolve(() => release());
+        return held;
+      })
+      .catch((e) =>
+        reject(
+          e?.name === 'TimeoutError' || e?.name === 'AbortError'
+            ? new StorageError(`${name} stayed in use by another replica for ${ms} ms`, 'STORAGE_LOCKED')
+            : idbError(e, `locking ${name}`),
+        ),
+      );
+  });
+}
+
+/** Opens database `name` (creating its stores) and reads it, within `ms`:
+ * `{ db, state, created }`. */
+function openDb(name, ms) {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const finish = (f) => {
+      if (!done) {
+        done = true;
+        clearTimeout(timer);
+        f();
+      }
+    };
+    const timer = setTimeout(
+      () => finish(() => reject(new StorageError(`opening ${name} took over ${ms} ms`, 'STORAGE_TIMEOUT'))),
+      ms,
+    );
+    let created = false;
+    const req = indexedDB.open(name, VERSION);
+    req.onupgradeneeded = () => {
+      const db = req.result;
+      if (!db.objectStoreNames.contains(CHUNKS)) db.createObjectStore(CHUNKS);
+      if (!db.objectStoreNames.contains(META)) db.createObjectStore(META);
+      created = true;
+    };
+    req.onblocked = () =>
+      finish(() => reject(new StorageError(`opening ${name}: another connection holds it at an older version`, 'STORAGE_BLOCKED')));
+    req.onerror = () => finish(() => reject(idbError(req.error, `opening ${name}`)));
+    req.onsuccess = () => {
+      const db = req.result;
+      if (done) {
+        db.close();
+        return;
+      }
+      load(db).then(
+        (state) => {
+          if (done) db.close();
+          finish(() => resolve({ db, state, created }));
+        },
+        (e) => {
+          db.close();
+          finish(() => reject(idbError(e, `reading ${name}`)));
+        },
+      );
+    };
+  });
+}
+
 /** Reads everything stored, in one transaction: `{ chunkBytes, segments, snapshot }`. */
 function load(db) {
   return new Promise((resolve, reject) => {
@@ -136,6 +211,8 @@ function assemble(layout, list, snapshot, keys, values) {
  */
 export class IndexedDbStorage extends EventTarget {
   #db;
+  /** Lets go of the database's Web Lock. */
+  #unlock;
   #name;
   #opts;
   #chunkBytes;
@@ -157,69 +234,38 @@ export class IndexedDbStorage extends EventTarget {
 
   /**
    * Opens (or creates) database `name` and reads what it stores. Rejects with a
-   * `StorageError`: `STORAGE_UNAVAILABLE` (no IndexedDB here), `STORAGE_BLOCKED` (another
+   * `StorageError`: `STORAGE_UNAVAILABLE` (no IndexedDB here), `STORAGE_LOCKED` (another
+   * IndexedDbStorage of this origin has the database open), `STORAGE_BLOCKED` (another
    * connection keeps an older version open), `STORAGE_VERSION`, `STORAGE_TIMEOUT` (no
    * answer within `openTimeoutMs`), `STORAGE_CORRUPT`, `STORAGE_INVALID_ARGUMENT`.
    */
-  static open(name, options) {
-    return new Promise((resolve, reject) => {
-      if (typeof name !== 'string' || name.length === 0) {
-        throw new StorageError('the database name must be a non-empty string', 'STORAGE_INVALID_ARGUMENT');
-      }
-      const opts = settings(options);
-      if (typeof indexedDB === 'undefined') {
-        throw new StorageError('IndexedDB is not available in this runtime', 'STORAGE_UNAVAILABLE');
-      }
-      let done = false;
-      const finish = (f) => {
-        if (!done) {
-          done = true;
-          clearTimeout(timer);
-          f();
-        }
-      };
-      const timer = setTimeout(
-        () => finish(() => reject(new StorageError(`opening ${name} took over ${opts.openTimeoutMs} ms`, 'STORAGE_TIMEOUT'))),
-        opts.openTimeoutMs,
-      );
-      let created = false;
-      const req = indexedDB.open(name, VERSION);
-      req.onupgradeneeded = () => {
-        const db = req.result;
-        if (!db.objectStoreNames.contains(CHUNKS)) db.createObjectStore(CHUNKS);
-        if (!db.objectStoreNames.contains(META)) db.createObjectStore(META);
-        created = true;
-      };
-      req.onblocked = () =>
-        finish(() => reject(new StorageError(`opening ${name}: another connection holds it at an older version`, 'STORAGE_BLOCKED')));
-      req.onerror = () => finish(() => reject(idbError(req.error, `opening ${name}`)));
-      req.onsuccess = () => {
-        const db = req.result;
-        if (done) {
-          db.close();
-          return;
-        }
-        load(db).then(
-          (state) => {
-            if (done) db.close();
-            finish(() => resolve(new IndexedDbStorage(db, name, opts, state, created)));
-          },
-          (e) => {
-            db.close();
-            finish(() => reject(idbError(e, `reading ${name}`)));
-          },
-        );
-      };
-    });
+  static async open(name, options) {
+    if (typeof name !== 'string' || name.length === 0) {
+      throw new StorageError('the database name must be a non-empty string', 'STORAGE_INVALID_ARGUMENT');
+    }
+    const opts = settings(options);
+    if (typeof indexedDB === 'undefined') {
+      throw new StorageError('IndexedDB is not available in this runtime', 'STORAGE_UNAVAILABLE');
+    }
+    const deadline = Date.now() + opts.openTimeoutMs;
+    const unlock = await exclusive(name, opts.openTimeoutMs);
+    try {
+      const { db, state, created } = await openDb(name, Math.max(deadline - Date.now(), 1));
+      return new IndexedDbStorage(db, name, opts, state, created, unlock);
+    } catch (e) {
+      unlock();
+      throw e;
+    }
   }
 
   /** Use `IndexedDbStorage.open`. */
-  constructor(db, name, opts, state, created) {
+  constructor(db, name, opts, state, created, unlock) {
     super();
     if (typeof IDBDatabase === 'undefined' || !(db instanceof IDBDatabase)) {
       throw new StorageError('use IndexedDbStorage.open(name)', 'STORAGE_INVALID_ARGUMENT');
     }
     this.#db = db;
+    this.#unlock = unlock;
     this.#name = name;
     this.#opts = opts;
     this.#chunkBytes = state.chunkBytes ?? opts.chunkBytes;
@@ -423,6 +469,7 @@ export class IndexedDbStorage extends EventTarget {
     } catch {
       // Closed already.
     }
+    this.#unlock();
     if (report) this.dispatchEvent(new CustomEvent('error', { detail: e }));
   }
 }

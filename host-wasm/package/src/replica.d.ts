@@ -54,7 +54,8 @@ export const INDEXED_DB_DEFAULTS: Readonly<Required<IndexedDbOptions>>;
  * `detail` is the `StorageError`; the medium and its replica stop).
  */
 export class IndexedDbStorage extends EventTarget implements DeferredStorage {
-  /** Opens or creates database `name` and reads the log it holds. Rejects with a
+  /** Opens or creates database `name` and reads the log it holds, holding the origin's
+   * Web Lock `concord-indexeddb:<name>` until closed or failed. Rejects with a
    * `StorageError`, never hangs (`openTimeoutMs`). */
   static open(name: string, options?: IndexedDbOptions): Promise<IndexedDbStorage>;
   private constructor();
