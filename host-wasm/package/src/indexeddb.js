@@ -180,7 +180,7 @@ function assemble(layout, list, snapshot, keys, values) {
     if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(len) || len < 0) throw corrupt('a bad segment entry');
     segments.set(seq, { buf: new Uint8Array(len), len, chunks: 0 });
   }
-  if (segments.size > 0 && !Number.isSafeInteger(chunkBytes)) throw corrupt('no chunk size');
+  if (segments.size > 0 && !(Number.isSafeInteger(chunkBytes) && chunkBytes > 0)) throw corrupt('no chunk size');
   for (let i = 0; i < keys.length; i++) {
     const [seq, index] = keys[i];
     const seg = segments.get(seq);
@@ -366,11 +366,16 @@ export class IndexedDbStorage extends EventTarget {
   // ----- for the host ---------------------------------------------------------------
 
   /** Resolves when flush `n` (by default: everything written so far) committed; rejects
-   * with the `StorageError` if the medium fails first. */
+   * with the `StorageError` if the medium fails first, at once if `n` is beyond the flush
+   * that holds what was written (`STORAGE_INVALID_ARGUMENT`). */
   flushed(n) {
     if (this.#failure) return Promise.reject(this.#failure);
-    n ??= this.sync();
+    const last = this.sync();
+    n ??= last;
     if (n <= this.#durable) return Promise.resolve(this.#durable);
+    if (!Number.isSafeInteger(n) || n > last) {
+      return Promise.reject(new StorageError(`flush ${n} is not scheduled (the last is ${last})`, 'STORAGE_INVALID_ARGUMENT'));
+    }
     if (this.#waiters.length >= this.#opts.waitersMax) {
       return Promise.reject(new StorageError(`more than ${this.#opts.waitersMax} callers wait for flushes`, 'STORAGE_BUSY'));
     }

@@ -75,7 +75,8 @@ export class IndexedDbStorage extends EventTarget implements DeferredStorage {
   writeSnapshot(bytes: Uint8Array): void;
   durable(): number;
   /** Resolves when flush `n` (by default everything written so far) committed; rejects
-   * with the `StorageError` if the medium fails first. */
+   * with the `StorageError` if the medium fails first, at once if `n` is beyond the flush
+   * that holds what was written (`STORAGE_INVALID_ARGUMENT`). */
   flushed(n?: number): Promise<number>;
   /** Waits for what was written to commit, then closes the database. */
   close(): Promise<void>;
