@@ -24,6 +24,9 @@ pub enum Error {
     Unexpected(String),
     /// A bounded queue was full.
     Overloaded(&'static str),
+    /// A replica's storage failed (a medium's call threw, or a deferred write failed):
+    /// the replica stops; build it again from the medium to go on.
+    Storage(String),
 }
 
 impl fmt::Display for Error {
@@ -36,6 +39,7 @@ impl fmt::Display for Error {
             Self::Closed => f.write_str("the client is closed"),
             Self::Unexpected(e) => write!(f, "unexpected reply: {e}"),
             Self::Overloaded(e) => write!(f, "overloaded: {e}"),
+            Self::Storage(e) => write!(f, "storage failed: {e}"),
         }
     }
 }
@@ -61,7 +65,8 @@ impl Error {
     /// The stable code: `TIMEOUT`, `SESSION_LOST`, `LIMIT_EXCEEDED`, `LOCK_NOT_HELD`,
     /// `KV_ETAG_MISMATCH`, `KV_EXISTS`, `BARRIER_PARTIES_MISMATCH`, …; `REQUEST_*` for
     /// refusals outside the machine; `INVALID_ARGUMENT`, `UNREACHABLE`, `CLOSED`,
-    /// `UNEXPECTED_REPLY`, `OVERLOADED` from the client itself.
+    /// `UNEXPECTED_REPLY`, `OVERLOADED` from the client itself; `STORAGE_FAILED` from a
+    /// replica whose storage failed.
     pub fn code(&self) -> String {
         match self {
             Self::Machine(MachineError::Limit { .. }) => "LIMIT_EXCEEDED".into(),
@@ -86,6 +91,7 @@ impl Error {
             Self::Closed => "CLOSED".into(),
             Self::Unexpected(_) => "UNEXPECTED_REPLY".into(),
             Self::Overloaded(_) => "OVERLOADED".into(),
+            Self::Storage(_) => "STORAGE_FAILED".into(),
         }
     }
 
@@ -134,6 +140,7 @@ mod tests {
             (Error::Request(ClientError::TooManyOperations { max: 1 }), "REQUEST_TOO_MANY_OPERATIONS"),
             (Error::InvalidArgument("x".into()), "INVALID_ARGUMENT"),
             (Error::Closed, "CLOSED"),
+            (Error::Storage("x".into()), "STORAGE_FAILED"),
         ];
         for (e, code) in cases {
             assert_eq!(e.code(), code, "{e:?}");

@@ -8,37 +8,83 @@
 //! write is appended and synced through the store before anything that depends on it
 //! leaves (persist before send is the core's rule; the store keeps the format and the
 //! recovery). A replica built again over the same medium restarts from what it stored.
+//!
+//! A medium whose `sync()` cannot finish at once (IndexedDB: its transactions commit
+//! later) returns a flush number from `sync()` and reports, through `durable()`, the
+//! highest flush that committed. The replica then confirms a write to the core only once
+//! `durable()` reaches the flush that holds it, at the start of a later drain; until then
+//! the core keeps back whatever depends on the write (votes, append acknowledgements,
+//! commits and the answers to clients that follow from them).
 
 use crate::error::Error;
 use crate::js;
 use concord_core::machine::Limits;
+use concord_core::raft::WriteToken;
 use concord_core::server::{ConnId, Replica as CoreReplica, ReplicaOutputs, ServeLimits};
 use concord_core::setup::{Bootstrap, NodeSetup};
 use concord_core::storage::{LogOptions, LogStore, Media, MemMedia};
 use concord_core::wire::{decode_payload, encode_payload, Envelope, ServerMessage};
 use concord_core::{Config, Event, GroupId, Instant, Membership, Message, NodeId, StorageWrite};
 use js_sys::{Array, Function, Reflect, Uint8Array};
+use std::collections::VecDeque;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 /// Largest protocol payload a replica sends or accepts, bytes.
 pub const PAYLOAD_BYTES_MAX: usize = 4 << 20;
 
+/// Flushes of a deferred medium that a replica waits for at once. A medium that starts a
+/// flush only when the previous one committed has at most two outstanding (the one
+/// committing and the next); more means the medium does not report its flushes, and the
+/// replica stops with a storage error rather than queue without bound.
+pub const FLUSHES_PENDING_MAX: usize = 64;
+
 /// A medium in JavaScript: an object with `segments()`, `read(seq)`, `create(seq)`,
 /// `append(seq, bytes)`, `sync()`, `truncate(seq, len)`, `install(seq, bytes)`,
 /// `remove(seq)`, `readSnapshot()` and `writeSnapshot(bytes)`, called synchronously
 /// (see the package's `MemoryStorage`). A throw is a storage error.
-pub struct JsMedia(JsValue);
+///
+/// `sync()` returns nothing when everything written is durable on return, or a flush
+/// number when it becomes durable later: then the medium also has `durable()`, the
+/// highest flush number that is durable (every lower one is too), which throws once a
+/// flush failed (see the package's `IndexedDbStorage`).
+pub struct JsMedia {
+    obj: JsValue,
+    /// What the last `sync()` returned: `None` if it was durable on return.
+    flush: Option<u64>,
+}
 
 impl JsMedia {
+    /// The medium `obj`.
+    pub fn new(obj: JsValue) -> Self {
+        Self { obj, flush: None }
+    }
+
     fn call(&self, name: &str, args: &[JsValue]) -> Result<JsValue, String> {
-        let f = Reflect::get(&self.0, &name.into())
+        let f = Reflect::get(&self.obj, &name.into())
             .ok()
             .and_then(|f| f.dyn_into::<Function>().ok())
             .ok_or_else(|| format!("storage has no method {name}"))?;
         let args: Array = args.iter().collect();
-        f.apply(&self.0, &args).map_err(|e| format!("storage {name}: {}", js_sys::Error::from(e).message()))
+        f.apply(&self.obj, &args).map_err(|e| {
+            let e = js_sys::Error::from(e);
+            match Reflect::get(&e, &"code".into()).ok().and_then(|c| c.as_string()) {
+                Some(code) => format!("storage {name}: {code}: {}", e.message()),
+                None => format!("storage {name}: {}", e.message()),
+            }
+        })
     }
+
+    /// The highest flush number that is durable.
+    fn durable(&self) -> Result<u64, String> {
+        flush_number(&self.call("durable", &[])?)
+            .ok_or_else(|| "storage durable() must return a flush number".into())
+    }
+}
+
+/// A flush number: a non-negative integer.
+fn flush_number(v: &JsValue) -> Option<u64> {
+    v.as_f64().filter(|n| *n >= 0.0 && n.fract() == 0.0 && *n <= 9_007_199_254_740_991.0).map(|n| n as u64)
 }
 
 fn seq_js(seq: u64) -> JsValue {
@@ -80,7 +126,13 @@ impl Media for JsMedia {
     }
 
     fn sync(&mut self) -> Result<(), String> {
-        self.call("sync", &[]).map(drop)
+        let v = self.call("sync", &[])?;
+        self.flush = if v.is_undefined() || v.is_null() {
+            None
+        } else {
+            Some(flush_number(&v).ok_or("storage sync() must return nothing or a flush number")?)
+        };
+        Ok(())
     }
 
     fn truncate(&mut self, seq: u64, len: u64) -> Result<(), String> {
@@ -115,33 +167,81 @@ enum Store {
     Mem(LogStore<MemMedia>),
 }
 
-impl Store {
-    fn persist(&mut self, w: &StorageWrite) -> Result<(), String> {
-        match self {
-            Self::Js(s) => s.append(w).and_then(|()| s.sync()).map_err(|e| e.to_string()),
-            Self::Mem(s) => s.append(w).and_then(|()| s.sync()).map_err(|e| e.to_string()),
+/// The store, and the writes a deferred medium has not yet made durable.
+struct Disk {
+    store: Store,
+    /// `(flush, token)`: the last write whose `sync()` returned `flush`, oldest first.
+    pending: VecDeque<(u64, WriteToken)>,
+}
+
+impl Disk {
+    /// Appends and syncs `w`: whether it (and every write before it) is durable now.
+    fn persist(&mut self, w: &StorageWrite) -> Result<bool, String> {
+        let s = match &mut self.store {
+            Store::Mem(s) => {
+                return s.append(w).and_then(|()| s.sync()).map(|()| true).map_err(|e| e.to_string())
+            }
+            Store::Js(s) => s,
+        };
+        s.append(w).and_then(|()| s.sync()).map_err(|e| e.to_string())?;
+        let Some(flush) = s.media().flush else {
+            self.pending.clear();
+            return Ok(true);
+        };
+        if flush <= s.media().durable()? {
+            self.pending.clear();
+            return Ok(true);
         }
+        let full = self.pending.len() >= FLUSHES_PENDING_MAX;
+        match self.pending.back_mut() {
+            Some((f, token)) if *f == flush => *token = w.token,
+            Some((f, _)) if *f > flush => {
+                return Err(format!("storage sync() went back from flush {f} to {flush}"))
+            }
+            _ if full => return Err(format!("more than {FLUSHES_PENDING_MAX} storage flushes outstanding")),
+            _ => self.pending.push_back((flush, w.token)),
+        }
+        Ok(false)
+    }
+
+    /// The last write a deferred medium has made durable since the last call, if any.
+    fn durable(&mut self) -> Result<Option<WriteToken>, String> {
+        let Store::Js(s) = &self.store else { return Ok(None) };
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let durable = s.media().durable()?;
+        let mut last = None;
+        while let Some(&(flush, token)) = self.pending.front() {
+            if flush > durable {
+                break;
+            }
+            last = Some(token);
+            self.pending.pop_front();
+        }
+        Ok(last)
     }
 }
 
 /// What one drain produced, in order.
-#[derive(Default)]
-struct Out {
+struct Out<'a> {
     peers: Vec<(u64, Vec<u8>)>,
     clients: Vec<(u64, Vec<u8>)>,
     events: Vec<Event<()>>,
-    store: Option<Store>,
+    disk: &'a mut Disk,
     failed: Option<String>,
 }
 
-impl ReplicaOutputs for Out {
+impl ReplicaOutputs for Out<'_> {
     fn persist(&mut self, write: StorageWrite) -> bool {
-        let Some(store) = self.store.as_mut() else { return false };
-        match store.persist(&write) {
-            Ok(()) => true,
+        if self.failed.is_some() {
+            return false;
+        }
+        match self.disk.persist(&write) {
+            Ok(durable) => durable,
             Err(e) => {
                 // Unconfirmed, the write holds back everything that depends on it.
-                self.failed.get_or_insert(e);
+                self.failed = Some(e);
                 false
             }
         }
@@ -172,7 +272,7 @@ impl ReplicaOutputs for Out {
 pub struct Replica {
     id: u64,
     replica: CoreReplica,
-    store: Option<Store>,
+    disk: Disk,
     last: Instant,
     failed: Option<String>,
 }
@@ -207,11 +307,11 @@ impl Replica {
             return Err(Error::InvalidArgument(format!("node {id} is not one of the members {members:?}")));
         }
         let now = instant(now_ms)?;
-        let storage = |e: String| Error::InvalidArgument(format!("storage: {e}"));
+        let storage = Error::Storage;
         let (store, persisted) = match medium {
             Medium::Js(m) => {
-                let (s, r) =
-                    LogStore::open(JsMedia(m), LogOptions::default()).map_err(|e| storage(e.to_string()))?;
+                let (s, r) = LogStore::open(JsMedia::new(m), LogOptions::default())
+                    .map_err(|e| storage(e.to_string()))?;
                 (Store::Js(s), r.persisted)
             }
             Medium::Memory(m) => {
@@ -225,15 +325,14 @@ impl Replica {
         let replica = setup
             .replica(persisted, Bootstrap::NewCluster(voters), now, seed)
             .map_err(|e| Error::InvalidArgument(format!("node {id} cannot start: {e}")))?;
-        let mut r = Self { id, replica, store: Some(store), last: now, failed: None };
+        let disk = Disk { store, pending: VecDeque::new() };
+        let mut r = Self { id, replica, disk, last: now, failed: None };
         r.replica.handle_timeout(now);
         Ok(r)
     }
 
     fn at(&mut self, now_ms: f64) -> Result<Instant, Error> {
-        if let Some(e) = &self.failed {
-            return Err(Error::InvalidArgument(format!("the replica stopped after a storage failure: {e}")));
-        }
+        self.unless_failed()?;
         let now = instant(now_ms)?.max(self.last);
         self.last = now;
         Ok(now)
@@ -267,9 +366,9 @@ impl Replica {
     /// Stops the replica; its in-module medium, to restart from (`None` for a JS one,
     /// which the caller holds).
     pub fn into_memory(self) -> Option<MemMedia> {
-        match self.store {
-            Some(Store::Mem(s)) => Some(s.into_media()),
-            _ => None,
+        match self.disk.store {
+            Store::Mem(s) => Some(s.into_media()),
+            Store::Js(_) => None,
         }
     }
 
@@ -296,14 +395,45 @@ impl Replica {
         self.replica.report(0).raft
     }
 
-    /// Drains the core: storage written and synced first, then what leaves.
-    fn drain_out(&mut self) -> Result<Out, Error> {
-        let mut out = Out { store: self.store.take(), ..Out::default() };
+    fn unless_failed(&self) -> Result<(), Error> {
+        match &self.failed {
+            Some(e) => Err(Error::Storage(format!("the replica stopped: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, e: String) -> Error {
+        self.failed = Some(e.clone());
+        Error::Storage(e)
+    }
+
+    /// How many flushes of a deferred medium the replica waits for.
+    pub fn flushes_pending(&self) -> usize {
+        self.disk.pending.len()
+    }
+
+    /// Drains the core: first what a deferred medium made durable since the last drain
+    /// is confirmed, then storage is written and synced, then what may leave leaves.
+    fn drain_out(&mut self) -> Result<Out<'_>, Error> {
+        self.unless_failed()?;
+        match self.disk.durable() {
+            Ok(Some(token)) => {
+                self.replica.handle_persisted(token).map_err(|e| Error::InvalidArgument(e.to_string()))?
+            }
+            Ok(None) => {}
+            Err(e) => return Err(self.fail(e)),
+        }
+        let mut out = Out {
+            peers: Vec::new(),
+            clients: Vec::new(),
+            events: Vec::new(),
+            disk: &mut self.disk,
+            failed: None,
+        };
         let driven = self.replica.drive(&mut out);
-        self.store = out.store.take();
         if let Some(e) = out.failed.take() {
             self.failed = Some(e.clone());
-            return Err(Error::InvalidArgument(format!("storage failed: {e}")));
+            return Err(Error::Storage(e));
         }
         driven.map_err(|e| Error::InvalidArgument(e.to_string()))?;
         Ok(out)
@@ -420,7 +550,8 @@ impl Replica {
     }
 
     /// `{ id, role, term, leader, commitIndex, appliedIndex, lastIndex, voters, locks:
-    /// [{ name, holder, fence, waiters }] }`.
+    /// [{ name, holder, fence, waiters }], flushesPending }`: `flushesPending` counts the
+    /// flushes of a deferred medium (IndexedDB) the replica still waits for.
     pub fn status(&self) -> JsValue {
         let report = self.replica.report(16);
         let status = js::status(&report.raft);
@@ -434,6 +565,7 @@ impl Replica {
             ]));
         }
         let _ = Reflect::set(&status, &"locks".into(), &locks);
+        let _ = Reflect::set(&status, &"flushesPending".into(), &js::num(self.flushes_pending() as u64));
         status
     }
 }

@@ -35,6 +35,8 @@ export type Bytes = Uint8Array | string;
 
 /** Base class of every error the client raises. */
 export class ConcordError extends Error {
+  /** An error with `code` (and further fields from `extra`). */
+  constructor(message: string, code: string, extra?: object);
   /** Stable: `TIMEOUT`, `SESSION_LOST`, `LIMIT_EXCEEDED`, `LOCK_NOT_HELD`,
    * `KV_ETAG_MISMATCH`, `KV_EXISTS`, `BARRIER_PARTIES_MISMATCH`, `REQUEST_*`,
    * `INVALID_ARGUMENT`, `UNREACHABLE`, `CLOSED`, `UNEXPECTED_REPLY`, `OVERLOADED`, … */
@@ -49,6 +51,12 @@ export class LimitError extends ConcordError {}
 export class InvalidArgumentError extends ConcordError {}
 export class ConnectionError extends ConcordError {}
 export class OperationError extends ConcordError {}
+/** `IndexedDbStorage` failed or refused: `STORAGE_QUOTA`, `STORAGE_LOCKED`,
+ * `STORAGE_BLOCKED`, `STORAGE_VERSION`, `STORAGE_TIMEOUT`, `STORAGE_CLOSED`,
+ * `STORAGE_CORRUPT`, `STORAGE_UNAVAILABLE`, `STORAGE_BUSY`, `STORAGE_INVALID_ARGUMENT`,
+ * `STORAGE_FAILED`. (A `Replica` whose storage failed throws an `Error` with code
+ * `STORAGE_FAILED` naming the medium's error.) */
+export class StorageError extends ConcordError {}
 
 /** Something granted; `release()` gives it back, as does leaving an `await using` block. */
 declare class Held implements AsyncDisposable {

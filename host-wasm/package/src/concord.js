@@ -28,6 +28,9 @@ export class InvalidArgumentError extends ConcordError {}
 export class ConnectionError extends ConcordError {}
 /** The primitive refused the operation (`LOCK_NOT_HELD`, `BARRIER_BROKEN`, …). */
 export class OperationError extends ConcordError {}
+/** A replica's storage failed or refused (`STORAGE_FAILED`, `STORAGE_QUOTA`,
+ * `STORAGE_BLOCKED`, `STORAGE_TIMEOUT`, `STORAGE_CLOSED`, …): the replica stops. */
+export class StorageError extends ConcordError {}
 
 function classFor(code) {
   if (code === 'SESSION_LOST') return SessionLostError;
@@ -35,6 +38,7 @@ function classFor(code) {
   if (code === 'KV_ETAG_MISMATCH' || code === 'KV_EXISTS') return ConflictError;
   if (code === 'LIMIT_EXCEEDED') return LimitError;
   if (code === 'INVALID_ARGUMENT') return InvalidArgumentError;
+  if (code.startsWith('STORAGE_')) return StorageError;
   if (['UNREACHABLE', 'CLOSED', 'OVERLOADED'].includes(code) || code.startsWith('REQUEST_')) return ConnectionError;
   return OperationError;
 }

@@ -8,4 +8,5 @@ initSync({ module: readFileSync(new URL('../dist/wasm-replica/concord_wasm_bg.wa
 
 export * from './concord.js';
 export { Replica };
+export { IndexedDbStorage, INDEXED_DB_DEFAULTS } from './indexeddb.js';
 export const Client = makeApi(WasmClient);

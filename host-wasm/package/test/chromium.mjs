@@ -10,8 +10,6 @@ import { extname, join, normalize } from 'node:path';
 import assert from 'node:assert/strict';
 
 const root = new URL('..', import.meta.url).pathname;
-const endpoints = process.env.CONCORD_WS;
-assert.ok(endpoints, 'CONCORD_WS names the cluster');
 const types = { '.js': 'text/javascript', '.html': 'text/html', '.wasm': 'application/wasm', '.css': 'text/css' };
 
 /** Serves files under `dir` (nothing outside it) on 127.0.0.1. */
@@ -103,6 +101,8 @@ export async function until(b, script, ms) {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
+  const endpoints = process.env.CONCORD_WS;
+  assert.ok(endpoints, 'CONCORD_WS names the cluster');
   const server = await serve(root);
   const b = await browser();
   try {

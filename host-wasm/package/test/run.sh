@@ -1,7 +1,9 @@
 #!/bin/sh
 # The package's tests: builds the wasm (build.sh), starts `concord dev` on free ports,
-# runs the Node end-to-end tests and the shared conformance suite in Node, then stops
-# the cluster (by its PID). CONCORD_BIN names the concord binary.
+# runs the Node tests (end to end; a replica over a medium that holds its flushes back),
+# the shared conformance suite in Node, workerd and Chromium, three replicas in worker
+# threads, three on IndexedDB in Chromium Web Workers, and the demo page, then stops the
+# cluster (by its PID). CONCORD_BIN names the concord binary.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -34,5 +36,6 @@ timeout 300 node $node_flags test/conformance-node.mjs $(echo "$CONCORD_WS" | tr
 timeout 300 node test/workerd.mjs
 timeout 120 node $node_flags test/latency-node.mjs
 timeout 300 node $node_flags test/chromium.mjs
+timeout 120 node test/indexeddb.mjs
 timeout 120 node --test test/replicas.test.mjs
 timeout 300 node $node_flags test/demo.mjs
