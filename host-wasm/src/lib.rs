@@ -49,17 +49,42 @@ const CONNECT_TIMEOUT_MS: u64 = 10_000;
 const FRAME_BYTES_MAX: usize = 4 << 20;
 
 /// Resolves after `ms` milliseconds.
-pub(crate) async fn sleep(ms: u64) {
+pub(crate) fn sleep(ms: u64) -> Sleep {
+    let global = js_sys::global();
+    let timer_fn = |name: &str| {
+        js_sys::Reflect::get(&global, &name.into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+    };
+    let mut timer = JsValue::UNDEFINED;
     let p = Promise::new(&mut |resolve, _| {
-        let global = js_sys::global();
-        let set = js_sys::Reflect::get(&global, &"setTimeout".into())
-            .ok()
-            .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-        if let Some(set) = set {
-            let _ = set.call2(&JsValue::NULL, &resolve, &JsValue::from_f64(ms as f64));
+        if let Some(set) = timer_fn("setTimeout") {
+            timer = set.call2(&JsValue::NULL, &resolve, &JsValue::from_f64(ms as f64)).unwrap_or_default();
         }
     });
-    let _ = JsFuture::from(p).await;
+    Sleep { done: JsFuture::from(p), timer, clear: timer_fn("clearTimeout") }
+}
+
+/// A `setTimeout` as a future. Dropped before it fires (the other side of a race won),
+/// it clears its timer, so that no pending timer keeps a Node process or a Worker alive.
+pub(crate) struct Sleep {
+    done: JsFuture,
+    timer: JsValue,
+    clear: Option<js_sys::Function>,
+}
+
+impl std::future::Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.done).poll(cx).map(|_| ())
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(clear) = &self.clear {
+            let _ = clear.call1(&JsValue::NULL, &self.timer);
+        }
+    }
 }
 
 fn unexpected(e: impl std::fmt::Display) -> Error {

@@ -23,10 +23,12 @@ function connect(sessionTtlMs = 10_000): Promise<Client> {
 }
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  return Promise.race([
-    p,
-    new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)),
-  ]);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<T>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  // The timer goes when the race is decided: a pending one would keep the process alive.
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 test('await using takes and releases a lock with its fence', async () => {
@@ -62,6 +64,21 @@ test('one endpoint is enough: the other nodes are learnt, whichever node it is',
     assert.equal(await within(counter.incr(), 15_000, `an increment through node ${i + 1} only`), i + 1);
     await c.close();
   }
+});
+
+test('a process that awaited ready() exits when its client closes (no timer left behind)', async () => {
+  const { spawn } = await import('node:child_process');
+  const script = `import { Client } from '@concord/client';
+    const c = await Client.connect({ endpoints: ${JSON.stringify(endpoints)} });
+    await c.ready(120000);
+    await c.close();`;
+  const started = Date.now();
+  const child = spawn(process.execPath, [...process.execArgv.filter((a) => a.startsWith('--experimental')),
+    '--input-type=module', '-e', script], { stdio: 'inherit' });
+  const code = await within(new Promise<number | null>((resolve) => child.on('exit', resolve)), 60_000,
+    'the child process ending').finally(() => child.kill('SIGKILL'));
+  assert.equal(code, 0);
+  assert.ok(Date.now() - started < 5_000, `it ended after ${Date.now() - started} ms, not when the client closed`);
 });
 
 test('counter increments, conditional KV writes with etags', async () => {
