@@ -361,6 +361,8 @@ pub async fn run(cfg: BridgeConfig, mut shutdown: watch::Receiver<bool>) -> Resu
         from_nodes_tx,
     };
     info!(line = %bridge.cfg.line, "bridge started");
+    // Said once per outage: the line is retried every LINE_RETRY without more noise.
+    let mut unavailable_said = false;
     loop {
         let ended = match bridge.cfg.line.clone() {
             Line::Tcp(addr) => match TcpStream::connect(&addr).await {
@@ -379,8 +381,15 @@ pub async fn run(cfg: BridgeConfig, mut shutdown: watch::Receiver<bool>) -> Resu
         };
         match ended {
             Ok(true) => return Ok(()),
-            Ok(false) => info!(line = %bridge.cfg.line, "line ended"),
+            Ok(false) => {
+                unavailable_said = false;
+                info!(line = %bridge.cfg.line, "line ended");
+            }
             Err(e) if bridge.cfg.exit_when_line_ends => return Err(BridgeError::Line(e)),
+            Err(e) if !unavailable_said => {
+                unavailable_said = true;
+                warn!(line = %bridge.cfg.line, error = %e, "line not available; retrying until it is");
+            }
             Err(e) => debug!(line = %bridge.cfg.line, error = %e, "line not available"),
         }
         // Whatever the device held through the bridge is gone with the line.
