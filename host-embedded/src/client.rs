@@ -19,8 +19,10 @@ pub struct ClientHostStats {
 }
 
 /// Link channels reserved for each client of a [`ClientHost`]: endpoint `Peer(n)` of
-/// client `k` is channel `k * CHANNELS_PER_CLIENT + n`, so a client's `endpoints_max` is
-/// held to this many.
+/// the client in place `k`, the `g`-th to hold that place, is channel
+/// `(g * CLIENTS_MAX + k) * CHANNELS_PER_CLIENT + n` — a client never gets a channel an
+/// earlier client used, so no late answer for the earlier one reaches it. A client's
+/// `endpoints_max` is held to this many.
 pub const CHANNELS_PER_CLIENT: u32 = 64;
 
 /// Clients one [`ClientHost`] carries at most (the first included).
@@ -46,18 +48,29 @@ impl core::fmt::Display for ClientsFull {
     }
 }
 
-/// One client and the channels it has asked the bridge to dial.
+/// One client, which holder of its place it is, and the channels it asked the bridge
+/// to dial.
 struct Slot {
     client: Client,
+    generation: u32,
     dialed: BTreeSet<u32>,
 }
 
 impl Slot {
-    fn new(mut cfg: ClientConfig, now: Instant, seed: u64) -> Self {
+    fn new(mut cfg: ClientConfig, now: Instant, seed: u64, generation: u32) -> Self {
         cfg.endpoints_max = cfg.endpoints_max.min(CHANNELS_PER_CLIENT as usize);
-        Self { client: Client::new(cfg, now, seed), dialed: BTreeSet::new() }
+        Self { client: Client::new(cfg, now, seed), generation, dialed: BTreeSet::new() }
+    }
+
+    /// The first channel of this client, in place `index`.
+    fn base(&self, index: usize) -> u32 {
+        let places = CLIENTS_MAX as u32;
+        self.generation.wrapping_mul(places).wrapping_add(index as u32).wrapping_mul(CHANNELS_PER_CLIENT)
     }
 }
+
+/// Generations before channel numbers (32 bits) repeat.
+const GENERATIONS: u32 = u32::MAX / (CLIENTS_MAX as u32 * CHANNELS_PER_CLIENT);
 
 /// Concord clients on a serial line: one, or up to [`CLIENTS_MAX`] with sessions of
 /// their own (a gateway acting for several devices). Endpoint `Peer(n)` of a core
@@ -66,6 +79,8 @@ impl Slot {
 /// is a broken connection to that client.
 pub struct ClientHost {
     slots: Vec<Option<Slot>>,
+    /// How many clients each place has held.
+    generations: Vec<u32>,
     link: Link,
     stats: ClientHostStats,
 }
@@ -75,7 +90,8 @@ impl ClientHost {
     /// previous run's (see [`Link::new`]), `seed` seeds the client's randomness.
     pub fn new(cfg: ClientConfig, link: LinkConfig, epoch: u32, now: Instant, seed: u64) -> Self {
         Self {
-            slots: alloc::vec![Some(Slot::new(cfg, now, seed))],
+            slots: alloc::vec![Some(Slot::new(cfg, now, seed, 0))],
+            generations: alloc::vec![1],
             link: Link::new(link, epoch, now),
             stats: ClientHostStats::default(),
         }
@@ -104,11 +120,14 @@ impl ClientHost {
             Some(i) => i,
             None if self.slots.len() < CLIENTS_MAX => {
                 self.slots.push(None);
+                self.generations.push(0);
                 self.slots.len() - 1
             }
             None => return Err(ClientsFull),
         };
-        self.slots[index] = Some(Slot::new(cfg, now, seed));
+        let generation = self.generations[index];
+        self.generations[index] = (generation + 1) % GENERATIONS;
+        self.slots[index] = Some(Slot::new(cfg, now, seed, generation));
         Ok(ClientId(index as u32))
     }
 
@@ -191,10 +210,13 @@ impl ClientHost {
             .fold(self.link.poll_timeout(), Instant::min)
     }
 
-    /// The client that owns channel `chan`, and the endpoint it is for that client.
+    /// The client that owns channel `chan`, and the endpoint it is for that client;
+    /// `None` for a channel of a client that is gone.
     fn route(&mut self, chan: u32) -> Option<(&mut Slot, Peer)> {
-        let slot = self.slots.get_mut((chan / CHANNELS_PER_CLIENT) as usize)?.as_mut()?;
-        Some((slot, Peer(chan % CHANNELS_PER_CLIENT)))
+        let index = (chan / CHANNELS_PER_CLIENT) as usize % CLIENTS_MAX;
+        let slot = self.slots.get_mut(index)?.as_mut()?;
+        let peer = Peer(chan % CHANNELS_PER_CLIENT);
+        (slot.base(index) == chan - peer.0).then_some((slot, peer))
     }
 
     fn on_link_message(&mut self, now: Instant, msg: LinkMsg) {
@@ -222,7 +244,7 @@ impl ClientHost {
 
     fn send(&mut self, index: usize, peer: Peer, request: &ClientRequest) {
         let Some(slot) = self.slots.get_mut(index).and_then(Option::as_mut) else { return };
-        let chan = index as u32 * CHANNELS_PER_CLIENT + peer.0;
+        let chan = slot.base(index) + peer.0;
         if !slot.dialed.contains(&chan) {
             let addr = slot.client.peer_addr(peer).map(String::from).unwrap_or_default();
             if self.link.send(LinkMsg::Dial { chan, addr }).is_err() {
@@ -238,5 +260,35 @@ impl ClientHost {
         if sent.is_none() {
             self.stats.requests_dropped += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use concord_core::client::Endpoint;
+    use concord_core::GroupId;
+
+    fn cfg() -> ClientConfig {
+        ClientConfig::new(GroupId(1), alloc::vec![Endpoint::addr("a:1")])
+    }
+
+    /// A client in a place another client held gets channels of its own: what arrives on
+    /// the earlier client's channels reaches nobody.
+    #[test]
+    fn a_reused_place_gets_new_channels() {
+        let mut host = ClientHost::new(cfg(), LinkConfig::default(), 1, Instant::ZERO, 1);
+        let b = host.add_client(cfg(), Instant::ZERO, 2).unwrap();
+        let old = host.slots[b.0 as usize].as_ref().unwrap().base(b.0 as usize);
+        assert!(host.route(old).is_some());
+        host.remove_client(b);
+        assert!(host.route(old).is_none(), "a gone client's channel routes nowhere");
+        assert_eq!(host.add_client(cfg(), Instant::ZERO, 3), Ok(b), "the place is reused");
+        let new = host.slots[b.0 as usize].as_ref().unwrap().base(b.0 as usize);
+        assert_ne!(new, old);
+        assert!(host.route(old).is_none(), "the earlier client's channels stay dead");
+        assert!(host.route(new + 2).is_some_and(|(_, p)| p == Peer(2)));
+        // The first client keeps channels 0..64.
+        assert!(host.route(5).is_some_and(|(_, p)| p == Peer(5)));
     }
 }

@@ -168,7 +168,9 @@ fn replay(state: &mut MemMedia, mut ops: &[u8]) -> bool {
 impl<F: NorFlash> FlashMedia<F> {
     /// Opens the medium on `flash` bytes `start..start + len`, recovering what it holds,
     /// or formatting it when neither bank has a valid header (a new device). `start`
-    /// and `len / 2` must be multiples of the flash's erase size.
+    /// and `len / 2` must be multiples of the flash's erase size. A region whose valid
+    /// header records another size is refused with [`FlashMediaError::Geometry`], never
+    /// formatted.
     pub fn open(mut flash: F, start: u32, len: u32) -> Result<Self, FlashMediaError<F::Error>> {
         let erase = F::ERASE_SIZE as u32;
         let bank_bytes = len / 2 / erase * erase;
@@ -186,9 +188,15 @@ impl<F: NorFlash> FlashMedia<F> {
             let mut h = [0u8; HEADER_BYTES];
             read(&mut flash, at, &mut h)?;
             let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-            if word(0) == HEADER_MAGIC && word(8) == bank_bytes && word(12) == crc(&h[..12]) {
-                *slot = Some(word(4));
+            if word(0) != HEADER_MAGIC || word(12) != crc(&h[..12]) {
+                continue;
             }
+            if word(8) != bank_bytes {
+                // A medium written with another region size: formatting it would erase a
+                // replica's log and vote, so it is refused.
+                return Err(FlashMediaError::Geometry { region_bytes: len, erase_bytes: erase });
+            }
+            *slot = Some(word(4));
         }
         let mut media = Self {
             flash,
@@ -248,19 +256,24 @@ impl<F: NorFlash> FlashMedia<F> {
         let mut at = Self::records_start();
         loop {
             let mut h = [0u8; RECORD_HEADER_BYTES];
-            if at as usize + RECORD_HEADER_BYTES > self.bank_bytes as usize {
+            if u64::from(at) + RECORD_HEADER_BYTES as u64 > u64::from(self.bank_bytes) {
                 self.tail = at;
                 return Ok(true);
             }
             read(&mut self.flash, base + at, &mut h)?;
-            let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+            let stored_len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
             let stored = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-            let size = align_up(RECORD_HEADER_BYTES + len, F::WRITE_SIZE);
-            let fits = at as usize + size <= self.bank_bytes as usize;
+            // In u64: a length torn mid-write (0xFFFF_FFFF, say) must not wrap on a
+            // 32-bit device into a record that seems to fit.
+            let write = F::WRITE_SIZE.max(1) as u64;
+            let size = (RECORD_HEADER_BYTES as u64 + u64::from(stored_len)).div_ceil(write) * write;
+            let fits = u64::from(at) + size <= u64::from(self.bank_bytes);
             if h[0] != RECORD_MARKER || h[1..4] != [0, 0, 0] || !fits {
                 self.tail = at;
                 return self.erased_from(at);
             }
+            // It fits the bank, so both fit in u32 and usize.
+            let (len, size) = (stored_len as usize, size as u32);
             let mut payload = alloc::vec![0u8; len];
             read(&mut self.flash, base + at + RECORD_HEADER_BYTES as u32, &mut payload)?;
             if crc(&payload) != stored {
@@ -270,7 +283,7 @@ impl<F: NorFlash> FlashMedia<F> {
             if !replay(&mut self.state, &payload) {
                 return Err(FlashMediaError::Damaged { offset: base + at });
             }
-            at += size as u32;
+            at += size;
         }
     }
 
@@ -296,12 +309,17 @@ impl<F: NorFlash> FlashMedia<F> {
             return Ok(());
         }
         let record = record(&self.batch, F::WRITE_SIZE);
-        if self.tail as usize + record.len() > self.bank_bytes as usize {
+        if u64::from(self.tail) + record.len() as u64 > u64::from(self.bank_bytes) {
             // The whole state, the batch included, goes to the other bank.
             return self.compact();
         }
         let at = self.bank_start(self.stats.bank) + self.tail;
-        self.flash.write(at, &record).map_err(FlashMediaError::Flash)?;
+        if let Err(e) = self.flash.write(at, &record) {
+            // Some of those bytes may be programmed: the next flush compacts onto an
+            // erased bank rather than program them again.
+            self.tail = self.bank_bytes;
+            return Err(FlashMediaError::Flash(e));
+        }
         self.tail += record.len() as u32;
         self.stats.records += 1;
         self.batch.clear();

@@ -8,6 +8,12 @@
 //! newly posted call, or room for a result the mailbox had no slot for. The board
 //! supplies the time and the waiting through [`Clock`] (with embassy-time: `Instant::now`
 //! and `Timer::at`).
+//!
+//! The read is dropped whenever another wake-up comes first, so `rx` must be safe to
+//! cancel: a read that is dropped before it returns must lose no byte it took from the
+//! line (a buffered UART's receiver is; a DMA read straight into the buffer given is
+//! not — wrap it in a ring buffer first). A byte lost anyway costs a retransmission of
+//! its frame, not the session.
 
 use crate::mailbox::{Mailbox, Postman};
 use crate::serial::{write_async, READ_CHUNK_BYTES};

@@ -36,14 +36,15 @@ where
     Model { segments, snapshot }
 }
 
-/// One random operation on the medium and the model; whether it is durable when it
-/// returns.
+/// One random operation on the medium, and the model as it would be after it: whether
+/// the operation is durable when it returns, and that model (applied to `model` only on
+/// success: a cut operation may or may not have taken effect).
 fn random_op(
     rng: &mut Xoshiro256PlusPlus,
     media: &mut FlashMedia<SimFlash>,
     model: &mut Model,
     next_seq: &mut u64,
-) -> Result<bool, FlashMediaError<SimError>> {
+) -> (Result<bool, FlashMediaError<SimError>>, Model) {
     // Keep the state well inside a bank: past 1.5 KiB, only shrink it.
     let total: usize = model.segments.values().map(Vec::len).sum();
     let pick = match rng.next_u32() % 100 {
@@ -57,48 +58,45 @@ fn random_op(
         let n = 1 + rng.next_u32() % max;
         (0..n).map(|_| rng.next_u32() as u8).collect::<Vec<u8>>()
     };
-    match pick {
+    let mut after = model.clone();
+    let result = match pick {
         0..=9 => {
             *next_seq += 1;
-            media.create(*next_seq)?;
-            model.segments.insert(*next_seq, Vec::new());
-            Ok(false)
+            after.segments.insert(*next_seq, Vec::new());
+            media.create(*next_seq).map(|()| false)
         }
         10..=49 if !live.is_empty() => {
             let (seq, b) = (some_live(rng), bytes(rng, 160));
-            media.append(seq, &b)?;
-            model.segments.get_mut(&seq).unwrap().extend_from_slice(&b);
-            Ok(false)
+            after.segments.get_mut(&seq).unwrap().extend_from_slice(&b);
+            media.append(seq, &b).map(|()| false)
         }
-        50..=69 => media.sync().map(|()| true),
         70..=76 if !live.is_empty() => {
             let seq = some_live(rng);
             let len = model.segments[&seq].len() as u64 / 2;
-            media.truncate(seq, len)?;
-            model.segments.get_mut(&seq).unwrap().truncate(len as usize);
-            Ok(true)
+            after.segments.get_mut(&seq).unwrap().truncate(len as usize);
+            media.truncate(seq, len).map(|()| true)
         }
         77..=84 => {
             *next_seq += 1;
             let b = bytes(rng, 300);
-            media.install(*next_seq, &b)?;
-            model.segments.insert(*next_seq, b);
-            Ok(true)
+            after.segments.insert(*next_seq, b.clone());
+            media.install(*next_seq, &b).map(|()| true)
         }
         85..=92 if live.len() > 1 => {
-            let seq = live[0];
-            media.remove(seq)?;
-            model.segments.remove(&seq);
-            Ok(false)
+            after.segments.remove(&live[0]);
+            media.remove(live[0]).map(|()| false)
         }
         93..=99 => {
             let b = bytes(rng, 400);
-            media.write_snapshot(&b)?;
-            model.snapshot = Some(b);
-            Ok(true)
+            after.snapshot = Some(b.clone());
+            media.write_snapshot(&b).map(|()| true)
         }
         _ => media.sync().map(|()| true),
+    };
+    if result.is_ok() {
+        *model = after.clone();
     }
+    (result, after)
 }
 
 /// A region of 8 sectors (two banks of 4 KiB): small, so that compactions are frequent.
@@ -106,64 +104,94 @@ const REGION: u32 = 8 * SECTOR as u32;
 
 #[test]
 fn everything_synced_survives_a_power_cut_anywhere() {
-    let mut compactions = 0;
-    let mut torn_starts = 0;
-    for seed in 0..400u64 {
+    let (mut compactions, mut torn_starts, mut cut_opens) = (0, 0, 0);
+    for seed in 0..300u64 {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-        let mut flash = SimFlash::new(8);
-        // A first life without cuts, then a life cut at a random byte.
-        let mut model = Model::default();
+        let cells = SimFlash::new(8);
+        // What the flash holds durably: any of these states (the last durable one, and
+        // each operation after it up to one that was cut).
+        let mut may_hold = vec![Model::default()];
         let mut next_seq = 0;
-        for life in 0..2 {
-            if life == 1 {
+        // A first life without cuts, then lives cut at a random byte (during the start's
+        // own recovery too), each followed by a check of what a clean start recovers.
+        for life in 0..4 {
+            let mut flash = cells.share();
+            if life > 0 {
                 flash.budget = Some(rng.next_u32() as usize % 6_000);
             }
-            let mut media = FlashMedia::open(flash, 0, REGION).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-            assert_eq!(contents(&mut media), model, "seed {seed}: reopened as left");
-            // States since the last durable point: what a cut may leave.
-            let mut since_durable = vec![model.clone()];
-            let mut cut = false;
+            let mut media = match FlashMedia::open(flash, 0, REGION) {
+                Ok(m) => m,
+                Err(FlashMediaError::Flash(SimError::PowerCut)) => {
+                    cut_opens += 1;
+                    continue;
+                }
+                Err(e) => panic!("seed {seed} life {life}: {e}"),
+            };
+            let mut model = contents(&mut media);
+            assert!(
+                may_hold.contains(&model),
+                "seed {seed} life {life}: started with a state that never was durable: {model:?}\nlast durable: {:?}",
+                may_hold[0]
+            );
+            if media.stats().compactions > 0 && life > 0 {
+                torn_starts += 1;
+            }
+            may_hold = vec![model.clone()];
             for _ in 0..200 {
-                match random_op(&mut rng, &mut media, &mut model, &mut next_seq) {
-                    Ok(true) => since_durable = vec![model.clone()],
-                    Ok(false) => since_durable.push(model.clone()),
+                let (result, after) = random_op(&mut rng, &mut media, &mut model, &mut next_seq);
+                match result {
+                    Ok(true) => may_hold = vec![model.clone()],
+                    Ok(false) => may_hold.push(model.clone()),
                     Err(FlashMediaError::Flash(SimError::PowerCut)) => {
-                        // The operation cut may or may not have taken effect.
-                        since_durable.push(model.clone());
-                        cut = true;
+                        may_hold.push(after);
                         break;
                     }
-                    Err(e) => panic!("seed {seed}: {e}"),
+                    Err(e) => panic!("seed {seed} life {life}: {e}"),
                 }
             }
             compactions += media.stats().compactions;
-            flash = media.into_flash();
-            flash.budget = None;
-            if !cut {
-                media = FlashMedia::open(flash, 0, REGION).unwrap();
-                media.sync().unwrap();
-                model = contents(&mut media);
-                flash = media.into_flash();
-                continue;
-            }
-            let mut reopened = FlashMedia::open(flash, 0, REGION)
-                .unwrap_or_else(|e| panic!("seed {seed}: no recovery after a cut: {e}"));
-            if reopened.stats().compactions > 0 {
-                torn_starts += 1;
-            }
-            let got = contents(&mut reopened);
-            let at = since_durable.iter().position(|m| *m == got);
-            assert!(
-                at.is_some(),
-                "seed {seed}: recovered a state that never was durable: {got:?}\nlast durable: {:?}",
-                since_durable[0]
-            );
-            model = got;
-            flash = reopened.into_flash();
         }
+        // A last clean start.
+        let mut media =
+            FlashMedia::open(cells.share(), 0, REGION).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let got = contents(&mut media);
+        assert!(may_hold.contains(&got), "seed {seed}: recovered a state that never was durable: {got:?}");
     }
     assert!(compactions > 100, "compactions were exercised: {compactions}");
     assert!(torn_starts > 10, "starts after a torn record were exercised: {torn_starts}");
+    assert!(cut_opens > 5, "cuts during a start's recovery were exercised: {cut_opens}");
+}
+
+/// A record header torn after its marker, with an erased length (`0xFFFF_FFFF`): the
+/// journal ends there (and the state moves banks), on any word size.
+#[test]
+fn a_torn_record_length_ends_the_journal() {
+    let cells = SimFlash::new(8);
+    let mut media = FlashMedia::open(cells.share(), 0, REGION).unwrap();
+    media.create(1).unwrap();
+    media.append(1, b"kept").unwrap();
+    media.sync().unwrap();
+    let tail = media.stats().used_bytes as usize;
+    drop(media);
+    // Bank 0 is active (a new region is formatted there): the marker programmed, the
+    // rest of the header not.
+    cells.bytes.borrow_mut()[tail..tail + 4].copy_from_slice(&[0xA5, 0, 0, 0]);
+    let mut again = FlashMedia::open(cells.share(), 0, REGION).unwrap();
+    assert_eq!(contents(&mut again).segments[&1], b"kept");
+    assert_eq!(again.stats().bank, 1, "the torn tail moved the state to the other bank");
+}
+
+/// A region opened with another size is refused, and keeps its state.
+#[test]
+fn another_region_size_is_refused_not_formatted() {
+    let cells = SimFlash::new(16);
+    let mut media = FlashMedia::open(cells.share(), 0, REGION).unwrap();
+    media.install(1, b"vote and log").unwrap();
+    drop(media);
+    let e = FlashMedia::open(cells.share(), 0, 2 * REGION).err().unwrap();
+    assert!(matches!(e, FlashMediaError::Geometry { .. }), "{e:?}");
+    let mut again = FlashMedia::open(cells.share(), 0, REGION).unwrap();
+    assert_eq!(contents(&mut again).segments[&1], b"vote and log");
 }
 
 #[test]

@@ -54,21 +54,24 @@ pub(crate) fn sleep(ms: u64) -> Sleep {
     let timer_fn = |name: &str| {
         js_sys::Reflect::get(&global, &name.into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok())
     };
-    let mut timer = JsValue::UNDEFINED;
+    let (mut timer, mut resolve_fn) = (JsValue::UNDEFINED, None);
     let p = Promise::new(&mut |resolve, _| {
         if let Some(set) = timer_fn("setTimeout") {
             timer = set.call2(&JsValue::NULL, &resolve, &JsValue::from_f64(ms as f64)).unwrap_or_default();
         }
+        resolve_fn = Some(resolve);
     });
-    Sleep { done: JsFuture::from(p), timer, clear: timer_fn("clearTimeout") }
+    Sleep { done: JsFuture::from(p), timer, clear: timer_fn("clearTimeout"), resolve: resolve_fn }
 }
 
 /// A `setTimeout` as a future. Dropped before it fires (the other side of a race won),
-/// it clears its timer, so that no pending timer keeps a Node process or a Worker alive.
+/// it clears its timer, so that no pending timer keeps a Node process or a Worker alive,
+/// and settles its promise at once, so that the future's callbacks run and are freed.
 pub(crate) struct Sleep {
     done: JsFuture,
     timer: JsValue,
     clear: Option<js_sys::Function>,
+    resolve: Option<js_sys::Function>,
 }
 
 impl std::future::Future for Sleep {
@@ -83,6 +86,9 @@ impl Drop for Sleep {
     fn drop(&mut self) {
         if let Some(clear) = &self.clear {
             let _ = clear.call1(&JsValue::NULL, &self.timer);
+        }
+        if let Some(resolve) = &self.resolve {
+            let _ = resolve.call0(&JsValue::NULL);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! NOR flash in memory, with the rules real parts keep and power cuts at a chosen byte.
 
 use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 pub const SECTOR: usize = 1024;
 pub const WORD: usize = 4;
@@ -25,16 +27,22 @@ impl NorFlashError for SimError {
 
 /// NOR flash in memory: words programmed only when erased, sectors erased whole, and
 /// power lost after `budget` more bytes programmed or erased (the write or erase in
-/// progress stops half way).
+/// progress stops half way). [`SimFlash::share`] gives another handle on the same cells,
+/// so a test keeps the part when a medium that owns one fails.
 pub struct SimFlash {
-    pub bytes: Vec<u8>,
+    pub bytes: Rc<RefCell<Vec<u8>>>,
     pub budget: Option<usize>,
     pub erases: usize,
 }
 
 impl SimFlash {
     pub fn new(sectors: usize) -> Self {
-        Self { bytes: vec![0xFF; sectors * SECTOR], budget: None, erases: 0 }
+        Self { bytes: Rc::new(RefCell::new(vec![0xFF; sectors * SECTOR])), budget: None, erases: 0 }
+    }
+
+    /// The same cells, with power and no budget.
+    pub fn share(&self) -> Self {
+        Self { bytes: self.bytes.clone(), budget: None, erases: 0 }
     }
 
     /// Spends one byte of the budget; `false` when the power is gone.
@@ -59,13 +67,14 @@ impl ReadNorFlash for SimFlash {
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), SimError> {
         let at = offset as usize;
-        let src = self.bytes.get(at..at + bytes.len()).ok_or(SimError::OutOfBounds)?;
+        let cells = self.bytes.borrow();
+        let src = cells.get(at..at + bytes.len()).ok_or(SimError::OutOfBounds)?;
         bytes.copy_from_slice(src);
         Ok(())
     }
 
     fn capacity(&self) -> usize {
-        self.bytes.len()
+        self.bytes.borrow().len()
     }
 }
 
@@ -78,7 +87,7 @@ impl NorFlash for SimFlash {
         if from % SECTOR != 0 || to % SECTOR != 0 {
             return Err(SimError::Misaligned);
         }
-        if to > self.bytes.len() || from > to {
+        if to > self.capacity() || from > to {
             return Err(SimError::OutOfBounds);
         }
         self.erases += (to - from) / SECTOR;
@@ -86,7 +95,7 @@ impl NorFlash for SimFlash {
             if !self.spend() {
                 return Err(SimError::PowerCut);
             }
-            self.bytes[i] = 0xFF;
+            self.bytes.borrow_mut()[i] = 0xFF;
         }
         Ok(())
     }
@@ -96,17 +105,17 @@ impl NorFlash for SimFlash {
         if at % WORD != 0 || bytes.len() % WORD != 0 {
             return Err(SimError::Misaligned);
         }
-        if at + bytes.len() > self.bytes.len() {
+        if at + bytes.len() > self.capacity() {
             return Err(SimError::OutOfBounds);
         }
-        if let Some(i) = (at..at + bytes.len()).find(|i| self.bytes[*i] != 0xFF) {
+        if let Some(i) = (at..at + bytes.len()).find(|i| self.bytes.borrow()[*i] != 0xFF) {
             return Err(SimError::NotErased(i));
         }
         for (i, b) in bytes.iter().enumerate() {
             if !self.spend() {
                 return Err(SimError::PowerCut);
             }
-            self.bytes[at + i] = *b;
+            self.bytes.borrow_mut()[at + i] = *b;
         }
         Ok(())
     }

@@ -350,6 +350,7 @@ mod tests {
 fn web_url(advertised_client: &str, http: SocketAddr) -> String {
     let host = match advertised_client.rsplit_once(':') {
         Some((host, _)) if !host.is_empty() => host.to_string(),
+        _ if http.is_ipv6() => format!("[{}]", http.ip()),
         _ => http.ip().to_string(),
     };
     format!("ws://{host}:{}{}", http.port(), ws::WS_PATH)
@@ -366,5 +367,6 @@ mod web_url_tests {
         assert_eq!(web_url("db1.example:7001", http), "ws://db1.example:7201/ws");
         assert_eq!(web_url("[::1]:7001", http), "ws://[::1]:7201/ws");
         assert_eq!(web_url("7001", "127.0.0.2:7201".parse().unwrap()), "ws://127.0.0.2:7201/ws");
+        assert_eq!(web_url("7001", "[::1]:7201".parse().unwrap()), "ws://[::1]:7201/ws");
     }
 }
