@@ -1285,8 +1285,17 @@ impl Client {
             .map(|(id, _)| *id)
             .collect();
         for id in sequenced {
+            let closes = self
+                .ops
+                .get(&id)
+                .is_some_and(|p| matches!(&p.kind, Kind::Command { op: Op::Session(SessionOp::Close), .. }));
             if id == KEEP_ALIVE_OP {
                 self.ops.remove(&id);
+            } else if closes {
+                // What a close asks for has happened: the session is gone, and what it
+                // held with it. (A close retried after its first try closed the session
+                // is answered this way.)
+                self.finish(id, Ok(Reply::Unit), 0, false);
             } else {
                 self.finish(id, Err(Error::SessionLost(lost)), 0, false);
             }

@@ -327,3 +327,32 @@ fn a_session_ttl_the_cluster_refuses_fails_the_commands_waiting_for_it_and_is_no
     assert!(sent(&mut c).iter().all(|(_, r)| !matches!(r.body, RequestBody::Command(_))), "no second open");
     assert_eq!(c.in_flight(), 0);
 }
+
+/// A close whose first try closed the session and whose answer was lost is retried and
+/// answered "session lost": the close succeeds, since the session is gone as asked.
+#[test]
+fn a_retried_close_answered_session_lost_succeeds() {
+    let mut c = with_session(7);
+    let close = c.close(ms(10));
+    let first = sent(&mut c)
+        .into_iter()
+        .find(|(_, r)| {
+            matches!(&r.body, RequestBody::Command(Command { op: Op::Session(SessionOp::Close), .. }))
+        })
+        .expect("the close goes out");
+    // Its answer is lost: the retry, after the request timeout, finds the session gone.
+    c.handle_timeout(ms(10 + 1_500));
+    let retry = sent(&mut c)
+        .into_iter()
+        .find(|(_, r)| {
+            matches!(&r.body, RequestBody::Command(Command { op: Op::Session(SessionOp::Close), .. }))
+        })
+        .unwrap_or(first);
+    answer(&mut c, ms(1_600), retry.0, retry.1.id, applied(Err(Error::SessionLost(SessionId(7)))));
+    let ev = events(&mut c);
+    assert!(
+        ev.iter().any(|e| matches!(e, ClientEvent::Done { op, result: Ok(Reply::Unit), .. } if *op == close)),
+        "{ev:?}"
+    );
+    assert_eq!(c.session(), None);
+}
