@@ -208,9 +208,15 @@ impl postcard::ser_flavors::Flavor for AppendTo<'_> {
 /// Appends the payload for `envelope` (version byte + postcard) to `out`. On error `out`
 /// is left as it was.
 pub fn encode_payload(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), WireError> {
+    encode_as(envelope, out)
+}
+
+/// A payload of `value`, encoded as an envelope (or a narrower type with the same
+/// variant indices): the version byte, then postcard.
+fn encode_as<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), WireError> {
     let start = out.len();
     out.push(PROTOCOL_VERSION);
-    postcard::serialize_with_flavor(envelope, AppendTo(out)).map_err(|e| {
+    postcard::serialize_with_flavor(value, AppendTo(out)).map_err(|e| {
         out.truncate(start);
         WireError::Malformed(e)
     })
@@ -218,6 +224,14 @@ pub fn encode_payload(envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), Wire
 
 /// Decodes one payload. `payload_bytes_max` bounds its size.
 pub fn decode_payload(payload: &[u8], payload_bytes_max: usize) -> Result<Envelope, WireError> {
+    decode_as(payload, payload_bytes_max)
+}
+
+/// Decodes a payload as `T`: its size, version and trailing bytes checked.
+fn decode_as<T: serde::de::DeserializeOwned>(
+    payload: &[u8],
+    payload_bytes_max: usize,
+) -> Result<T, WireError> {
     if payload.len() > payload_bytes_max {
         return Err(WireError::FrameTooLarge { size: payload.len(), max: payload_bytes_max });
     }
@@ -225,11 +239,11 @@ pub fn decode_payload(payload: &[u8], payload_bytes_max: usize) -> Result<Envelo
     if version != PROTOCOL_VERSION {
         return Err(WireError::UnsupportedVersion(version));
     }
-    let (envelope, rest) = postcard::take_from_bytes(body).map_err(WireError::Malformed)?;
+    let (value, rest) = postcard::take_from_bytes(body).map_err(WireError::Malformed)?;
     if !rest.is_empty() {
         return Err(WireError::TrailingBytes(rest.len()));
     }
-    Ok(envelope)
+    Ok(value)
 }
 
 /// A type with no values: the envelope variants a client never sends or accepts.
@@ -260,29 +274,13 @@ enum ResponseEnvelope {
 
 /// Encodes `Envelope::Request(request)`: the bytes [`encode_payload`] writes for it.
 pub fn encode_request(request: &ClientRequest, out: &mut Vec<u8>) -> Result<(), WireError> {
-    let start = out.len();
-    out.push(PROTOCOL_VERSION);
-    postcard::serialize_with_flavor(&RequestEnvelope::Request(request), AppendTo(out)).map_err(|e| {
-        out.truncate(start);
-        WireError::Malformed(e)
-    })
+    encode_as(&RequestEnvelope::Request(request), out)
 }
 
 /// Decodes a payload a client receives, which must be an `Envelope::Response`: as
 /// [`decode_payload`], with any other envelope [`WireError::Malformed`].
 pub fn decode_response(payload: &[u8], payload_bytes_max: usize) -> Result<ServerMessage, WireError> {
-    if payload.len() > payload_bytes_max {
-        return Err(WireError::FrameTooLarge { size: payload.len(), max: payload_bytes_max });
-    }
-    let (&version, body) = payload.split_first().ok_or(WireError::Empty)?;
-    if version != PROTOCOL_VERSION {
-        return Err(WireError::UnsupportedVersion(version));
-    }
-    let (envelope, rest) = postcard::take_from_bytes(body).map_err(WireError::Malformed)?;
-    if !rest.is_empty() {
-        return Err(WireError::TrailingBytes(rest.len()));
-    }
-    match envelope {
+    match decode_as(payload, payload_bytes_max)? {
         ResponseEnvelope::Response(m) => Ok(m),
         ResponseEnvelope::Raft(n) | ResponseEnvelope::Request(n) | ResponseEnvelope::PeerHello(n) => {
             match n {}
